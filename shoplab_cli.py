@@ -1,4 +1,21 @@
 """The one `shoplab` command; each package contributes its own sub-command group."""
+
+import os
+
 import typer
 
-app = typer.Typer(help="shoplab: LLM shopping agents and query rewriting on a real search engine.", no_args_is_help=True)
+# Nothing is ever fetched from a model hub at run time.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from agents.cli import app as bench_app  # noqa: E402
+from sandbox.cli import app as sandbox_app  # noqa: E402
+
+app = typer.Typer(help="shoplab: LLM shopping agents and query rewriting on a real search engine.",
+                  no_args_is_help=True)
+app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(bench_app, name="bench")
+
+if __name__ == "__main__":
+    app()

@@ -5,7 +5,13 @@ from sandbox.catalogue import BuildReport, build_sandbox
 from sandbox.data_model import PRODUCT_FIELDS, SERVICES, Intent, Product, Shop, Voucher
 from sandbox.engines.base import SearchBackend, SearchPage, SearchRequest, SortOrder, analyze, query_terms
 from sandbox.environment import ShoppingEnv, StepResult
-from sandbox.scorer import EmbeddingTitleSimilarity, EpisodeScore, default_title_similarity, pass_hat_k, score_episode
+from sandbox.scorer import (
+    EmbeddingTitleSimilarity,
+    EpisodeScore,
+    default_title_similarity,
+    pass_hat_k,
+    score_episode,
+)
 from sandbox.tasks import ProductSpec, Task, TaskFormatError, load_task_file, load_tasks
 from sandbox.tools import TOOLS, ToolSpec, openai_tools
 from sandbox.world import ShoppingWorld

@@ -85,7 +85,7 @@ class ShoppingEnv:
         self.world = world
         self.task = task
         self.max_steps = max_steps
-        self.tool_names = list(tools) if tools else list(TOOLS)
+        self.tool_names = list(tools) if tools is not None else list(TOOLS)
         unknown = [t for t in self.tool_names if t not in TOOLS]
         if unknown:
             raise ValueError(f"unknown tools {unknown}")
@@ -143,6 +143,8 @@ class ShoppingEnv:
             observation, data, ok = f"Error: invalid arguments for {tool}: {_validation_message(exc)}", None, False
         except Exception as exc:  # an engine failure must not end the episode either
             observation, data, ok = f"Error: {tool} failed ({type(exc).__name__}: {str(exc)[:200]})", None, False
+        if self.state.steps >= self.max_steps:
+            self.state.done = True
         result = StepResult(tool=str(tool)[:80], arguments=args_for_log, observation=observation, ok=ok,
                             done=self.state.done, latency_ms=(time.perf_counter() - started) * 1000, data=data)
         self.state.history.append(result)
@@ -157,13 +159,17 @@ class ShoppingEnv:
     def _parse_arguments(self, arguments: dict[str, Any] | str | None) -> dict[str, Any]:
         if arguments is None or arguments == "":
             return {}
-        if isinstance(arguments, str):
-            if len(arguments) > MAX_ARGUMENT_CHARS:
-                raise ToolError(f"arguments are {len(arguments)} characters long; at most {MAX_ARGUMENT_CHARS}")
+        if not isinstance(arguments, str):
             try:
-                arguments = json.loads(arguments)
-            except json.JSONDecodeError as exc:
-                raise ToolError(f"arguments are not valid JSON ({exc.msg} at char {exc.pos})") from exc
+                arguments = json.dumps(arguments, ensure_ascii=False)
+            except (TypeError, ValueError) as exc:
+                raise ToolError("arguments must be JSON-serialisable") from exc
+        if len(arguments) > MAX_ARGUMENT_CHARS:
+            raise ToolError(f"arguments are {len(arguments)} characters long; at most {MAX_ARGUMENT_CHARS}")
+        try:
+            arguments = json.loads(arguments)
+        except json.JSONDecodeError as exc:
+            raise ToolError(f"arguments are not valid JSON ({exc.msg} at char {exc.pos})") from exc
         if not isinstance(arguments, dict):
             raise ToolError("arguments must be a JSON object of parameter names to values")
         return arguments

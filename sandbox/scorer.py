@@ -74,13 +74,23 @@ class EmbeddingTitleSimilarity:
 
 
 _DEFAULT_SIMILARITY: EmbeddingTitleSimilarity | None = None
+_DEFAULT_LOCK = threading.Lock()
 
 
 def default_title_similarity() -> EmbeddingTitleSimilarity:
+    """The process-wide default model, loaded once (thread-safe) on first use."""
     global _DEFAULT_SIMILARITY
-    if _DEFAULT_SIMILARITY is None:
-        _DEFAULT_SIMILARITY = EmbeddingTitleSimilarity()
+    with _DEFAULT_LOCK:
+        if _DEFAULT_SIMILARITY is None:
+            _DEFAULT_SIMILARITY = EmbeddingTitleSimilarity()
     return _DEFAULT_SIMILARITY
+
+
+class _LazySimilarity:
+    """Loads the default model only if a title actually has to be compared (exact ids never do)."""
+
+    def __call__(self, a: str, b: str) -> float:
+        return default_title_similarity()(a, b)
 
 
 @dataclass
@@ -174,7 +184,7 @@ ProductLookup = Callable[[Sequence[str]], Mapping[str, Mapping[str, Any]]]
 
 def score_episode(task: Task, recommended: str | Sequence[str] | None, lookup: ProductLookup,
                   similarity: TitleSimilarity | None = None) -> EpisodeScore:
-    similarity = similarity or default_title_similarity()
+    similarity = similarity or _LazySimilarity()
     ids = parse_recommendation(recommended)
     found = lookup(ids) if ids else {}
     zero = dict.fromkeys(FIELDS, 0.0)

@@ -74,6 +74,13 @@ class FindProductArgs(ToolArgs):
             raise ValueError(f"q is {len(v)} characters long; at most {MAX_QUERY_CHARS}: use a few key words")
         return v
 
+    @field_validator("page", mode="before")
+    @classmethod
+    def _page_not_bool(cls, v: Any) -> Any:
+        if isinstance(v, bool) or isinstance(v, float) and not v.is_integer():
+            raise ValueError("page must be an integer")
+        return v
+
     @field_validator("page")
     @classmethod
     def _page(cls, v: int) -> int:
@@ -110,6 +117,8 @@ class FindProductArgs(ToolArgs):
         if v is None:
             return None
         parts = v if isinstance(v, list) else str(v).split(",")
+        if not all(isinstance(p, str) for p in parts):
+            raise ValueError("service must be a comma-separated string of service names")
         parts = [p.strip() for p in parts if p.strip() and p.strip() != "default"]
         unknown = [p for p in parts if p not in SERVICES]
         if unknown:

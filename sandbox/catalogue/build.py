@@ -89,7 +89,7 @@ def build_sandbox(data_dir: str | Path, task_files: Sequence[str | Path], n_prod
     profile.to_json(data_dir / "profile.json")
     with (data_dir / "special_products.jsonl").open("w", encoding="utf-8") as fh:
         for p in specials:
-            fh.write(json.dumps(p, ensure_ascii=False) + "\n")
+            fh.write(json.dumps(p) + "\n")
     with (data_dir / "decoys.jsonl").open("w", encoding="utf-8") as fh:
         for entry in recon.decoy_log:
             fh.write(json.dumps(entry) + "\n")
@@ -98,17 +98,15 @@ def build_sandbox(data_dir: str | Path, task_files: Sequence[str | Path], n_prod
     with (data_dir / "shops.jsonl").open("w", encoding="utf-8") as fh:
         for k in range(n_shops):
             fh.write(json.dumps({"shop_id": ids.shop_id(k), "name": shop_name(k), "official": k % 10 == 0}) + "\n")
-        listed = {ids.shop_id(k) for k in range(min(n_shops, 0))}
+        listed = {ids.shop_id(k) for k in range(n_shops)}
         for shop in sorted(recon.gold_shops - listed):
             fh.write(json.dumps({"shop_id": shop, "name": f"Shop {shop}", "official": False}) + "\n")
     with (data_dir / "vouchers.jsonl").open("w", encoding="utf-8") as fh:
         for t in tasks:
             if t.voucher is None:
                 continue
-            shop = None
-            if t.voucher.voucher_type == "shop":
-                shop = next((g["shop_id"] for g in recon.golds if g["product_id"] == t.reward[0].product_id), None)
-            fh.write(json.dumps({"voucher_id": f"V-{t.task_id}", "task_id": t.task_id, "shop_id": shop,
+            # A task's shop voucher applies to any single shop's basket, as its text and the scorer say.
+            fh.write(json.dumps({"voucher_id": f"V-{t.task_id}", "task_id": t.task_id, "shop_id": None,
                                  **t.voucher.model_dump(exclude={"price_after_voucher", "budget"})}) + "\n")
 
     engine = open_backend(data_dir, backend, create=True, es_options=es_options)

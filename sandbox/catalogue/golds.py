@@ -29,6 +29,8 @@ class GoldDraft:
     fixed_price: float | None = None
     record: dict[str, Any] | None = None
     intents: set[str] = field(default_factory=set)
+    one_shop: bool = False  # some task needs all its products from one shop
+    budgeted: bool = False  # some task checks a budget over this product
 
 
 @dataclass
@@ -68,15 +70,16 @@ def _price_inside(r: PriceRange, rng: random.Random, fallback_log: float) -> flo
     return round(max(1.0, math.exp(rng.gauss(fallback_log, 0.5))), 2)
 
 
-def _price_outside(r: PriceRange | None, price: float, rng: random.Random) -> float:
+def _price_outside(r: PriceRange | None, price: float, rng: random.Random) -> float | None:
+    """A price that breaks the range, or (no range) a dearer copy that breaks a budget; None if impossible."""
     if r is None or (r.low is None and r.high is None):
-        return round(price * rng.uniform(1.6, 3.0), 2)  # breaks a budget instead
+        return round(price * rng.uniform(1.6, 3.0), 2)
     options = []
     if r.low is not None and r.low > 1.0:
         options.append(round(max(0.5, r.low * rng.uniform(0.5, 0.9)), 2))
     if r.high is not None:
         options.append(round(r.high * rng.uniform(1.1, 1.6) + 1.0, 2))
-    return rng.choice(options) if options else round(price * 2.0, 2)
+    return rng.choice(options) if options else None
 
 
 def _intersect(ranges: list[PriceRange]) -> PriceRange | None:
@@ -85,6 +88,35 @@ def _intersect(ranges: list[PriceRange]) -> PriceRange | None:
     lo = max((r.low for r in ranges if r.low is not None), default=None)
     hi = min((r.high for r in ranges if r.high is not None), default=None)
     return PriceRange(low=lo, high=hi)
+
+
+def _bounds(r: PriceRange | None) -> tuple[float, float]:
+    low = max(0.01, r.low) if r is not None and r.low is not None else 0.01
+    high = r.high if r is not None and r.high is not None else math.inf
+    return low, high
+
+
+def _split_within_bounds(total: float, bounds: list[tuple[float, float]], rng: random.Random) -> list[float] | None:
+    """Random prices (2 decimals) inside each (low, high) that add up to `total`, if any exist."""
+    if total < sum(lo for lo, _ in bounds) - 1e-6 or total > sum(hi for _, hi in bounds) + 1e-6:
+        return None
+    weights = [rng.uniform(0.5, 1.5) for _ in bounds]
+    prices = [min(max(total * w / sum(weights), lo), hi) for w, (lo, hi) in zip(weights, bounds, strict=True)]
+    for _ in range(len(bounds) * 3):
+        diff = total - sum(prices)
+        if abs(diff) < 1e-9:
+            break
+        room = [(hi - p) if diff > 0 else (p - lo) for p, (lo, hi) in zip(prices, bounds, strict=True)]
+        for i in sorted(range(len(prices)), key=lambda i: -room[i]):
+            step = min(abs(diff), room[i])
+            prices[i] += step if diff > 0 else -step
+            diff = total - sum(prices)
+            if abs(diff) < 1e-9:
+                break
+    prices = [round(p, 2) for p in prices]
+    prices[-1] = round(total - sum(prices[:-1]), 2)
+    lo, hi = bounds[-1]
+    return prices if lo - 0.011 <= prices[-1] <= hi + 0.011 else None
 
 
 def _look_alike_title(title: str, rng: random.Random) -> str:
@@ -140,6 +172,8 @@ class GoldBuilder:
             for spec in task.reward:
                 d = draft(spec.product_id)
                 d.intents.add(task.intent.value)
+                d.one_shop = d.one_shop or one_shop
+                d.budgeted = d.budgeted or task.voucher is not None
                 for t in spec.title:
                     if t not in d.titles:
                         d.titles.append(t)
@@ -160,17 +194,31 @@ class GoldBuilder:
                         conflicts.append(f"{task.task_id}: product {d.product_id} already in shop {d.shop_id}")
                     else:
                         d.shop_id = shop
-            if task.voucher is not None:
-                total = voucher_basket_total(task.voucher)
-                weights = [self.rng.uniform(0.5, 1.5) for _ in task.reward]
-                prices = [round(total * w / sum(weights), 2) for w in weights]
-                prices[-1] = round(total - sum(prices[:-1]), 2)
-                for spec, p in zip(task.reward, prices, strict=True):
-                    d = draft(spec.product_id)
-                    if d.fixed_price is not None and abs(d.fixed_price - p) > 0.01:
-                        conflicts.append(f"{task.task_id}: product {d.product_id} priced by two vouchers")
-                    else:
-                        d.fixed_price = max(0.01, p)
+        # Prices of voucher baskets come last: a gold product that another task also constrains
+        # keeps a price inside that range, and the rest of the basket total goes to the others.
+        for task in tasks:
+            if task.voucher is None:
+                continue
+            total = voucher_basket_total(task.voucher)
+            members = [draft(spec.product_id) for spec in task.reward]
+            for d in members:
+                if d.fixed_price is None and d.record is not None:
+                    d.fixed_price = float(d.record.get("price") or 0.0)
+            hard = [d for d in members if d.fixed_price is not None]
+            soft = [d for d in members if d.fixed_price is None]
+            rest = total - sum(d.fixed_price for d in hard)
+            if not soft:
+                if abs(rest) > 0.01:
+                    conflicts.append(f"{task.task_id}: every gold product is priced elsewhere; "
+                                     f"the basket totals {total - rest:.2f} instead of {total:.2f}")
+                continue
+            prices = _split_within_bounds(rest, [_bounds(_intersect(d.price_ranges)) for d in soft], self.rng)
+            if prices is None:
+                conflicts.append(f"{task.task_id}: no prices inside the other tasks' ranges add up to {total:.2f}")
+                prices = [_price_inside(_intersect(d.price_ranges) or PriceRange(), self.rng, self._log_price_mean)
+                          for d in soft]
+            for d, p in zip(soft, prices, strict=True):
+                d.fixed_price = p
         return drafts, conflicts
 
     def materialize(self, d: GoldDraft) -> dict[str, Any]:
@@ -246,9 +294,12 @@ class GoldBuilder:
         out = []
         price_range = _intersect(d.price_ranges)
 
-        def set_price(p):
-            p["price"] = _price_outside(price_range, gold["price"], rng)
-        out.append(self._decoy(gold, "price", set_price))
+        # A decoy must break something: a price rule, or else a budget; never a second right answer.
+        outside = _price_outside(price_range, gold["price"], rng) if price_range is not None or d.budgeted else None
+        if outside is not None:
+            def set_price(p, outside=outside):
+                p["price"] = outside
+            out.append(self._decoy(gold, "price" if price_range is not None else "budget", set_price))
 
         for k, vs in d.attributes.items():
             for v in vs:
@@ -273,7 +324,7 @@ class GoldBuilder:
             def drop_service(p, s=s):
                 p["service"] = [x for x in p["service"] if x != s]
             out.append(self._decoy(gold, f"service:{s}", drop_service))
-        if d.intents & {"shop", "voucher"}:
+        if d.one_shop:
             def move_shop(p):
                 other = self._random_shop()
                 while other == gold["shop_id"]:

@@ -1,0 +1,167 @@
+"""The benchmark runner: episodes in parallel, resumable, scored, summarised per intent."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from agents.base import Agent, trajectory_messages
+from sandbox import ShoppingEnv, ShoppingWorld, Task, pass_hat_k
+from sandbox.environment import DEFAULT_MAX_STEPS
+from sandbox.scorer import TitleSimilarity, default_title_similarity
+
+INTENT_ORDER = ("product", "shop", "voucher", "web")
+
+
+@dataclass
+class RunConfig:
+    agent: str
+    trials: int = 1
+    parallel: int = 1
+    max_steps: int = DEFAULT_MAX_STEPS
+    seed: int = 0
+
+
+def _read_done(results_path: Path) -> list[dict[str, Any]]:
+    """Completed episodes; a line cut short by a kill is dropped (and rewritten away)."""
+    if not results_path.exists():
+        return []
+    rows: list[dict[str, Any]] = []
+    # Split on "\n" only: JSON strings may hold U+2028, which splitlines() would cut.
+    lines = [line for line in results_path.read_text(encoding="utf-8").split("\n") if line.strip()]
+    clean = True
+    for line in lines:
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            clean = False
+    if not clean:
+        tmp = results_path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+        os.replace(tmp, results_path)
+    return rows
+
+
+def summarize(rows: Sequence[dict[str, Any]], trials: int | None = None) -> dict[str, Any]:
+    by_intent: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        by_intent[r["intent"]].append(r)
+
+    def block(items: list[dict[str, Any]]) -> dict[str, Any]:
+        n = len(items)
+        if n == 0:
+            return {"n": 0, "asr": 0.0, "constraint_score": 0.0}
+        per_task: dict[str, list[bool]] = defaultdict(list)
+        for r in items:
+            per_task[r["task_id"]].append(bool(r["success"]))
+        k_max = trials or max(len(v) for v in per_task.values())
+        out = {
+            "n": n,
+            "tasks": len(per_task),
+            "asr": round(sum(r["success"] for r in items) / n, 4),
+            "constraint_score": round(sum(r["constraint_score"] for r in items) / n, 4),
+            "gt_rate": round(sum(r.get("gt", 0.0) >= 1.0 for r in items) / n, 4),
+            "mean_steps": round(sum(r["steps"] for r in items) / n, 2),
+            "mean_seconds": round(sum(r["seconds"] for r in items) / n, 3),
+        }
+        for k in range(1, k_max + 1):
+            out[f"pass^{k}"] = round(pass_hat_k(per_task, k), 4)
+        return out
+
+    summary = {"overall": block(list(rows))}
+    for intent in sorted(by_intent, key=lambda i: INTENT_ORDER.index(i) if i in INTENT_ORDER else 99):
+        summary[intent] = block(by_intent[intent])
+    return summary
+
+
+def run_episode(world: ShoppingWorld, task: Task, agent: Agent, trial: int, max_steps: int,
+                similarity: TitleSimilarity) -> dict[str, Any]:
+    env = ShoppingEnv(world, task, max_steps=max_steps)
+    env.reset()
+    started = time.perf_counter()
+    error = None
+    info: dict[str, Any] | None = None
+    try:
+        info = agent.run_episode(env)
+    except Exception as exc:  # one broken episode must not stop a benchmark
+        error = f"{type(exc).__name__}: {exc}"[:500]
+    seconds = time.perf_counter() - started
+    score = env.score(similarity)
+    return {
+        "task_id": task.task_id, "intent": task.intent.value, "trial": trial, "agent": agent.name,
+        "success": bool(score.success), "constraint_score": round(score.constraint_score, 4), "gt": score.gt,
+        "fields": score.fields, "shop_ok": score.shop_ok, "budget_ok": score.budget_ok,
+        "knowledge_ok": score.knowledge_ok, "recommended": score.recommended, "per_product": score.per_product,
+        "steps": env.state.steps, "seconds": round(seconds, 3),
+        "tool_errors": sum(not s.ok for s in env.state.history), "error": error, "info": info or {},
+        "trajectory": trajectory_messages(env),
+        "tool_latency_ms": [round(s.latency_ms, 3) for s in env.state.history],
+    }
+
+
+def run_benchmark(world: ShoppingWorld, tasks: Sequence[Task], agent_factory: Callable[[], Agent], out_dir: str | Path,
+                  config: RunConfig, similarity: TitleSimilarity | None = None, progress: bool = True
+                  ) -> dict[str, Any]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / "results.jsonl"
+    config_path = out / "config.json"
+    if config_path.exists():
+        previous = json.loads(config_path.read_text())
+        if previous.get("agent") != config.agent:
+            raise ValueError(f"{out} holds a run of agent {previous.get('agent')!r}; use another --out")
+    config_path.write_text(json.dumps({**config.__dict__, "data_dir": str(world.data_dir),
+                                       "n_tasks": len(tasks)}, indent=2))
+    done_rows = _read_done(results_path)
+    done = {(r["task_id"], r["trial"]) for r in done_rows}
+    todo = [(t, k) for k in range(config.trials) for t in tasks if (t.task_id, k) not in done]
+    similarity = similarity or default_title_similarity()
+    rows = list(done_rows)
+    lock = threading.Lock()
+    local = threading.local()
+
+    def agent_for_thread() -> Agent:
+        if not hasattr(local, "agent"):
+            local.agent = agent_factory()
+        return local.agent
+
+    def work(task: Task, trial: int) -> dict[str, Any]:
+        return run_episode(world, task, agent_for_thread(), trial, config.max_steps, similarity)
+
+    with results_path.open("a", encoding="utf-8") as fh, tqdm(
+            total=len(todo), desc=f"{config.agent}", unit="ep", disable=not progress) as bar:
+        def record(row: dict[str, Any]) -> None:
+            with lock:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+                rows.append(row)
+                asr = sum(r["success"] for r in rows) / len(rows)
+                bar.set_postfix(asr=f"{asr:.3f}")
+                bar.update(1)
+
+        if config.parallel <= 1:
+            for task, trial in todo:
+                record(work(task, trial))
+        else:
+            with ThreadPoolExecutor(max_workers=config.parallel) as pool:
+                futures = [pool.submit(work, t, k) for t, k in todo]
+                for f in as_completed(futures):
+                    record(f.result())
+
+    summary = summarize(rows, config.trials)
+    summary["run"] = {"agent": config.agent, "trials": config.trials, "episodes": len(rows),
+                      "data_dir": str(world.data_dir), "backend": world.manifest.get("backend"),
+                      "n_products": world.manifest.get("n_products")}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary

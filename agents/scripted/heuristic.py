@@ -1,0 +1,31 @@
+"""The rule baseline (WebShop's in spirit): search the instruction text, recommend the top hit.
+
+It never sees the reward. Its success rate is the floor every learned agent must beat.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from sandbox import ShoppingEnv
+from sandbox.tools import MAX_QUERY_CHARS
+
+
+class HeuristicAgent:
+    name = "heuristic"
+
+    def query_from_instruction(self, instruction: str) -> str:
+        # Voucher tasks append the voucher rules after a blank line; they are not product words.
+        text = instruction.split("\n\n")[0]
+        text = re.sub(r"\s+", " ", text).strip()
+        return text[:MAX_QUERY_CHARS]
+
+    def run_episode(self, env: ShoppingEnv) -> dict[str, Any] | None:
+        result = env.step("find_product", {"q": self.query_from_instruction(env.instruction), "page": 1})
+        hits = result.data if result.ok and isinstance(result.data, list) else []
+        if hits:
+            env.step("recommend_product", {"product_ids": hits[0]["product_id"]})
+        env.step("terminate", {"status": "success" if hits else "failure"})
+        return {"query": json.dumps(self.query_from_instruction(env.instruction))[:200]}

@@ -1,0 +1,96 @@
+"""`shoplab sandbox ...`: build, inspect and serve a shopping world."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="Build, inspect and serve the shopping sandbox.", no_args_is_help=True)
+console = Console()
+
+
+@app.command()
+def build(
+    data_dir: Path = typer.Option(..., "--data-dir", help="Where the sandbox is written."),
+    tasks: list[Path] = typer.Option(..., "--tasks", help="ShoppingBench-format task files (any intent).", exists=True),
+    products: int = typer.Option(200_000, "--products", min=1, help="Catalogue size, golds and decoys included."),
+    backend: str = typer.Option("tantivy", "--backend", help="tantivy (embedded) or elasticsearch."),
+    seed: int = typer.Option(0, "--seed"),
+    es_url: str | None = typer.Option(None, "--es-url", envvar="SHOPLAB_ES_URL"),
+    es_index: str = typer.Option("shoplab-products", "--es-index", envvar="SHOPLAB_ES_INDEX"),
+    es_api_key: str | None = typer.Option(None, "--es-api-key", envvar="SHOPLAB_ES_API_KEY"),
+    es_shards: int = typer.Option(1, "--es-shards", envvar="SHOPLAB_ES_SHARDS"),
+    es_replicas: int = typer.Option(0, "--es-replicas", envvar="SHOPLAB_ES_REPLICAS"),
+) -> None:
+    """Import task files, rebuild their gold products and decoys, fill to N products, index."""
+    from sandbox.catalogue import build_sandbox
+    from sandbox.tasks import TaskFormatError
+
+    es_options = None
+    if backend == "elasticsearch":
+        es_options = {"url": es_url or "http://localhost:9200", "index": es_index, "api_key": es_api_key,
+                      "number_of_shards": es_shards, "number_of_replicas": es_replicas}
+    elif backend != "tantivy":
+        raise typer.BadParameter("backend must be 'tantivy' or 'elasticsearch'", param_hint="--backend")
+    try:
+        report = build_sandbox(data_dir, tasks, products, backend=backend, seed=seed, es_options=es_options)
+    except TaskFormatError as exc:
+        console.print(f"[red]task file error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    table = Table(title=f"sandbox built in {report.seconds:.1f}s ({report.products_per_second:,.0f} products/s)")
+    for col in ("products", "gold", "decoys", "fillers", "tasks", "intents"):
+        table.add_column(col)
+    table.add_row(f"{report.n_products:,}", str(report.n_gold), str(report.n_decoys), f"{report.n_fillers:,}",
+                  str(report.n_tasks), ", ".join(f"{k} {v}" for k, v in report.intents.items()))
+    console.print(table)
+    for c in report.conflicts:
+        console.print(f"[yellow]conflict:[/yellow] {c}")
+
+
+@app.command()
+def info(data_dir: Path = typer.Option(..., "--data-dir")) -> None:
+    """Print a built sandbox's manifest."""
+    manifest = data_dir / "manifest.json"
+    if not manifest.exists():
+        console.print(f"[red]{data_dir} is not a built sandbox[/red]")
+        raise typer.Exit(1)
+    console.print_json(manifest.read_text())
+
+
+@app.command()
+def serve(
+    data_dir: Path = typer.Option(..., "--data-dir"),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(5631, "--port"),
+    backend: str | None = typer.Option(None, "--backend"),
+) -> None:
+    """Serve the tools over HTTP (ShoppingBench-compatible GET endpoints + episodes; OpenAPI at /docs)."""
+    from sandbox.server import serve as run_server
+
+    run_server(data_dir, host=host, port=port, backend=backend)
+
+
+@app.command()
+def search(
+    data_dir: Path = typer.Option(..., "--data-dir"),
+    q: str = typer.Argument(...),
+    page: int = typer.Option(1, "--page"),
+    price: str | None = typer.Option(None, "--price"),
+    service: str | None = typer.Option(None, "--service"),
+    sort: str = typer.Option("default", "--sort"),
+    shop_id: str | None = typer.Option(None, "--shop-id"),
+) -> None:
+    """Run one find_product call, as an agent would."""
+    from sandbox import ShoppingEnv, ShoppingWorld
+
+    env = ShoppingEnv(ShoppingWorld.open(data_dir))
+    result = env.step("find_product", {"q": q, "page": page, "price": price, "service": service, "sort": sort,
+                                       "shop_id": shop_id})
+    if not result.ok:
+        console.print(f"[red]{result.observation}[/red]")
+        raise typer.Exit(1)
+    console.print_json(json.dumps(result.data if result.data else []))

@@ -1,0 +1,410 @@
+"""The sandbox's tools over HTTP (FastAPI), for agents in other processes and languages.
+
+Two families of endpoints:
+
+- ShoppingBench-compatible, stateless: ``GET /find_product`` and ``GET /view_product_information``
+  answer exactly what ShoppingBench's own toolkit expects from its search service (a JSON list),
+  so that toolkit can point at ``http://127.0.0.1:5631`` unchanged. Each call runs the tool
+  through a throwaway `ShoppingEnv`, so validation is the sandbox's; a bad argument is an HTTP
+  422 with ``{"error": "..."}``.
+- Episode-scoped: ``POST /episodes`` starts an episode (optionally on a task), ``POST
+  /episodes/{id}/step`` runs any tool in it, ``GET /episodes/{id}`` shows its state, ``GET
+  /episodes/{id}/score`` scores it and ``DELETE /episodes/{id}`` drops it. A failing tool call is
+  a normal step whose observation is the error (``ok: false``), and the episode goes on.
+
+Every error answer is JSON ``{"error": "<readable message>"}``; no stack trace leaves the server.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from sandbox.data_model import Intent
+from sandbox.environment import DEFAULT_MAX_STEPS, ShoppingEnv
+from sandbox.scorer import TitleSimilarity, default_title_similarity
+from sandbox.tools import TOOLS
+from sandbox.world import ShoppingWorld
+
+DEFAULT_PORT = 5631
+MAX_STEPS_LIMIT = 1000
+MAX_BODY_BYTES = 1_000_000
+
+
+# -- request / response models (they make /openapi.json document the API) ----------------------
+class ErrorResponse(BaseModel):
+    error: str = Field(description="A readable message; never a stack trace.")
+
+
+class SearchHitModel(BaseModel):
+    product_id: str
+    shop_id: str
+    title: str
+    price: float
+    service: list[str]
+    sold_count: int
+
+
+class ProductDetailModel(BaseModel):
+    product_id: str
+    short_description: str
+    description: str
+    sku_options: dict[str, dict[str, str]]
+    attributes: dict[str, list[str]]
+
+
+class CreateEpisodeRequest(BaseModel):
+    task_id: str | None = Field(None, description="A task id from GET /tasks; without it the episode has no "
+                                                  "instruction and cannot be scored.")
+    max_steps: int | None = Field(None, ge=1, le=MAX_STEPS_LIMIT,
+                                  description=f"Tool calls allowed in the episode (default {DEFAULT_MAX_STEPS}).")
+    tools: list[str] | None = Field(None, description="Restrict the episode to these tools (default: all).")
+
+
+class CreateEpisodeResponse(BaseModel):
+    episode_id: str
+    task_id: str | None
+    intent: str | None
+    instruction: str
+    max_steps: int
+    tools: list[dict[str, Any]] = Field(description="The episode's tools as OpenAI tool JSON.")
+
+
+class StepRequest(BaseModel):
+    tool: str = Field(description="The tool's name, e.g. find_product.")
+    arguments: Any = Field(None, description="The tool's arguments: a JSON object, or that object as a JSON "
+                                             "string (as LLM tool calls carry them).")
+
+
+class StepResponse(BaseModel):
+    tool: str
+    arguments: dict[str, Any]
+    observation: str = Field(description="What the agent sees; starts with 'Error:' when the call failed.")
+    ok: bool
+    done: bool
+    latency_ms: float
+    steps: int = Field(description="Tool calls made in the episode so far.")
+    error: str | None = Field(None, description="The error message when ok is false.")
+
+
+class EpisodeStateResponse(BaseModel):
+    episode_id: str
+    task_id: str | None
+    instruction: str
+    steps: int
+    max_steps: int
+    done: bool
+    recommended: list[str]
+    recommend_calls: int
+    terminate_status: str | None
+    cart: dict[str, Any]
+    history: list[dict[str, Any]] | None = None
+
+
+class TaskSummary(BaseModel):
+    task_id: str
+    intent: str
+    query: str
+
+
+class ToolDescription(BaseModel):
+    type: str
+    function: dict[str, Any]
+    kind: str = Field(description="read: only looks; write: changes the episode (recommend, cart, terminate).")
+    group: str
+
+
+class DeletedResponse(BaseModel):
+    deleted: str
+
+
+# -- episodes --------------------------------------------------------------------------------
+@dataclass
+class _Episode:
+    episode_id: str
+    env: ShoppingEnv
+    created: float = field(default_factory=time.time)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class _ApiError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _request_error_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:3]:
+        loc = [str(x) for x in err.get("loc", ()) if x not in ("query", "body", "path")]
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        if err.get("type") == "json_invalid":
+            loc, msg = [], "the request body is not valid JSON"
+        parts.append(f"{'.'.join(loc)}: {msg}" if loc else msg)
+    return "; ".join(parts) or "invalid request"
+
+
+def _clip(text: str, n: int = 60) -> str:
+    return repr(text[:n] + ("…" if len(text) > n else ""))
+
+
+class _EpisodeStore:
+    """Live episodes, least recently used first; at most `max_episodes` of them."""
+
+    def __init__(self, max_episodes: int):
+        if max_episodes < 1:
+            raise ValueError("max_episodes must be at least 1")
+        self.max_episodes = max_episodes
+        self._episodes: OrderedDict[str, _Episode] = OrderedDict()
+        self._lock = threading.Lock()
+        self.evicted = 0
+
+    def add(self, env: ShoppingEnv) -> _Episode:
+        episode = _Episode(episode_id=uuid.uuid4().hex, env=env)
+        with self._lock:
+            while len(self._episodes) >= self.max_episodes:
+                self._episodes.popitem(last=False)
+                self.evicted += 1
+            self._episodes[episode.episode_id] = episode
+        return episode
+
+    def get(self, episode_id: str) -> _Episode:
+        with self._lock:
+            episode = self._episodes.get(episode_id)
+            if episode is not None:
+                self._episodes.move_to_end(episode_id)
+        if episode is None:
+            raise _ApiError(404, f"unknown episode {_clip(episode_id)} (it may have ended or been evicted)")
+        return episode
+
+    def remove(self, episode_id: str) -> None:
+        with self._lock:
+            episode = self._episodes.pop(episode_id, None)
+        if episode is None:
+            raise _ApiError(404, f"unknown episode {_clip(episode_id)}")
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._episodes)
+
+
+def _tool_description(name: str) -> dict[str, Any]:
+    spec = TOOLS[name]
+    return {**spec.openai_schema(), "kind": spec.kind, "group": spec.group}
+
+
+# -- the app -----------------------------------------------------------------------------------
+def create_app(world: ShoppingWorld, max_episodes: int = 1000, *,
+               similarity: TitleSimilarity | None = None) -> FastAPI:
+    """The HTTP API over one opened sandbox. `similarity` overrides the scorer's title model
+    (loaded on the first score request otherwise)."""
+    store = _EpisodeStore(max_episodes)
+    _ = world.tasks, world.vouchers  # load once here rather than racing in the threadpool
+    similarity_lock = threading.Lock()
+    similarity_box: list[TitleSimilarity] = [similarity] if similarity is not None else []
+
+    def get_similarity() -> TitleSimilarity:
+        with similarity_lock:
+            if not similarity_box:
+                similarity_box.append(default_title_similarity())
+            return similarity_box[0]
+
+    app = FastAPI(
+        title="shoplab sandbox",
+        version="1.0",
+        description="The shopping sandbox's tools over HTTP. `/find_product` and `/view_product_information` "
+                    "are ShoppingBench's search API; `/episodes` runs full tool-using episodes and scores them. "
+                    "Every error is `{\"error\": \"...\"}`.",
+    )
+    app.state.world = world
+    app.state.episodes = store
+
+    # -- errors: always {"error": ...}, never a traceback --------------------------------------
+    @app.exception_handler(_ApiError)
+    async def _api_error(_request: Request, exc: _ApiError) -> JSONResponse:
+        return _error(exc.status, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(422, _request_error_message(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _internal_error(_request: Request, exc: Exception) -> JSONResponse:
+        return _error(500, f"internal error ({type(exc).__name__})")
+
+    @app.middleware("http")
+    async def _limit_body(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            return _error(413, f"request body larger than {MAX_BODY_BYTES} bytes")
+        return await call_next(request)
+
+    errors = {422: {"model": ErrorResponse}}
+    not_found = {404: {"model": ErrorResponse}}
+
+    # -- ShoppingBench-compatible, stateless ------------------------------------------------
+    def run_stateless(tool: str, arguments: dict[str, Any]) -> JSONResponse:
+        env = ShoppingEnv(world, max_description_chars=None)
+        result = env.step(tool, {k: v for k, v in arguments.items() if v is not None})
+        if not result.ok:
+            message = result.observation.removeprefix("Error: ")
+            status = 500 if message.startswith(f"{tool} failed (") else 422
+            return _error(status, message)
+        data = result.data if isinstance(result.data, list) else []
+        return JSONResponse([item for item in data if "error" not in item])
+
+    @app.get("/find_product", response_model=list[SearchHitModel], responses=errors, tags=["shoppingbench"],
+             summary="Search products (ShoppingBench's search API)")
+    def find_product(
+        q: str = Query(description="The search words; '+' in the URL means a space."),
+        page: int = Query(1, description="Result page, 1 to 5, 10 products per page."),
+        shop_id: str | None = Query(None, description="Only products of this shop."),
+        price: str | None = Query(None, description="Price range: '10-500', '100-' or '-50'."),
+        sort: str | None = Query(None, description="default | priceasc | pricedesc | order (sales)."),
+        service: str | None = Query(None, description="Comma-separated, all required: official, freeShipping, "
+                                                      "COD, flashsale."),
+    ) -> JSONResponse:
+        """A JSON list of up to 10 products (`product_id, shop_id, title, price, service, sold_count`);
+        `[]` when nothing matches."""
+        return run_stateless("find_product", {"q": q, "page": page, "shop_id": shop_id, "price": price,
+                                              "sort": sort, "service": service})
+
+    @app.get("/view_product_information", response_model=list[ProductDetailModel], responses=errors,
+             tags=["shoppingbench"], summary="Product details (ShoppingBench's product API)")
+    def view_product_information(
+        product_ids: str = Query(description="Comma-separated product ids, at most 20."),
+    ) -> JSONResponse:
+        """A JSON list of `{product_id, short_description, description, sku_options, attributes}` for the ids
+        that exist, in the order asked; unknown ids are left out."""
+        return run_stateless("view_product_information", {"product_ids": product_ids})
+
+    # -- catalogue of tasks and tools -----------------------------------------------------------
+    @app.get("/health", tags=["meta"])
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "backend": world.backend.name, "tasks": len(world.tasks),
+                "episodes": len(store), "max_episodes": store.max_episodes}
+
+    @app.get("/tools", response_model=list[ToolDescription], tags=["meta"])
+    def tools() -> list[dict[str, Any]]:
+        """Every tool as OpenAI tool JSON, plus its kind (read / write) and group."""
+        return [_tool_description(name) for name in TOOLS]
+
+    @app.get("/tasks", response_model=list[TaskSummary], responses=errors, tags=["meta"])
+    def tasks(intent: str | None = Query(None, description="product | shop | voucher | web")) -> list[dict[str, Any]]:
+        """Task ids, intents and queries (never the rewards)."""
+        if intent is not None and intent not in {i.value for i in Intent}:
+            raise _ApiError(422, f"unknown intent {_clip(intent)}; choose from "
+                                 f"{', '.join(i.value for i in Intent)}")
+        chosen = world.tasks.values() if intent is None else world.tasks_by_intent(intent)
+        return [{"task_id": t.task_id, "intent": t.intent.value, "query": t.query} for t in chosen]
+
+    # -- episodes -------------------------------------------------------------------------------
+    @app.post("/episodes", response_model=CreateEpisodeResponse, responses={**errors, **not_found},
+              tags=["episodes"])
+    def create_episode(body: CreateEpisodeRequest | None = None) -> dict[str, Any]:
+        """Start an episode; its `tools` can be handed to an LLM as they are."""
+        body = body or CreateEpisodeRequest()
+        task = None
+        if body.task_id is not None:
+            task = world.tasks.get(body.task_id)
+            if task is None:
+                raise _ApiError(404, f"unknown task {_clip(body.task_id)}; see GET /tasks")
+        try:
+            env = ShoppingEnv(world, task=task, max_steps=body.max_steps or DEFAULT_MAX_STEPS, tools=body.tools)
+        except ValueError as exc:
+            raise _ApiError(422, f"{exc}; choose from {', '.join(TOOLS)}") from exc
+        episode = store.add(env)
+        return {"episode_id": episode.episode_id, "task_id": task.task_id if task else None,
+                "intent": task.intent.value if task else None, "instruction": env.instruction,
+                "max_steps": env.max_steps, "tools": env.openai_tools()}
+
+    @app.post("/episodes/{episode_id}/step", response_model=StepResponse, responses={**errors, **not_found},
+              tags=["episodes"])
+    def step(episode_id: str, body: StepRequest) -> dict[str, Any]:
+        """Run one tool call. A failing call is still a step: `ok` is false and `observation` says why."""
+        episode = store.get(episode_id)
+        arguments = body.arguments
+        if isinstance(arguments, dict | list):
+            # As a string, the environment's size limit on arguments applies to objects too.
+            arguments = json.dumps(arguments, ensure_ascii=False, separators=(",", ":"))
+        elif arguments is not None and not isinstance(arguments, str):
+            arguments = json.dumps(arguments)
+        with episode.lock:
+            result = episode.env.step(body.tool, arguments)
+            steps = episode.env.state.steps
+        out = {**result.as_dict(), "steps": steps}
+        if not result.ok:
+            out["error"] = result.observation.removeprefix("Error: ")
+        return out
+
+    @app.get("/episodes/{episode_id}", response_model=EpisodeStateResponse, responses=not_found,
+             tags=["episodes"])
+    def episode_state(episode_id: str,
+                      history: bool = Query(False, description="Include every step taken.")) -> dict[str, Any]:
+        episode = store.get(episode_id)
+        env = episode.env
+        with episode.lock:
+            s = env.state
+            out = {"episode_id": episode.episode_id, "task_id": env.task.task_id if env.task else None,
+                   "instruction": env.instruction, "steps": s.steps, "max_steps": env.max_steps, "done": s.done,
+                   "recommended": list(s.recommended), "recommend_calls": s.recommend_calls,
+                   "terminate_status": s.terminate_status, "cart": env.cart_summary()}
+            if history:
+                out["history"] = [r.as_dict() for r in s.history]
+        return out
+
+    @app.get("/episodes/{episode_id}/score", responses={400: {"model": ErrorResponse}, **not_found},
+             tags=["episodes"])
+    def episode_score(episode_id: str) -> dict[str, Any]:
+        """ShoppingBench's score of the last recommendation (`success`, `constraint_score`, ...)."""
+        episode = store.get(episode_id)
+        if episode.env.task is None:
+            raise _ApiError(400, "this episode has no task to score; create it with a task_id")
+        sim = get_similarity()
+        with episode.lock:
+            return episode.env.score(sim).as_dict()
+
+    @app.delete("/episodes/{episode_id}", response_model=DeletedResponse, responses=not_found,
+                tags=["episodes"])
+    def delete_episode(episode_id: str) -> dict[str, Any]:
+        store.remove(episode_id)
+        return {"deleted": episode_id}
+
+    return app
+
+
+def serve(data_dir: str | Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT, backend: str | None = None,
+          max_episodes: int = 1000, log_level: str = "info") -> None:
+    """Open the sandbox at `data_dir` and serve it until interrupted."""
+    import uvicorn
+
+    world = ShoppingWorld.open(data_dir, backend=backend)
+    try:
+        app = create_app(world, max_episodes=max_episodes)
+        url = f"http://{host}:{port}"
+        print(f"shoplab sandbox ({world.backend.name}, {len(world.tasks)} tasks) at {url}  "
+              f"- ShoppingBench API: {url}/find_product, API docs: {url}/docs", flush=True)
+        uvicorn.run(app, host=host, port=port, log_level=log_level)
+    finally:
+        world.close()
