@@ -152,7 +152,9 @@ def test_voucher_golds_fit_the_budget(world, golds, small_sandbox, conflicted):
         v = world.voucher_for_task(task.task_id)
         assert v is not None and vouchers[task.task_id]["threshold"] == task.voucher.threshold
         if task.voucher.voucher_type == "shop":
-            assert v.shop_id == basket[0]["shop_id"]
+            # "applies to the products from the same shop": any single shop, as the scorer reads it
+            assert v.shop_id is None and v.applies_to({basket[0]["shop_id"]}, 10 ** 9)
+            assert not v.applies_to({"a", "b"}, 10 ** 9)
         # a cart holding the golds is within budget, as the agent sees it
         env = ShoppingEnv(world, task=task)
         for s in task.reward:
@@ -183,7 +185,7 @@ def _carries(spec, entry):
 
 
 UNCHANGED_BUT = {  # what a decoy may change besides its id, urls, title and sold count
-    "price": {"price"}, "service": {"service"}, "attribute": {"attributes", "sku_options"},
+    "price": {"price"}, "budget": {"price"}, "service": {"service"}, "attribute": {"attributes", "sku_options"},
     "sku": {"attributes", "sku_options"}, "shop": {"shop_id"},
     "knowledge": {"description", "short_description"},
 }
@@ -229,7 +231,7 @@ def test_price_decoys_without_a_price_rule_break_the_voucher_budget(decoys, deco
                                                                    voucher_priced):
     n = 0
     for d in decoys:
-        if _kind(d) != "price" or d["gold_id"] not in voucher_priced:
+        if _kind(d) != "budget" or d["gold_id"] not in voucher_priced:
             continue
         if any(spec.price for _t, spec in specs_by_gold[d["gold_id"]]):
             continue

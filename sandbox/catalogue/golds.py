@@ -29,8 +29,8 @@ class GoldDraft:
     fixed_price: float | None = None
     record: dict[str, Any] | None = None
     intents: set[str] = field(default_factory=set)
-    one_shop: bool = False  # some task needs all its products from one shop
-    budgeted: bool = False  # some task checks a budget over this product
+    every_task_one_shop: bool = True  # another shop breaks every task of this product
+    every_task_priced: bool = True  # a price rule or a budget covers every task of this product
 
 
 @dataclass
@@ -158,6 +158,9 @@ class GoldBuilder:
 
         for task in tasks:
             one_shop = task.intent.value == "shop" or (task.voucher is not None and task.voucher.voucher_type == "shop")
+            # A shop voucher binds the basket to one shop only when the budget needs the discount.
+            shop_binding = task.intent.value == "shop" or (
+                one_shop and voucher_basket_total(task.voucher) > task.voucher.budget)
             if task.gold_record:
                 d = draft(task.gold_record["product_id"])
                 d.record = task.gold_record
@@ -172,8 +175,8 @@ class GoldBuilder:
             for spec in task.reward:
                 d = draft(spec.product_id)
                 d.intents.add(task.intent.value)
-                d.one_shop = d.one_shop or one_shop
-                d.budgeted = d.budgeted or task.voucher is not None
+                d.every_task_one_shop = d.every_task_one_shop and shop_binding
+                d.every_task_priced = d.every_task_priced and (task.voucher is not None or spec.price_range() is not None)
                 for t in spec.title:
                     if t not in d.titles:
                         d.titles.append(t)
@@ -295,7 +298,7 @@ class GoldBuilder:
         price_range = _intersect(d.price_ranges)
 
         # A decoy must break something: a price rule, or else a budget; never a second right answer.
-        outside = _price_outside(price_range, gold["price"], rng) if price_range is not None or d.budgeted else None
+        outside = _price_outside(price_range, gold["price"], rng) if d.every_task_priced else None
         if outside is not None:
             def set_price(p, outside=outside):
                 p["price"] = outside
@@ -324,7 +327,7 @@ class GoldBuilder:
             def drop_service(p, s=s):
                 p["service"] = [x for x in p["service"] if x != s]
             out.append(self._decoy(gold, f"service:{s}", drop_service))
-        if d.one_shop:
+        if d.every_task_one_shop:
             def move_shop(p):
                 other = self._random_shop()
                 while other == gold["shop_id"]:

@@ -1,22 +1,14 @@
-"""Behaviour the sandbox gets wrong today; each test asserts the correct behaviour and fails until fixed.
+"""Invariants of the rebuilt catalogue that once failed (regression guards, each named by its bug).
 
-1. (fixed while these tests were written; kept as regression guards) golds.py `GoldBuilder.collect`:
-   first a voucher basket's price split overrode another task's price range for the same gold
-   (gold 5127443801 at 43.91 against "between 61-98"); the first fix then priced such golds before the
-   basket and broke 2 dev voucher budgets. At 06:32 all three tests below pass.
-2. golds.py:75: `_price_outside` cannot break a "greater than" bound of 1 or less: the "price" decoy
-   stays inside the range.
-3. golds.py:294 and :319 (`decoys_for` makes a "price" decoy always and a "shop" decoy for any voucher
-   gold): "price" decoys of golds without any price or budget rule, and "shop" decoys of golds whose
-   tasks do not need one shop, break nothing: they are second correct answers (265 of 2,658).
-4. build.py:110 + data_model.py:101: a task's shop voucher is bound to the gold's shop, so `view_cart`
-   refuses it for a one-shop basket from another shop, though the task ("applies to the products from
-   the same shop") and the scorer accept it.
-5. build.py:101: `range(min(n_shops, 0))` is empty, so every gold shop is written to shops.jsonl a second
-   time, with another name and official flag.
-6. environment.py:140: `done` is set only on the success path, so when the last allowed step is a failed
-   call the episode is not marked done (the agent spends one more call to learn it).
-   (environment.py changed during the session: before 06:18 no step ever set done at the limit.)
+- A voucher basket's price split must respect another task's price range for the same gold, and every
+  dev voucher basket must still fit its budget.
+- A "price" decoy must break its price rule, even for a "greater than" bound of 1 or less (then no
+  price decoy is made at all).
+- No decoy may be a second correct answer: price decoys only where a price rule or a budget covers
+  every task of the gold, shop decoys only where every task needs one shop.
+- A task's shop voucher applies to any single shop's basket, as the task text and the scorer say.
+- shops.jsonl lists every shop once.
+- The step that reaches the step limit ends the episode, whether it succeeded or failed.
 """
 
 from __future__ import annotations
@@ -127,7 +119,8 @@ def test_price_outside_breaks_a_low_greater_than(low):
     gold_price = low * 1.25
     for seed in range(5):
         outside = _price_outside(r, gold_price, random.Random(seed))
-        assert not r.contains(outside), (low, outside)
+        # No price is below a bound of 1 or less: then no price decoy is made at all.
+        assert outside is None or not r.contains(outside), (low, outside)
 
 
 def test_every_price_decoy_breaks_its_golds_price_rule(world, small_sandbox):
