@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from sandbox.cli import MULTI_VALUE, extra_task_files
+
 app = typer.Typer(help="Run agents on benchmark tasks and compare runs.", no_args_is_help=True)
 console = Console()
 
@@ -54,8 +56,9 @@ def print_summary(summary: dict, title: str) -> None:
     console.print(table)
 
 
-@app.command()
+@app.command(context_settings=MULTI_VALUE)
 def run(
+    ctx: typer.Context,
     data_dir: Path = typer.Option(..., "--data-dir"),
     agent: str = typer.Option(..., "--agent", help="oracle | heuristic | any registered agent"),
     out: Path = typer.Option(..., "--out", help="Run folder: results.jsonl, summary.json (resumable)."),
@@ -71,6 +74,7 @@ def run(
     from agents.runner import RunConfig, run_benchmark
     from sandbox import ShoppingWorld
 
+    tasks = extra_task_files(ctx, tasks) or None
     world = ShoppingWorld.open(data_dir)
     selected = _select_tasks(world, tasks, intent, limit)
     try:

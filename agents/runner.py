@@ -139,7 +139,7 @@ def run_benchmark(world: ShoppingWorld, tasks: Sequence[Task], agent_factory: Ca
         return run_episode(world, task, agent_for_thread(), trial, config.max_steps, similarity)
 
     with results_path.open("a", encoding="utf-8") as fh, tqdm(
-            total=len(todo), desc=f"{config.agent}", unit="ep", disable=not progress) as bar:
+            total=len(todo), desc=f"{config.agent}", unit="ep", disable=not progress, mininterval=1.0) as bar:
         def record(row: dict[str, Any]) -> None:
             with lock:
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -147,7 +147,7 @@ def run_benchmark(world: ShoppingWorld, tasks: Sequence[Task], agent_factory: Ca
                 os.fsync(fh.fileno())
                 rows.append(row)
                 asr = sum(r["success"] for r in rows) / len(rows)
-                bar.set_postfix(asr=f"{asr:.3f}")
+                bar.set_postfix(asr=f"{asr:.3f}", refresh=False)
                 bar.update(1)
 
         if config.parallel <= 1:

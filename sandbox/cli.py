@@ -13,8 +13,21 @@ app = typer.Typer(help="Build, inspect and serve the shopping sandbox.", no_args
 console = Console()
 
 
-@app.command()
+def extra_task_files(ctx: typer.Context, tasks: list[Path] | None) -> list[Path]:
+    """`--tasks a.jsonl b.jsonl` (shell globs) as well as `--tasks a.jsonl --tasks b.jsonl`."""
+    extra = [Path(a) for a in ctx.args]
+    bad = [str(p) for p in extra if not p.is_file()]
+    if bad:
+        raise typer.BadParameter(f"not a task file: {bad[0]}", param_hint="--tasks")
+    return list(tasks or []) + extra
+
+
+MULTI_VALUE = {"allow_extra_args": True, "ignore_unknown_options": False}
+
+
+@app.command(context_settings=MULTI_VALUE)
 def build(
+    ctx: typer.Context,
     data_dir: Path = typer.Option(..., "--data-dir", help="Where the sandbox is written."),
     tasks: list[Path] = typer.Option(..., "--tasks", help="ShoppingBench-format task files (any intent).", exists=True),
     products: int = typer.Option(200_000, "--products", min=1, help="Catalogue size, golds and decoys included."),
@@ -30,6 +43,7 @@ def build(
     from sandbox.catalogue import build_sandbox
     from sandbox.tasks import TaskFormatError
 
+    tasks = extra_task_files(ctx, tasks)
     es_options = None
     if backend == "elasticsearch":
         es_options = {"url": es_url or "http://localhost:9200", "index": es_index, "api_key": es_api_key,
@@ -94,3 +108,50 @@ def search(
         console.print(f"[red]{result.observation}[/red]")
         raise typer.Exit(1)
     console.print_json(json.dumps(result.data if result.data else []))
+
+
+@app.command()
+def export(
+    data_dir: Path = typer.Option(..., "--data-dir"),
+    out: Path = typer.Option(..., "--out", help="A .parquet file (HF `datasets.load_dataset('parquet', ...)` reads it)."),
+    batch: int = typer.Option(50_000, "--batch", min=1000),
+) -> None:
+    """Stream the whole catalogue out of the index into Parquet (nested fields as JSON strings)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from tqdm import tqdm
+
+    from sandbox import ShoppingWorld
+    from sandbox.data_model import PRODUCT_FIELDS
+
+    world = ShoppingWorld.open(data_dir)
+    if not hasattr(world.backend, "iter_all"):
+        raise typer.BadParameter("export reads the embedded tantivy index", param_hint="--data-dir")
+    nested = ("sku_options", "attributes", "service")
+    writer = None
+    rows: list[dict] = []
+
+    def flush() -> None:
+        nonlocal writer, rows
+        if not rows:
+            return
+        table = pa.Table.from_pylist(rows)
+        if writer is None:
+            writer = pq.ParquetWriter(out, table.schema)
+        writer.write_table(table)
+        rows = []
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for p in tqdm(world.backend.iter_all(batch), total=world.backend.count(), unit="prod", desc="export"):
+        row = {f: p.get(f) for f in PRODUCT_FIELDS}
+        for f in nested:
+            row[f] = json.dumps(row[f] or ({} if f != "service" else []), ensure_ascii=False)
+        row["price"] = float(row["price"])
+        row["sold_count"] = int(row["sold_count"] or 0)
+        rows.append(row)
+        if len(rows) >= batch:
+            flush()
+    flush()
+    if writer is not None:
+        writer.close()
+    console.print(f"wrote {out}")

@@ -26,7 +26,7 @@ _SORT_FIELD = {SortOrder.priceasc: ("price", tantivy.Order.Asc), SortOrder.price
 
 def build_schema() -> tantivy.Schema:
     sb = tantivy.SchemaBuilder()
-    sb.add_text_field("product_id", stored=False, tokenizer_name="raw", index_option="basic")
+    sb.add_text_field("product_id", stored=False, fast=True, tokenizer_name="raw", index_option="basic")
     # Text is pre-analysed by `analyze`, so the default tokenizer only splits on the spaces we put there.
     sb.add_text_field("contents", stored=False, tokenizer_name="default", index_option="freq")
     sb.add_text_field("shop_id", stored=False, tokenizer_name="raw", index_option="basic")
@@ -155,12 +155,14 @@ class TantivyBackend(SearchBackend):
     def count(self) -> int:
         return int(self.searcher.num_docs)
 
-    def iter_all(self, batch: int = 10_000) -> Iterable[dict[str, Any]]:
-        """Every stored product (used to re-index into another backend)."""
+    def iter_all(self, batch: int = 50_000) -> Iterable[dict[str, Any]]:
+        """Every stored product once (export, re-indexing into another backend).
+
+        Pages over all documents sorted by the unique, fast `product_id` field, so paging is stable."""
         searcher = self.searcher
         total = searcher.num_docs
         for offset in range(0, total, batch):
             res = searcher.search(tantivy.Query.all_query(), limit=batch, offset=offset, count=False,
-                                  order_by_field="sold_count")
+                                  order_by_field="product_id", order=tantivy.Order.Asc)
             for _, address in res.hits:
                 yield json.loads(searcher.doc(address)["doc"][0])
