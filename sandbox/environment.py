@@ -128,9 +128,8 @@ class ShoppingEnv:
         args_for_log: dict[str, Any] = arguments if isinstance(arguments, dict) else {"raw": str(arguments)[:500]}
         try:
             if self.state.done:
-                reason = f"step limit of {self.max_steps} reached" if self.state.steps >= self.max_steps else \
-                    "the episode has ended"
-                raise ToolError(f"{reason}; no more tool calls are accepted")
+                reason = f"step limit of {self.max_steps} reached: " if self.state.steps >= self.max_steps else ""
+                raise ToolError(f"{reason}the episode has ended; no more tool calls are accepted")
             if self.state.steps >= self.max_steps:
                 self.state.done = True
                 raise ToolError(f"step limit of {self.max_steps} reached; the episode has ended")
