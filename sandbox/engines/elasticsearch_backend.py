@@ -234,9 +234,15 @@ class ElasticsearchBackend(SearchBackend):
     def build_query(self, request: SearchRequest) -> dict[str, Any]:
         text = self.text_query(request.terms, request.require_all_terms)
         filters = self.filter_clauses(request)
-        if not filters:
+        excluded = [self.text_query(request.terms, True)] if request.exclude_all_terms else []
+        if not filters and not excluded:
             return text
-        return {"bool": {"must": [text], "filter": filters}}
+        query: dict[str, Any] = {"must": [text]}
+        if filters:
+            query["filter"] = filters
+        if excluded:
+            query["must_not"] = excluded
+        return {"bool": query}
 
     def build_search_body(self, request: SearchRequest) -> dict[str, Any]:
         body: dict[str, Any] = {

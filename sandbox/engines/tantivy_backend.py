@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
 import tantivy
 
 from sandbox.engines.base import (
@@ -16,7 +16,6 @@ from sandbox.engines.base import (
     SearchPage,
     SearchRequest,
     SortOrder,
-    product_to_stored_json,
     searchable_text,
 )
 
@@ -40,7 +39,8 @@ def build_schema() -> tantivy.Schema:
 class TantivyBackend(SearchBackend):
     name = "tantivy"
 
-    def __init__(self, path: str | Path, create: bool = False, heap_size: int = 1_000_000_000, num_threads: int = 2):
+    def __init__(self, path: str | Path, create: bool = False, heap_size: int = 256_000_000, num_threads: int = 2):
+        # A bounded indexing heap keeps build memory constant in N (tantivy flushes a segment when full).
         self.path = Path(path)
         if create:
             if self.path.exists():
@@ -65,7 +65,7 @@ class TantivyBackend(SearchBackend):
             doc.add_text("service", s)
         doc.add_float("price", float(product["price"]))
         doc.add_integer("sold_count", int(product.get("sold_count") or 0))
-        doc.add_bytes("doc", product_to_stored_json(product).encode("utf-8"))
+        doc.add_bytes("doc", orjson.dumps(product))
         return doc
 
     def index_products(self, products: Iterable[dict[str, Any]]) -> int:
@@ -118,6 +118,8 @@ class TantivyBackend(SearchBackend):
     def build_query(self, request: SearchRequest) -> tantivy.Query:
         text = self.text_query(request.terms, request.require_all_terms)
         filters = self.filter_clauses(request)
+        if request.exclude_all_terms:
+            filters.append((tantivy.Occur.MustNot, self.text_query(request.terms, True)))
         if not filters:
             return text
         return tantivy.Query.boolean_query([(tantivy.Occur.Must, text), *filters])
@@ -134,7 +136,7 @@ class TantivyBackend(SearchBackend):
         result = searcher.search(query, **kwargs)
         hits = []
         for key, address in result.hits:
-            product = json.loads(searcher.doc(address)["doc"][0])
+            product = orjson.loads(searcher.doc(address)["doc"][0])
             score = float(key) if request.sort == SortOrder.default else 0.0
             hits.append(SearchHit(product_id=product["product_id"], score=score, product=product))
         return SearchPage(hits=hits, total=int(result.count or 0), request=request)
@@ -148,7 +150,7 @@ class TantivyBackend(SearchBackend):
         result = searcher.search(query, limit=len(ids), count=False)
         out: dict[str, dict[str, Any]] = {}
         for _, address in result.hits:
-            product = json.loads(searcher.doc(address)["doc"][0])
+            product = orjson.loads(searcher.doc(address)["doc"][0])
             out[product["product_id"]] = product
         return out
 
@@ -165,4 +167,4 @@ class TantivyBackend(SearchBackend):
             res = searcher.search(tantivy.Query.all_query(), limit=batch, offset=offset, count=False,
                                   order_by_field="product_id", order=tantivy.Order.Asc)
             for _, address in res.hits:
-                yield json.loads(searcher.doc(address)["doc"][0])
+                yield orjson.loads(searcher.doc(address)["doc"][0])
