@@ -117,3 +117,26 @@ class Intent(str, Enum):
 
 
 ToolKind = Literal["read", "write"]
+
+
+def normalize_record(raw: dict[str, Any]) -> dict[str, Any]:
+    """A full product record as the catalogue stores it, from a loosely spelled one (task files
+    from elsewhere may give SKUs as a list, a bare attribute value, nulls, numbers as text)."""
+    record = {f: raw.get(f) for f in PRODUCT_FIELDS if raw.get(f) is not None}
+    try:
+        record["price"] = float(record.get("price") or 0.0)
+    except (TypeError, ValueError):
+        record["price"] = 0.0
+    try:
+        record["sold_count"] = int(float(record.get("sold_count") or 0))
+    except (TypeError, ValueError):
+        record["sold_count"] = 0
+    record["product_id"] = str(record.get("product_id", ""))
+    record["shop_id"] = str(record.get("shop_id", ""))
+    record["title"] = str(record.get("title", ""))
+    service = record.get("service") or []
+    record["service"] = [service] if isinstance(service, str) else [str(s) for s in service]
+    for k in ("brand", "category", "short_description", "description", "specification", "main_image_url",
+              "product_url"):
+        record[k] = str(record.get(k) or "")
+    return Product.model_validate(record).model_dump()

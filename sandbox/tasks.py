@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
-from sandbox.data_model import Intent
+from sandbox.data_model import Intent, normalize_record
 
 
 class TaskFormatError(ValueError):
@@ -175,8 +175,10 @@ def parse_task(record: dict[str, Any], source: str = "") -> Task:
     if intent == Intent.web:
         if not isinstance(raw_reward, dict) or "title" not in raw_reward:
             raise TaskFormatError("a knowledge task's reward must be a full product record")
-        gold_record = dict(raw_reward)
-        gold_record["product_id"] = str(gold_record.get("product_id", ""))
+        try:
+            gold_record = normalize_record(raw_reward)
+        except ValueError as exc:
+            raise TaskFormatError(f"a knowledge task's reward is not a readable product record: {exc}") from exc
         knowledge = str(record.get("Knowledge_Attribute", record.get("knowledge_attribute")))
         specs = [ProductSpec(product_id=gold_record["product_id"], title=[str(gold_record["title"])])]
     else:

@@ -239,3 +239,23 @@ def test_episode_is_done_after_max_steps_even_if_the_last_call_failed(world):
     last = env.step("find_product", {"q": "wheel", "page": 99})
     assert not last.ok
     assert last.done and env.state.done, "the step limit is used up, but the episode is not marked done"
+
+
+def test_a_loosely_spelled_full_record_builds(tmp_path):
+    """Unseen web-task files may carry SKUs as a list, a bare string attribute value, nulls and numbers as text."""
+    record = {"product_id": 987654321, "shop_id": 42, "brand": None, "category": "Toys > Blocks",
+              "title": "Wooden Milan Cathedral Building Blocks Set", "description": "A model of Milan's Duomo.",
+              "price": "149.5", "sold_count": "12", "sku_options": [{"color": "natural"}, {"color": "painted"}],
+              "attributes": {"material": "wood"}, "service": None}
+    task = {"query": "Which city has the Duomo? I want building blocks of it.", "Knowledge_Attribute": "Milan",
+            "reward": record}
+    path = tmp_path / "web.jsonl"
+    path.write_text(json.dumps(task) + "\n")
+    build_sandbox(tmp_path / "sb", [path], n_products=50, seed=0, progress=False)
+    world = ShoppingWorld.open(tmp_path / "sb")
+    gold = world.products(["987654321"])["987654321"]
+    assert gold["shop_id"] == "42" and gold["price"] == 149.5 and gold["sold_count"] == 12
+    assert gold["sku_options"] == {"1": {"color": "natural"}, "2": {"color": "painted"}}
+    assert gold["attributes"] == {"material": ["wood"]} and gold["service"] == []
+    t = next(iter(world.tasks.values()))
+    assert score_episode(t, "987654321", world.products, neutral_title).success

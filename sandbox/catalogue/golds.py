@@ -11,7 +11,7 @@ from typing import Any
 
 from sandbox.catalogue.generator import IdSpace, n_shops_for
 from sandbox.catalogue.profile import CatalogueProfile, nearest_category
-from sandbox.data_model import PRODUCT_FIELDS
+from sandbox.data_model import normalize_record
 from sandbox.tasks import PriceRange, Task, TaskVoucher
 
 DECOY_ID_BASE = 3_000_000_000  # decoy index space, disjoint from filler indices (< 1e9)
@@ -227,17 +227,7 @@ class GoldBuilder:
     def materialize(self, d: GoldDraft) -> dict[str, Any]:
         rng = self.rng
         if d.record is not None:
-            product = {f: d.record.get(f) for f in PRODUCT_FIELDS}
-            product["product_id"] = d.product_id
-            product["shop_id"] = d.shop_id
-            product["price"] = float(product.get("price") or 0.0)
-            product["sold_count"] = int(product.get("sold_count") or 0)
-            product["sku_options"] = dict(product.get("sku_options") or {})
-            product["attributes"] = {k: list(v) for k, v in (product.get("attributes") or {}).items()}
-            product["service"] = list(product.get("service") or [])
-            for k in ("brand", "category", "short_description", "description", "specification",
-                      "main_image_url", "product_url"):
-                product[k] = str(product.get(k) or "")
+            product = normalize_record({**d.record, "product_id": d.product_id, "shop_id": d.shop_id})
         else:
             title = d.titles[0] if d.titles else "Product"
             brand = d.attributes.get("brand", [""])[0]
