@@ -29,7 +29,6 @@ class RunConfig:
     trials: int = 1
     parallel: int = 1
     max_steps: int = DEFAULT_MAX_STEPS
-    seed: int = 0
 
 
 def _read_done(results_path: Path) -> list[dict[str, Any]]:
@@ -127,6 +126,7 @@ def run_benchmark(world: ShoppingWorld, tasks: Sequence[Task], agent_factory: Ca
     todo = [(t, k) for k in range(config.trials) for t in tasks if (t.task_id, k) not in done]
     similarity = similarity or default_title_similarity()
     rows = list(done_rows)
+    n_success = sum(bool(r["success"]) for r in rows)
     lock = threading.Lock()
     local = threading.local()
 
@@ -141,13 +141,14 @@ def run_benchmark(world: ShoppingWorld, tasks: Sequence[Task], agent_factory: Ca
     with results_path.open("a", encoding="utf-8") as fh, tqdm(
             total=len(todo), desc=f"{config.agent}", unit="ep", disable=not progress, mininterval=1.0) as bar:
         def record(row: dict[str, Any]) -> None:
+            nonlocal n_success
             with lock:
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
                 rows.append(row)
-                asr = sum(r["success"] for r in rows) / len(rows)
-                bar.set_postfix(asr=f"{asr:.3f}", refresh=False)
+                n_success += bool(row["success"])
+                bar.set_postfix(asr=f"{n_success / len(rows):.3f}", refresh=False)
                 bar.update(1)
 
         if config.parallel <= 1:

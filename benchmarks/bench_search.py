@@ -244,6 +244,21 @@ def warm_files(path: Path) -> None:
                     pass
 
 
+def sandbox_golds(world: ShoppingWorld) -> dict[str, dict[str, Any]]:
+    """Gold products and decoys of a built sandbox, by id."""
+    golds = {}
+    with (world.data_dir / "special_products.jsonl").open() as fh:
+        for line in fh:
+            p = json.loads(line)
+            golds[p["product_id"]] = p
+    return golds
+
+
+def dev_queries(world: ShoppingWorld, n: int, seed: int) -> list[dict[str, Any]]:
+    """The benchmark's query set for a built sandbox: derived from its tasks and gold products."""
+    return make_queries(list(world.tasks.values()), sandbox_golds(world), n, seed)
+
+
 # ----------------------------------------------------------------------------------------------------------
 def bench_size(data_dir: Path, tasks_files: list[str] | None, args: argparse.Namespace) -> dict[str, Any]:
     load_start = os.getloadavg()
@@ -255,11 +270,7 @@ def bench_size(data_dir: Path, tasks_files: list[str] | None, args: argparse.Nam
     backend = world.backend
     warm_files(data_dir / "index" / "tantivy")
     tasks = list(world.tasks.values())
-    golds = {}
-    with (data_dir / "special_products.jsonl").open() as fh:
-        for line in fh:
-            p = json.loads(line)
-            golds[p["product_id"]] = p
+    golds = sandbox_golds(world)
     queries = make_queries(tasks, golds, args.n_queries, args.seed)
     res: dict[str, Any] = {"n_products": backend.count(), "n_queries": len(queries)}
     w = args.warmup

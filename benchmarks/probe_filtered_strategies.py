@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import tantivy  # noqa: E402
-from bench_search import make_queries, requests_for, summary, timed, warm_files  # noqa: E402
+from bench_search import dev_queries, requests_for, summary, timed, warm_files  # noqa: E402
 
 from sandbox.world import ShoppingWorld  # noqa: E402
 
@@ -47,8 +47,7 @@ def main() -> None:
     world = ShoppingWorld.open(data_dir)
     be = world.backend
     warm_files(data_dir / "index" / "tantivy")
-    golds = {json.loads(x)["product_id"]: json.loads(x) for x in (data_dir / "special_products.jsonl").open()}
-    reqs = [requests_for(q, "filtered") for q in make_queries(list(world.tasks.values()), golds, args.n_queries, 0)]
+    reqs = [requests_for(q, "filtered") for q in dev_queries(world, args.n_queries, 0)]
     s = be.searcher
 
     def ids(result):

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import tantivy  # noqa: E402
-from bench_search import make_queries, requests_for, summary, timed, warm_files  # noqa: E402
+from bench_search import dev_queries, requests_for, summary, timed, warm_files  # noqa: E402
 
 from sandbox.world import ShoppingWorld  # noqa: E402
 
@@ -50,9 +50,7 @@ def main() -> None:
     world = ShoppingWorld.open(data_dir)
     be = world.backend
     warm_files(data_dir / "index" / "tantivy")
-    golds = {json.loads(line)["product_id"]: json.loads(line) for line in (data_dir / "special_products.jsonl").open()}
-    queries = make_queries(list(world.tasks.values()), golds, args.n_queries, args.seed)
-    reqs = [requests_for(q, "filtered") for q in queries]
+    reqs = [requests_for(q, "filtered") for q in dev_queries(world, args.n_queries, args.seed)]
     schema, searcher = be.schema, be.searcher
     must = tantivy.Occur.Must
 

@@ -127,12 +127,10 @@ class ShoppingEnv:
         started = time.perf_counter()
         args_for_log: dict[str, Any] = arguments if isinstance(arguments, dict) else {"raw": str(arguments)[:500]}
         try:
-            if self.state.done:
+            if self.state.done or self.state.steps >= self.max_steps:
+                self.state.done = True
                 reason = f"step limit of {self.max_steps} reached: " if self.state.steps >= self.max_steps else ""
                 raise ToolError(f"{reason}the episode has ended; no more tool calls are accepted")
-            if self.state.steps >= self.max_steps:
-                self.state.done = True
-                raise ToolError(f"step limit of {self.max_steps} reached; the episode has ended")
             self.state.steps += 1
             parsed = self._parse_arguments(arguments)
             args_for_log = parsed

@@ -23,9 +23,10 @@ class HeuristicAgent:
         return text[:MAX_QUERY_CHARS]
 
     def run_episode(self, env: ShoppingEnv) -> dict[str, Any] | None:
-        result = env.step("find_product", {"q": self.query_from_instruction(env.instruction), "page": 1})
+        query = self.query_from_instruction(env.instruction)
+        result = env.step("find_product", {"q": query, "page": 1})
         hits = result.data if result.ok and isinstance(result.data, list) else []
         if hits:
             env.step("recommend_product", {"product_ids": hits[0]["product_id"]})
         env.step("terminate", {"status": "success" if hits else "failure"})
-        return {"query": json.dumps(self.query_from_instruction(env.instruction))[:200]}
+        return {"query": json.dumps(query)[:200]}

@@ -13,6 +13,7 @@ from typing import Any
 from sandbox import ShoppingEnv
 from sandbox.data_model import Intent
 from sandbox.scorer import (
+    TITLE_THRESHOLD,
     WEB_TITLE_THRESHOLD,
     TitleSimilarity,
     budget_satisfied,
@@ -57,6 +58,13 @@ class OracleAgent:
         values = " ".join(v for _, v in spec.sku_pairs() + spec.attribute_pairs())
         return [title, f"{' '.join(title.split()[:8])} {values}".strip()]
 
+    def _title_matches(self, hits: list[dict[str, Any]], spec: ProductSpec) -> list[dict[str, Any]]:
+        """Hits whose title meets every title rule of `spec` (one embedding batch per page)."""
+        warm = getattr(self.similarity, "embed_many", None)
+        if warm is not None:
+            warm([h["title"] for h in hits] + spec.title)
+        return [h for h in hits if all(self.similarity(h["title"], t) >= TITLE_THRESHOLD for t in spec.title)]
+
     def _satisfies(self, spec: ProductSpec, product: dict[str, Any]) -> bool:
         return score_product({**product, "product_id": _CANDIDATE_ID}, spec, self.similarity).score >= 1.0
 
@@ -73,11 +81,7 @@ class OracleAgent:
                 if not hits:
                     break
                 # Cheap checks on the hit first; only plausible hits are opened.
-                warm = getattr(self.similarity, "embed_many", None)
-                if warm is not None:
-                    warm([h["title"] for h in hits] + spec.title)
-                plausible = [h for h in hits if h["product_id"] not in found and
-                             all(self.similarity(h["title"], t) >= 0.5 for t in spec.title)]
+                plausible = [h for h in self._title_matches(hits, spec) if h["product_id"] not in found]
                 self._details(env, [h["product_id"] for h in plausible], cache)
                 for h in plausible:
                     detail = cache.get(h["product_id"])
@@ -145,11 +149,7 @@ class OracleAgent:
             shops: set[str] = set()
             for page in range(1, pages + 1):
                 hits = self._search(env, spec.title[0], page, **self._filters(spec))
-                warm = getattr(self.similarity, "embed_many", None)
-                if warm is not None:
-                    warm([h["title"] for h in hits] + spec.title)
-                shops.update(h["shop_id"] for h in hits
-                             if all(self.similarity(h["title"], t) >= 0.5 for t in spec.title))
+                shops.update(h["shop_id"] for h in self._title_matches(hits, spec))
                 if len(hits) < 10:
                     break
             shared = shops if shared is None else shared & shops

@@ -96,9 +96,11 @@ def build_sandbox(data_dir: str | Path, task_files: Sequence[str | Path], n_prod
     ids = IdSpace(seed)
     n_shops = n_shops_for(n_products)
     with (data_dir / "shops.jsonl").open("w", encoding="utf-8") as fh:
+        listed: set[str] = set()
         for k in range(n_shops):
-            fh.write(json.dumps({"shop_id": ids.shop_id(k), "name": shop_name(k), "official": k % 10 == 0}) + "\n")
-        listed = {ids.shop_id(k) for k in range(n_shops)}
+            shop_id = ids.shop_id(k)
+            listed.add(shop_id)
+            fh.write(json.dumps({"shop_id": shop_id, "name": shop_name(k), "official": k % 10 == 0}) + "\n")
         for shop in sorted(recon.gold_shops - listed):
             fh.write(json.dumps({"shop_id": shop, "name": f"Shop {shop}", "official": False}) + "\n")
     with (data_dir / "vouchers.jsonl").open("w", encoding="utf-8") as fh:

@@ -28,7 +28,6 @@ class GoldDraft:
     shop_id: str | None = None
     fixed_price: float | None = None
     record: dict[str, Any] | None = None
-    intents: set[str] = field(default_factory=set)
     every_task_one_shop: bool = True  # another shop breaks every task of this product
     every_task_priced: bool = True  # a price rule or a budget covers every task of this product
 
@@ -174,7 +173,6 @@ class GoldBuilder:
                 shop = sorted(existing)[0] if existing else self._random_shop()
             for spec in task.reward:
                 d = draft(spec.product_id)
-                d.intents.add(task.intent.value)
                 d.every_task_one_shop = d.every_task_one_shop and shop_binding
                 d.every_task_priced = d.every_task_priced and (task.voucher is not None or spec.price_range() is not None)
                 for t in spec.title:

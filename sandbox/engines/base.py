@@ -8,7 +8,6 @@ identical tokens (which is what makes tantivy and Elasticsearch rank alike).
 
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
 from abc import ABC, abstractmethod
@@ -99,10 +98,6 @@ class SearchPage:
     request: SearchRequest
     relaxed: bool = False  # a sorted request fell back from all-terms to any-term
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def product_to_stored_json(product: dict[str, Any]) -> str:
-    return json.dumps(product, ensure_ascii=False, separators=(",", ":"))
 
 
 class SearchBackend(ABC):
