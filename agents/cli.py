@@ -68,22 +68,91 @@ def run(
     parallel: int = typer.Option(1, "--parallel", min=1),
     limit: int | None = typer.Option(None, "--limit", min=1, help="At most N tasks per intent."),
     max_steps: int = typer.Option(30, "--max-steps", min=1),
+    llm: str | None = typer.Option(None, "--llm", help="LLM backend: transformers | vllm | openai."),
+    model: str | None = typer.Option(None, "--model", help="HF folder, hub name, or smollm2-135m-instruct "
+                                     "(the bundled default); for openai, the served model name."),
+    base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint, e.g. "
+                                        "http://localhost:8000/v1 (or env OPENAI_BASE_URL)."),
+    llm_config: Path | None = typer.Option(None, "--llm-config", help="YAML with an `llm:` section "
+                                           "(and optionally `agent:`); flags override it."),
+    agent_config: Path | None = typer.Option(None, "--agent-config", help="YAML with an `agent:` section."),
+    tool_format: str | None = typer.Option(None, "--tool-format", help="text (ShoppingBench tags) | native."),
+    lora: Path | None = typer.Option(None, "--lora", help="A PEFT LoRA adapter folder to serve."),
+    temperature: float | None = typer.Option(None, "--temperature", min=0.0),
+    max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", min=1),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Local backends: prompts per "
+                                          "generation batch (default: --parallel)."),
 ) -> None:
     """Run an agent on tasks; prints a scorecard per intent and writes RUN_DIR/{results.jsonl,summary.json}."""
-    from agents.registry import make_agent
+    from agents.registry import agent_names, agent_needs_llm, make_agent
     from agents.runner import RunConfig, run_benchmark
     from sandbox import ShoppingWorld
 
     tasks = extra_task_files(ctx, tasks) or None
+    if agent not in agent_names():
+        raise typer.BadParameter(f"unknown agent {agent!r}; available: {', '.join(agent_names())}",
+                                 param_hint="--agent")
     world = ShoppingWorld.open(data_dir)
     selected = _select_tasks(world, tasks, intent, limit)
+    chat = None
+    llm_settings = None
+    kwargs: dict = {}
+    if agent_needs_llm(agent):
+        from agents.llm import LLMError, make_llm
+
+        cfg = _llm_config(llm_config, llm, model, base_url, tool_format, lora, temperature, max_new_tokens,
+                          batch_size or parallel)
+        kwargs = {"config": _agent_config(agent_config or llm_config, max_steps), "tool_format": cfg.tool_format}
+        llm_settings = cfg.as_dict()
+        console.print(f"[bold]{agent}[/bold] with {cfg.backend}:{cfg.model} ({cfg.tool_format} tool calls)")
+        try:
+            chat = make_llm(cfg)
+        except LLMError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from exc
+        chat.expect_clients(parallel)
+        kwargs["llm"] = chat
+    elif llm or model or base_url:
+        raise typer.BadParameter(f"agent {agent!r} does not use an LLM", param_hint="--llm")
+    config = RunConfig(agent=agent, trials=trials, parallel=parallel, max_steps=max_steps, llm=llm_settings)
     try:
-        make_agent(agent)
-    except KeyError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--agent") from exc
-    config = RunConfig(agent=agent, trials=trials, parallel=parallel, max_steps=max_steps)
-    summary = run_benchmark(world, selected, lambda: make_agent(agent), out, config)
+        summary = run_benchmark(world, selected, lambda: make_agent(agent, **kwargs), out, config)
+    finally:
+        if chat is not None:
+            chat.close()
     print_summary(summary, f"{agent} on {len(selected)} tasks × {trials} trial(s) — {out}")
+    eph = summary["overall"].get("episodes_per_hour")
+    if eph:
+        console.print(f"{summary['run']['new_episodes']} episodes in {summary['run']['wall_seconds']:.0f} s: "
+                      f"{eph:.0f} episodes/hour")
+
+
+def _llm_config(path, backend, model, base_url, tool_format, lora, temperature, max_new_tokens, batch_size):
+    from agents.llm import LLMConfig
+
+    overrides = {"backend": backend, "model": model, "base_url": base_url, "tool_format": tool_format,
+                 "lora_path": str(lora) if lora else None, "max_batch_size": batch_size}
+    try:
+        cfg = LLMConfig.from_yaml(path, **overrides) if path else LLMConfig(
+            **{k: v for k, v in overrides.items() if v is not None})
+    except (ValueError, TypeError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--llm-config") from exc
+    if temperature is not None:
+        cfg.sampling.temperature = temperature
+    if max_new_tokens is not None:
+        cfg.sampling.max_new_tokens = max_new_tokens
+    return cfg
+
+
+def _agent_config(path, max_steps):
+    from agents.react import ReactConfig
+
+    try:
+        cfg = ReactConfig.from_yaml(path) if path else ReactConfig()
+    except (ValueError, TypeError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--agent-config") from exc
+    cfg.max_steps = max_steps
+    return cfg
 
 
 @app.command()

@@ -8,10 +8,20 @@ from typing import Any
 from agents.base import Agent
 
 _AGENTS: dict[str, Callable[..., Agent]] = {}
+_NEEDS_LLM: set[str] = set()
 
 
-def register_agent(name: str, factory: Callable[..., Agent]) -> None:
+def register_agent(name: str, factory: Callable[..., Agent], needs_llm: bool = False) -> None:
+    """`needs_llm` agents are built with `llm=` (a shared, thread-safe chat client) by the runner."""
     _AGENTS[name] = factory
+    if needs_llm:
+        _NEEDS_LLM.add(name)
+    else:
+        _NEEDS_LLM.discard(name)
+
+
+def agent_needs_llm(name: str) -> bool:
+    return name in _NEEDS_LLM
 
 
 def make_agent(name: str, **kwargs: Any) -> Agent:
@@ -29,6 +39,13 @@ def _register_builtin() -> None:
 
     register_agent("heuristic", HeuristicAgent)
     register_agent("oracle", OracleAgent)
+    register_agent("react", _react_agent, needs_llm=True)
+
+
+def _react_agent(**kwargs: Any) -> Agent:
+    from agents.react import ReactAgent
+
+    return ReactAgent(**kwargs)
 
 
 _register_builtin()

@@ -29,6 +29,7 @@ class RunConfig:
     trials: int = 1
     parallel: int = 1
     max_steps: int = DEFAULT_MAX_STEPS
+    llm: dict[str, Any] | None = None  # the LLMConfig of LLM agents, recorded with the run
 
 
 def _read_done(results_path: Path) -> list[dict[str, Any]]:
@@ -73,6 +74,22 @@ def summarize(rows: Sequence[dict[str, Any]], trials: int | None = None) -> dict
             "mean_steps": round(sum(r["steps"] for r in items) / n, 2),
             "mean_seconds": round(sum(r["seconds"] for r in items) / n, 3),
         }
+        llm_rows = [r["info"] for r in items if isinstance(r.get("info"), dict) and "llm_turns" in r["info"]]
+        if llm_rows:
+            m = len(llm_rows)
+            out.update({
+                "mean_llm_turns": round(sum(i["llm_turns"] for i in llm_rows) / m, 2),
+                "mean_prompt_tokens": round(sum(i["prompt_tokens"] for i in llm_rows) / m, 1),
+                "mean_completion_tokens": round(sum(i["completion_tokens"] for i in llm_rows) / m, 1),
+                "cached_prompt_share": round(sum(i.get("cached_prompt_tokens", 0) for i in llm_rows)
+                                             / max(1, sum(i["prompt_tokens"] for i in llm_rows)), 4),
+                "format_error_rate": round(sum(i.get("format_errors", 0) for i in llm_rows)
+                                           / max(1, sum(i["llm_turns"] for i in llm_rows)), 4),
+                "fallback_rate": round(sum(i.get("final_recommendation") == "fallback" for i in llm_rows) / m, 4),
+                # Success the model earned itself, without the top-search-hit fallback.
+                "asr_model_only": round(sum(bool(r["success"]) and r["info"].get("final_recommendation") != "fallback"
+                                            for r in items if "llm_turns" in (r.get("info") or {})) / m, 4),
+            })
         for k in range(1, k_max + 1):
             out[f"pass^{k}"] = round(pass_hat_k(per_task, k), 4)
         return out
@@ -103,7 +120,8 @@ def run_episode(world: ShoppingWorld, task: Task, agent: Agent, trial: int, max_
         "knowledge_ok": score.knowledge_ok, "recommended": score.recommended, "per_product": score.per_product,
         "steps": env.state.steps, "seconds": round(seconds, 3),
         "tool_errors": sum(not s.ok for s in env.state.history), "error": error, "info": info or {},
-        "trajectory": trajectory_messages(env),
+        # LLM agents record what the model actually saw and wrote; scripted ones get it rebuilt from the env.
+        "trajectory": (info or {}).pop("messages", None) or trajectory_messages(env),
         "tool_latency_ms": [round(s.latency_ms, 3) for s in env.state.history],
     }
 
@@ -125,6 +143,7 @@ def run_benchmark(world: ShoppingWorld, tasks: Sequence[Task], agent_factory: Ca
     done = {(r["task_id"], r["trial"]) for r in done_rows}
     todo = [(t, k) for k in range(config.trials) for t in tasks if (t.task_id, k) not in done]
     similarity = similarity or default_title_similarity()
+    started = time.perf_counter()
     rows = list(done_rows)
     n_success = sum(bool(r["success"]) for r in rows)
     lock = threading.Lock()
@@ -160,9 +179,13 @@ def run_benchmark(world: ShoppingWorld, tasks: Sequence[Task], agent_factory: Ca
                 for f in as_completed(futures):
                     record(f.result())
 
+    wall = time.perf_counter() - started
     summary = summarize(rows, config.trials)
+    # Throughput of this invocation only: resumed episodes took their time in an earlier one.
+    summary["overall"]["episodes_per_hour"] = round(len(todo) / wall * 3600, 1) if todo and wall > 0 else None
     summary["run"] = {"agent": config.agent, "trials": config.trials, "episodes": len(rows),
                       "data_dir": str(world.data_dir), "backend": world.manifest.get("backend"),
-                      "n_products": world.manifest.get("n_products")}
+                      "n_products": world.manifest.get("n_products"), "parallel": config.parallel,
+                      "wall_seconds": round(wall, 2), "new_episodes": len(todo), "llm": config.llm}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -1,0 +1,49 @@
+"""The ReAct agent's settings: which tools, which prompts, how much of each observation to keep."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROMPT_DIR = Path(__file__).parent / "prompts"
+SHOPPINGBENCH_TOOLS = ["find_product", "view_product_information", "recommend_product", "terminate", "calculate"]
+
+
+@dataclass
+class ReactConfig:
+    max_steps: int = 30  # ShoppingBench's limit, on both model turns and tool calls
+    tools: list[str] = field(default_factory=lambda: list(SHOPPINGBENCH_TOOLS))
+    extra_tools: list[str] = field(default_factory=list)  # names from agents.tool_registry
+    prompt_dir: str | None = None  # a folder with system_text.md / system_native.md / ... to override ours
+    max_observation_chars: int = 1600
+    # Older observations shrink to this many characters: the model keeps the thread of the
+    # episode, the prompt stays short, and prefill (the cost on CPU) stays bounded.
+    old_observation_chars: int = 300
+    keep_full_observations: int = 2
+    max_format_errors: int = 3  # consecutive unusable turns before the episode ends
+    final_recommendation: bool = True
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> ReactConfig:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+        if "llm" in raw or "agent" in raw:  # a combined run config
+            raw = dict(raw.get("agent") or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown agent config keys {unknown}; known: {sorted(known)}")
+        return cls(**raw)
+
+    def prompt(self, name: str, **values: Any) -> str:
+        for folder in ([Path(self.prompt_dir)] if self.prompt_dir else []) + [PROMPT_DIR]:
+            path = folder / f"{name}.md"
+            if path.exists():
+                text = path.read_text(encoding="utf-8").strip()
+                # Plain placeholder substitution: prompts are data, never format strings with logic.
+                for key, value in values.items():
+                    text = text.replace("{" + key + "}", str(value))
+                return text
+        raise FileNotFoundError(f"prompt {name}.md not found in {self.prompt_dir or PROMPT_DIR}")

@@ -1,0 +1,262 @@
+r"""A LangGraph ReAct shopping agent: model node <-> tool node over the sandbox tools.
+
+    START -> agent --(tool calls or a malformed turn)--> tools --(go on)--> agent
+                  \--(response / limit / error)------> finalize -> END
+             tools --(terminate / step limit)--------> finalize
+
+`finalize` guarantees a `recommend_product`: when the model stops without one, it is asked once
+more for just that call; if it still gives none, the top result of its last search is recommended
+and the episode is marked so (`final_recommendation: fallback`), so the two are never confused.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import time
+from typing import Annotated, Any, Protocol, TypedDict
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph import END, START, StateGraph
+
+from agents.llm.base import ChatResult, Message, SamplingConfig
+from agents.react.config import ReactConfig
+from agents.react.parsing import ParsedTurn, ToolCall, parse_native_turn, parse_text_turn
+from agents.tool_registry import attach_agent_tools
+from sandbox import ShoppingEnv
+from sandbox.tools import ToolSpec
+
+
+class ChatClient(Protocol):
+    """What the agent needs of a model: `BatchingChat`, or a scripted model in unit tests."""
+
+    def chat(self, messages: list[Message], tools: list[dict[str, Any]] | None = None,
+             sampling: SamplingConfig | None = None) -> ChatResult:
+        ...
+
+
+class ReactState(TypedDict, total=False):
+    messages: Annotated[list[Message], operator.add]
+    turns: Annotated[list[dict[str, Any]], operator.add]
+    pending: list[dict[str, Any]]
+    pending_errors: list[str]
+    format_errors: int
+    finish: str
+
+
+def describe_tools(specs: list[ToolSpec]) -> str:
+    """A compact, readable tool list for the text format (JSON schemas cost 3x the tokens)."""
+    lines = []
+    for spec in specs:
+        schema = spec.openai_schema()["function"]["parameters"]
+        required = set(schema.get("required", []))
+        params = []
+        for pname, p in schema.get("properties", {}).items():
+            kind = p.get("type") or "/".join(x.get("type", "?") for x in p.get("anyOf", []) if x.get("type") != "null")
+            extra = "required" if pname in required else f"default {json.dumps(p['default'])}" if "default" in p \
+                else "optional"
+            desc = f": {p['description']}" if p.get("description") else ""
+            params.append(f"    {pname} ({kind}, {extra}){desc}")
+        lines.append(f"- {spec.name}: {spec.description}" + ("\n" + "\n".join(params) if params else ""))
+    return "\n".join(lines)
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + f" ...[{len(text) - limit} more characters]"
+
+
+class ReactAgent:
+    """Runs one episode per `run_episode(env)`; safe to share across threads (state lives in the graph)."""
+
+    def __init__(self, llm: ChatClient, config: ReactConfig | None = None, tool_format: str = "text",
+                 sampling: SamplingConfig | None = None, name: str = "react"):
+        self.llm = llm
+        self.config = config or ReactConfig()
+        self.tool_format = tool_format
+        self.sampling = sampling or getattr(getattr(llm, "config", None), "sampling", None) or SamplingConfig()
+        if tool_format == "text":
+            stops = ["</tool_call>", "</response>"]
+            self.sampling = SamplingConfig(**{**self.sampling.__dict__,
+                                              "stop": sorted(set(self.sampling.stop) | set(stops))})
+        self.name = name
+        self.graph = self._build()
+
+    # -- prompt -------------------------------------------------------------------
+    def system_prompt(self, env: ShoppingEnv) -> str:
+        name = "system_text" if self.tool_format == "text" else "system_native"
+        return self.config.prompt(name, tools=describe_tools(env.tool_specs()), max_steps=self.config.max_steps)
+
+    def prompt_messages(self, messages: list[Message]) -> list[Message]:
+        """The conversation as the model sees it: recent observations whole, older ones shortened."""
+        tool_idx = [i for i, m in enumerate(messages) if m["role"] == "tool"]
+        keep = set(tool_idx[-self.config.keep_full_observations:]) if self.config.keep_full_observations else set()
+        out = []
+        for i, m in enumerate(messages):
+            if m["role"] == "tool":
+                limit = self.config.max_observation_chars if i in keep else self.config.old_observation_chars
+                m = {**m, "content": _shorten(m["content"], limit)}
+            out.append(m)
+        return out
+
+    # -- nodes --------------------------------------------------------------------
+    def _call_model(self, messages: list[Message], env: ShoppingEnv) -> tuple[ChatResult, ParsedTurn, float]:
+        tools = env.openai_tools() if self.tool_format == "native" else None
+        started = time.perf_counter()
+        result = self.llm.chat(self.prompt_messages(messages), tools, self.sampling)
+        waited = time.perf_counter() - started
+        text = result.text or ""
+        if self.tool_format == "text" and "<tool_call>" in text and "</tool_call>" not in text \
+                and result.finish_reason == "stop":
+            text += "</tool_call>"  # generation stopped on the closing tag, which is not returned
+        if self.tool_format == "text" and "<response>" in text and "</response>" not in text:
+            text += "</response>"
+        result.text = text
+        parsed = parse_native_turn(text, result.tool_calls) if self.tool_format == "native" else parse_text_turn(text)
+        return result, parsed, waited
+
+    def _agent_node(self, state: ReactState, config: RunnableConfig) -> dict[str, Any]:
+        env: ShoppingEnv = config["configurable"]["env"]
+        turn_no = len(state.get("turns", []))
+        result, parsed, waited = self._call_model(state["messages"], env)
+        record = {"turn": turn_no, "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
+                  "cached_prompt_tokens": result.cached_prompt_tokens, "latency_s": round(waited, 3),
+                  "format_ok": parsed.format_ok, "n_calls": len(parsed.calls)}
+        if result.error:
+            record["error"] = result.error
+            return {"turns": [record], "finish": "llm_error", "pending": [], "pending_errors": []}
+        for k, call in enumerate(parsed.calls):
+            call.id = call.id or f"call_{turn_no}_{k}"
+        assistant: Message = {"role": "assistant", "content": result.text}
+        if parsed.calls:
+            assistant["tool_calls"] = [c.openai() for c in parsed.calls]
+        update: dict[str, Any] = {"messages": [assistant], "turns": [record],
+                                  "pending": [c.__dict__ for c in parsed.calls], "pending_errors": parsed.errors}
+        if not parsed.calls and not parsed.errors:
+            if parsed.response:
+                update["finish"] = "response"
+            else:
+                update["pending_errors"] = ["no <tool_call> block and no <response> in your reply"]
+        if turn_no + 1 >= self.config.max_steps and "finish" not in update:
+            update["finish_after_tools"] = True
+        return update
+
+    def _tools_node(self, state: ReactState, config: RunnableConfig) -> dict[str, Any]:
+        env: ShoppingEnv = config["configurable"]["env"]
+        messages: list[Message] = []
+        reserve = 1 if self.config.final_recommendation else 0
+        limit = min(env.max_steps, self.config.max_steps)
+        for raw in state.get("pending", []):
+            call = ToolCall(**raw)
+            if env.state.steps >= limit - reserve and call.name != "recommend_product":
+                content = f"Error: no tool calls left ({limit}); recommend_product is still possible"
+            elif call.name == "terminate" and reserve and not env.state.recommended:
+                # The answer is the last recommendation: ending without one is always a failure.
+                content = "Error: call recommend_product with your answer before terminate"
+            else:
+                content = env.step(call.name, call.arguments).observation
+            messages.append({"role": "tool", "tool_call_id": call.id, "name": call.name, "content": content})
+        errors = state.get("pending_errors") or []
+        format_errors = state.get("format_errors", 0)
+        if errors:
+            format_errors = format_errors + 1 if not state.get("pending") else 0
+            messages.append({"role": "user", "content": self.config.prompt("format_error", error="; ".join(errors))})
+        else:
+            format_errors = 0
+        update: dict[str, Any] = {"messages": messages, "pending": [], "pending_errors": [],
+                                  "format_errors": format_errors}
+        turns = len(state.get("turns", []))
+        if env.state.terminate_status is not None or env.state.done:
+            update["finish"] = "terminate" if env.state.terminate_status is not None else "env_done"
+        elif env.state.steps >= limit - reserve or turns >= self.config.max_steps:
+            update["finish"] = "step_limit"
+        elif format_errors >= self.config.max_format_errors:
+            update["finish"] = "format_errors"
+        return update
+
+    def _finalize_node(self, state: ReactState, config: RunnableConfig) -> dict[str, Any]:
+        env: ShoppingEnv = config["configurable"]["env"]
+        if env.state.recommended or not self.config.final_recommendation:
+            return {}
+        if state.get("finish") == "llm_error":
+            top = _last_search_top(env)
+            if top:
+                env.step("recommend_product", {"product_ids": top})
+            return {"final_recommendation": "fallback" if top else "none"}
+        messages = list(state["messages"]) + [{"role": "user", "content": self.config.prompt("final_recommendation")}]
+        result, parsed, waited = self._call_model(messages, env)
+        record = {"turn": len(state.get("turns", [])), "prompt_tokens": result.prompt_tokens,
+                  "completion_tokens": result.completion_tokens, "cached_prompt_tokens": result.cached_prompt_tokens,
+                  "latency_s": round(waited, 3), "format_ok": parsed.format_ok, "n_calls": len(parsed.calls),
+                  "final": True}
+        new: list[Message] = [messages[-1]]
+        recommend = next((c for c in parsed.calls if c.name == "recommend_product"), None)
+        source = "none"
+        if recommend is not None and not result.error:
+            recommend.id = recommend.id or f"call_{record['turn']}_final"
+            new.append({"role": "assistant", "content": result.text, "tool_calls": [recommend.openai()]})
+            obs = env.step("recommend_product", recommend.arguments)
+            new.append({"role": "tool", "tool_call_id": recommend.id, "name": "recommend_product",
+                        "content": obs.observation})
+            source = "model" if obs.ok else "none"
+        if not env.state.recommended:
+            top = _last_search_top(env)
+            if top:
+                env.step("recommend_product", {"product_ids": top})
+                source = "fallback"
+        return {"messages": new, "turns": [record], "final_recommendation": source}
+
+    # -- graph --------------------------------------------------------------------
+    def _build(self):
+        graph = StateGraph(_GraphState)
+        graph.add_node("agent", self._agent_node)
+        graph.add_node("tools", self._tools_node)
+        graph.add_node("finalize", self._finalize_node)
+        graph.add_edge(START, "agent")
+        graph.add_conditional_edges("agent", lambda s: "finalize" if s.get("finish") else "tools",
+                                    ["tools", "finalize"])
+        graph.add_conditional_edges(
+            "tools", lambda s: "finalize" if s.get("finish") or s.get("finish_after_tools") else "agent",
+            ["agent", "finalize"])
+        graph.add_edge("finalize", END)
+        return graph.compile()
+
+    def run_episode(self, env: ShoppingEnv) -> dict[str, Any]:
+        unknown = [t for t in self.config.tools if t not in env.tool_names]
+        if unknown:
+            raise ValueError(f"tools {unknown} are not offered by this environment")
+        env.tool_names = [t for t in env.tool_names if t in self.config.tools]
+        if self.config.extra_tools:
+            attach_agent_tools(env, self.config.extra_tools)
+        started = time.perf_counter()
+        init: dict[str, Any] = {"messages": [{"role": "system", "content": self.system_prompt(env)},
+                                             {"role": "user", "content": env.instruction}],
+                                "turns": [], "format_errors": 0}
+        # Each turn is at most agent -> tools: 2 graph steps, plus finalize.
+        final = self.graph.invoke(init, config={"configurable": {"env": env},
+                                                "recursion_limit": 2 * self.config.max_steps + 6})
+        turns = final.get("turns", [])
+        return {
+            "messages": final["messages"],
+            "turns": turns,
+            "finish": final.get("finish", "unknown"),
+            "final_recommendation": final.get("final_recommendation"),
+            "llm_turns": len(turns),
+            "prompt_tokens": sum(t["prompt_tokens"] for t in turns),
+            "completion_tokens": sum(t["completion_tokens"] for t in turns),
+            "cached_prompt_tokens": sum(t["cached_prompt_tokens"] for t in turns),
+            "llm_seconds": round(sum(t["latency_s"] for t in turns), 3),
+            "format_errors": sum(not t["format_ok"] for t in turns),
+            "episode_seconds": round(time.perf_counter() - started, 3),
+        }
+
+
+class _GraphState(ReactState, total=False):
+    finish_after_tools: bool
+    final_recommendation: str | None
+
+
+def _last_search_top(env: ShoppingEnv) -> str | None:
+    for step in reversed(env.state.history):
+        if step.tool == "find_product" and step.ok and isinstance(step.data, list) and step.data:
+            return step.data[0]["product_id"]
+    return None
