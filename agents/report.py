@@ -115,7 +115,7 @@ def _agent_label(summary: Mapping[str, Any]) -> str:
     agent = str(run.get("agent") or MISSING)
     llm = run.get("llm")
     if isinstance(llm, dict) and llm.get("model"):
-        agent += f" ({llm['model']})"
+        agent += f" ({llm.get('backend', '?')}:{llm['model']})"
     return agent
 
 
@@ -131,13 +131,13 @@ def _rows(summaries: Mapping[str, Mapping[str, Any]]) -> tuple[list[str], list[l
     intents = _intents(summaries)
     k_max = max((_trials(s) for s in summaries.values()), default=1)
     k_cols = [f"pass^{k}" for k in range(1, k_max + 1)] if k_max > 1 else []
-    headers = ["run", "agent", *intents, "gt", "steps", "s/episode", "tokens/episode", "episodes/hour", *k_cols]
+    headers = ["run", "agent", "episodes", *intents, "gt", "steps", "s/episode", "tokens/episode", "episodes/hour", *k_cols]
     rows = []
     for name, s in summaries.items():
         overall = s.get(OVERALL) if _is_block(s.get(OVERALL)) else {}
         asr = [f"{_fmt(s[i]['asr'], '.3f')} ({_fmt(s[i].get('constraint_score'), '.2f')})"
                if _is_block(s.get(i)) else MISSING for i in intents]
-        rows.append([name, _agent_label(s), *asr,
+        rows.append([name, _agent_label(s), _fmt(overall.get("n"), ".0f"), *asr,
                      _fmt(overall.get("gt_rate"), ".3f"), _fmt(overall.get("mean_steps"), ".1f"),
                      _fmt(overall.get("mean_seconds"), ".2f"), _tokens(overall),
                      _fmt(overall.get("episodes_per_hour"), ",.1f"),

@@ -1,0 +1,58 @@
+"""`shoplab llm ...`: prepare the bundled model and talk to any configured backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(help="LLM backends: prepare the default model, try a backend.", no_args_is_help=True)
+console = Console()
+
+
+@app.command()
+def prepare(out: Path | None = typer.Option(None, "--out", help="Folder (default: $SHOPLAB_HOME/models/...)."),
+            force: bool = typer.Option(False, "--force")) -> None:
+    """Convert the bundled SmolLM2-135M-Instruct GGUF into an HF folder (once; nothing is downloaded)."""
+    from agents.llm.base import LLMError
+    from agents.llm.models import prepare_default_model
+
+    try:
+        path = prepare_default_model(out, force=force)
+    except LLMError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    console.print(f"default model ready: {path}")
+
+
+@app.command()
+def chat(
+    message: str = typer.Argument(..., help="One user message."),
+    llm: str = typer.Option("transformers", "--llm", help="transformers | vllm | openai"),
+    model: str = typer.Option("smollm2-135m-instruct", "--model"),
+    base_url: str | None = typer.Option(None, "--base-url"),
+    system: str | None = typer.Option(None, "--system"),
+    max_new_tokens: int = typer.Option(128, "--max-new-tokens", min=1),
+    temperature: float = typer.Option(0.0, "--temperature", min=0.0),
+) -> None:
+    """Send one message through a backend and print the reply with its token counts."""
+    from agents.llm import LLMConfig, LLMError, SamplingConfig, make_llm
+
+    try:
+        client = make_llm(LLMConfig(backend=llm, model=model, base_url=base_url,
+                                    sampling=SamplingConfig(temperature=temperature, max_new_tokens=max_new_tokens)))
+    except (LLMError, ValueError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": message}]
+    try:
+        result = client.chat(messages)
+    finally:
+        client.close()
+    if result.error:
+        console.print(f"[red]{result.error}[/red]")
+        raise typer.Exit(1)
+    console.print(result.text)
+    console.print(f"[dim]{result.prompt_tokens} prompt + {result.completion_tokens} completion tokens, "
+                  f"{result.latency_s:.2f} s[/dim]")
