@@ -47,17 +47,22 @@ def test_default_model_is_a_plain_hf_folder(model_dir):
     assert model_dir == default_model_dir()
 
 
-def test_transformers_batch_matches_single_prompts(model_dir):
-    """Left padding must not change what a prompt generates when batched with a longer one."""
+def test_transformers_batching_and_prefix_cache_do_not_change_outputs(model_dir):
+    """Left padding and the shared system-prompt KV cache must not change what a prompt generates."""
     llm = make_llm(LLMConfig(backend="transformers", sampling=SamplingConfig(max_new_tokens=12)))
-    short = [{"role": "user", "content": "Name a fruit."}]
-    long = [{"role": "system", "content": "You are a helpful shopping assistant. " * 8},
-            {"role": "user", "content": "Which shoes are good for running on trails in the rain?"}]
-    both = llm.llm.chat_batch([short, long], None, llm.config.sampling)
-    alone = llm.llm.chat_batch([short], None, llm.config.sampling)[0]
-    assert both[0].text == alone.text and alone.text.strip()
-    assert both[1].prompt_tokens > both[0].prompt_tokens > 5
-    assert 0 < both[0].completion_tokens <= 12
+    backend, sampling = llm.llm, llm.config.sampling
+    system = {"role": "system", "content": "You are a helpful shopping assistant. Answer briefly. " * 6}
+    short = [system, {"role": "user", "content": "Name a fruit."}]
+    long = [system, {"role": "user", "content": "Which shoes are good for running on trails in the rain?"}]
+    cached = backend.chat_batch([short, long], None, sampling)
+    assert backend.prefix_hits == 1 and len(backend._prefixes) == 1
+    alone = backend.chat_batch([short], None, sampling)[0]  # a batch of one reuses the stored prefix
+    assert backend.prefix_hits == 2
+    backend.prefix_cache_enabled = False
+    plain = backend.chat_batch([short, long], None, sampling)
+    assert [r.text for r in cached] == [r.text for r in plain] and alone.text == plain[0].text
+    assert plain[0].text.strip() and plain[1].prompt_tokens > plain[0].prompt_tokens > 50
+    assert 0 < plain[0].completion_tokens <= 12
     llm.close()
 
 

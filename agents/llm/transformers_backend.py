@@ -1,8 +1,16 @@
-"""Local generation with HF transformers (CPU or GPU), several episodes' prompts in one batch."""
+"""Local generation with HF transformers (CPU or GPU), several episodes' prompts in one batch.
+
+On CPU, prefill is the cost: 8 prompts of ~600 tokens take ~11 s to read and ~3 s to answer in 32
+tokens. Every episode's prompt starts with the same system prompt, so its keys and values are
+computed once and shared: a batch is laid out as [shared prefix | left padding | own suffix] with
+the padding masked out, and only the suffixes are prefilled. Outputs are identical to plain
+batched generation (a test checks it).
+"""
 
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from typing import Any
 
 from agents.llm.base import ChatResult, LLMConfig, LLMError, Message, SamplingConfig
@@ -24,7 +32,8 @@ class TransformersChat:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
             dtype = getattr(torch, config.dtype) if config.dtype != "auto" else "auto"
-            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **config.engine_kwargs)
+            engine_kwargs = {k: v for k, v in config.engine_kwargs.items() if k not in ("prefix_cache",)}
+            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **engine_kwargs)
         except OSError as exc:
             raise LLMError(f"cannot load model {config.model!r}: {exc}") from exc
         if config.lora_path:
@@ -37,6 +46,9 @@ class TransformersChat:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model_path = path
+        self.prefix_cache_enabled = bool(config.engine_kwargs.get("prefix_cache", True))
+        self._prefixes: OrderedDict[tuple[int, ...], Any] = OrderedDict()
+        self.prefix_hits = 0
 
     def prompt_text(self, messages: list[Message], tools: list[dict[str, Any]] | None) -> str:
         return render_for_template(self.tokenizer, messages, tools, self.config.tool_format)
@@ -57,8 +69,7 @@ class TransformersChat:
             else:
                 runnable.append(i)
         if runnable:
-            batch = self.tokenizer.pad({"input_ids": [ids[i] for i in runnable]}, return_tensors="pt")
-            batch = {k: v.to(self.model.device) for k, v in batch.items()}
+            batch = self._layout([ids[i] for i in runnable])
             gen_kwargs: dict[str, Any] = {"max_new_tokens": sampling.max_new_tokens,
                                           "pad_token_id": self.tokenizer.pad_token_id}
             if sampling.greedy:
@@ -83,8 +94,59 @@ class TransformersChat:
                                         latency_s=elapsed, finish_reason=finish)
         return [r for r in results if r is not None]
 
+    # -- shared-prefix KV cache ------------------------------------------------------
+    MIN_PREFIX = 32
+    MAX_PREFIXES = 4
+
+    def _layout(self, seqs: list[list[int]]) -> dict[str, Any]:
+        torch = self.torch
+        prefix = self._shared_prefix(seqs) if self.prefix_cache_enabled else None
+        if prefix is None:
+            batch = self.tokenizer.pad({"input_ids": seqs}, return_tensors="pt")
+            return {k: v.to(self.model.device) for k, v in batch.items()}
+        key, kv = prefix
+        p = len(key)
+        width = max(len(s) - p for s in seqs)
+        pad = self.tokenizer.pad_token_id
+        input_ids = [list(key) + [pad] * (width - (len(s) - p)) + s[p:] for s in seqs]
+        mask = [[1] * p + [0] * (width - (len(s) - p)) + [1] * (len(s) - p) for s in seqs]
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        for layer_idx, layer in enumerate(kv.layers):
+            n = len(seqs)
+            cache.update(layer.keys.expand(n, -1, -1, -1).contiguous(),
+                         layer.values.expand(n, -1, -1, -1).contiguous(), layer_idx)
+        self.prefix_hits += 1
+        device = self.model.device
+        return {"input_ids": torch.tensor(input_ids, device=device), "attention_mask": torch.tensor(mask, device=device),
+                "past_key_values": cache}
+
+    def _shared_prefix(self, seqs: list[list[int]]) -> tuple[tuple[int, ...], Any] | None:
+        """The longest cached prefix of every sequence, else the batch's common prefix, computed once."""
+        shortest = min(len(s) for s in seqs)
+        for key in sorted(self._prefixes, key=len, reverse=True):
+            if len(key) < shortest and all(tuple(s[:len(key)]) == key for s in seqs):
+                self._prefixes.move_to_end(key)
+                return key, self._prefixes[key]
+        if len(seqs) < 2:
+            return None
+        p = 0
+        while p < shortest - 1 and all(s[p] == seqs[0][p] for s in seqs):
+            p += 1
+        if p < self.MIN_PREFIX:
+            return None
+        key = tuple(seqs[0][:p])
+        with self.torch.inference_mode():
+            out = self.model(input_ids=self.torch.tensor([list(key)], device=self.model.device), use_cache=True)
+        self._prefixes[key] = out.past_key_values
+        while len(self._prefixes) > self.MAX_PREFIXES:
+            self._prefixes.popitem(last=False)
+        return key, out.past_key_values
+
     def close(self) -> None:
         self.model = None
+        self._prefixes.clear()
 
 
 def _as_list(value: Any) -> list[int]:
