@@ -238,3 +238,58 @@ def test_missing_base_url_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> 
     llm = OpenAIChat(LLMConfig(backend="openai", model="test-model"))
     assert llm.base_url == "http://127.0.0.1:9/v1"
     llm.close()
+
+
+def test_react_benchmark_over_an_openai_endpoint_from_the_cli(server: ScriptedServer, small_sandbox, world,
+                                                                tmp_path) -> None:
+    """`shoplab bench run --agent react --llm openai`: native tool calls over HTTP, episodes in parallel."""
+    import json as _json
+
+    from typer.testing import CliRunner
+
+    from shoplab_cli import app
+
+    tasks = [t for t in world.tasks.values() if t.intent.value == "product"][:4]
+    gold = {t.query: t.reward[0].product_id for t in tasks}
+    usage = {"prompt_tokens": 300, "completion_tokens": 20, "total_tokens": 320}
+
+    def play(body: dict[str, Any], n: int) -> Reply:
+        query = body["messages"][1]["content"]
+        done = any(m["role"] == "tool" and m.get("name") == "recommend_product" for m in body["messages"])
+        name, args = ("terminate", {"status": "success"}) if done else ("recommend_product",
+                                                                       {"product_ids": gold[query]})
+        call = {"id": f"c{n}", "type": "function", "function": {"name": name, "arguments": _json.dumps(args)}}
+        return 200, completion(None, tool_calls=[call], finish_reason="tool_calls", usage=usage), 0.05
+
+    server.script = play
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, [
+        "bench", "run", "--data-dir", str(small_sandbox), "--agent", "react", "--llm", "openai",
+        "--model", "served-model", "--base-url", server.base_url, "--tool-format", "native",
+        "--intent", "product", "--limit", "4", "--parallel", "4", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = _json.loads((out / "summary.json").read_text())
+    assert summary["overall"]["asr"] == 1.0 and summary["overall"]["n"] == 4
+    assert summary["overall"]["mean_prompt_tokens"] == 600 and summary["run"]["llm"]["backend"] == "openai"
+    assert server.max_in_flight > 1, "episodes should reach the endpoint concurrently"
+    assert all(b["model"] == "served-model" and b["tools"] for b in server.received)
+
+
+def test_cli_rejects_bad_llm_settings_with_a_message(small_sandbox, tmp_path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from shoplab_cli import app
+
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    runner = CliRunner()
+    base = ["bench", "run", "--data-dir", str(small_sandbox), "--out", str(tmp_path / "r")]
+    no_url = runner.invoke(app, [*base, "--agent", "react", "--llm", "openai", "--model", "m"])
+    assert no_url.exit_code == 2 and "base" in no_url.output.lower()
+    bogus = runner.invoke(app, [*base, "--agent", "react", "--llm", "bogus"])
+    assert bogus.exit_code == 2 and "unknown LLM backend" in bogus.output
+    scripted = runner.invoke(app, [*base, "--agent", "heuristic", "--llm", "vllm"])
+    assert scripted.exit_code == 2 and "does not use an LLM" in scripted.output
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("llm: {backend: transformers, temprature: 0.3}\n")
+    typo = runner.invoke(app, [*base, "--agent", "react", "--llm-config", str(bad_yaml)])
+    assert typo.exit_code == 2 and "temprature" in typo.output
