@@ -1,9 +1,16 @@
-"""Agents that act in the sandbox, their registry and the benchmark runner."""
+"""Agents that act in the sandbox: scripted baselines, the LangGraph ReAct agent over any LLM
+backend, the tool registry other packages plug into, the benchmark runner and run reports."""
 
 from agents.base import Agent, AgentFactory, trajectory_messages
-from agents.registry import agent_names, make_agent, register_agent
+from agents.llm import BatchingChat, ChatResult, LLMConfig, LLMError, SamplingConfig, make_llm
+from agents.react import ReactAgent, ReactConfig
+from agents.registry import agent_names, agent_needs_llm, make_agent, register_agent
 from agents.runner import RunConfig, run_benchmark, summarize
 from agents.scripted import HeuristicAgent, OracleAgent
+from agents.tool_registry import agent_tool_names, attach_agent_tools, register_agent_tool
+from agents.trajectories import load_trajectories
 
-__all__ = ["Agent", "AgentFactory", "HeuristicAgent", "OracleAgent", "RunConfig", "agent_names", "make_agent",
-           "register_agent", "run_benchmark", "summarize", "trajectory_messages"]
+__all__ = ["Agent", "AgentFactory", "BatchingChat", "ChatResult", "HeuristicAgent", "LLMConfig", "LLMError",
+           "OracleAgent", "ReactAgent", "ReactConfig", "RunConfig", "SamplingConfig", "agent_names",
+           "agent_needs_llm", "agent_tool_names", "attach_agent_tools", "load_trajectories", "make_agent", "make_llm", "register_agent",
+           "register_agent_tool", "run_benchmark", "summarize", "trajectory_messages"]

@@ -44,16 +44,23 @@ def _select_tasks(world, task_files: list[Path] | None, intents: list[str] | Non
 
 def print_summary(summary: dict, title: str) -> None:
     table = Table(title=title)
+    blocks = {k: v for k, v in summary.items() if k != "run" and isinstance(v, dict) and "asr" in v}
+    llm = any("mean_llm_turns" in b for b in blocks.values())
     cols = ["intent", "n", "ASR", "constraint", "gt", "steps", "s/episode"]
+    if llm:
+        cols += ["LLM turns", "tokens/episode", "format errors", "fallback"]
     k_cols = sorted(k for k in summary.get("overall", {}) if k.startswith("pass^"))
     for c in cols + k_cols:
         table.add_column(c, justify="right" if c != "intent" else "left")
-    for intent, block in summary.items():
-        if intent == "run" or not isinstance(block, dict) or "asr" not in block:
-            continue
-        table.add_row(intent, str(block["n"]), f"{block['asr']:.3f}", f"{block['constraint_score']:.3f}",
-                      f"{block.get('gt_rate', 0):.3f}", f"{block.get('mean_steps', 0):.1f}",
-                      f"{block.get('mean_seconds', 0):.2f}", *[f"{block.get(k, float('nan')):.3f}" for k in k_cols])
+    for intent, block in blocks.items():
+        row = [intent, str(block["n"]), f"{block['asr']:.3f}", f"{block['constraint_score']:.3f}",
+               f"{block.get('gt_rate', 0):.3f}", f"{block.get('mean_steps', 0):.1f}",
+               f"{block.get('mean_seconds', 0):.2f}"]
+        if llm:
+            tokens = block.get("mean_prompt_tokens", 0) + block.get("mean_completion_tokens", 0)
+            row += [f"{block.get('mean_llm_turns', 0):.1f}", f"{tokens:,.0f}",
+                    f"{block.get('format_error_rate', 0):.2f}", f"{block.get('fallback_rate', 0):.2f}"]
+        table.add_row(*row, *[f"{block.get(k, float('nan')):.3f}" for k in k_cols])
     console.print(table)
 
 

@@ -264,3 +264,24 @@ def test_no_model_output_is_ever_executed(world):
     run(world, gold_product_task(world), model)
     obs = json.dumps(model.prompts[1])
     assert re.search(r"Error", obs) and "/work" not in obs
+
+
+def test_run_trajectories_load_as_one_sft_dataset(world, similarity, tmp_path):
+    from agents.scripted import HeuristicAgent
+    from agents.trajectories import load_trajectories
+
+    tasks = [t for t in world.tasks.values() if t.intent.value == "product"][:3]
+    backend = ScriptedBackend({t.query: t.reward[0].product_id for t in tasks})
+    llm = BatchingChat(backend)
+    run_benchmark(world, tasks, lambda: ReactAgent(llm), tmp_path / "react", RunConfig(agent="react"),
+                  similarity=similarity, progress=False)
+    run_benchmark(world, tasks, HeuristicAgent, tmp_path / "heur", RunConfig(agent="heuristic"),
+                  similarity=similarity, progress=False)
+    ds = load_trajectories([tmp_path / "react", tmp_path / "heur"])
+    assert len(ds) == 6 and set(ds["agent"]) == {"react", "heuristic"}
+    react = ds.filter(lambda r: r["agent"] == "react")
+    assert all(react["success"]) and react[0]["messages"][0]["role"] == "system"
+    call = react[0]["messages"][2]["tool_calls"][0]["function"]
+    assert call["name"] == "recommend_product" and json.loads(call["arguments"])["product_ids"]
+    ok = load_trajectories([tmp_path / "react", tmp_path / "heur"], successful_only=True)
+    assert len(ok) == 3 + sum(1 for r in ds if r["agent"] == "heuristic" and r["success"])
