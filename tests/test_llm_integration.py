@@ -56,6 +56,7 @@ def test_transformers_batching_and_prefix_cache_do_not_change_outputs(model_dir)
     long = [system, {"role": "user", "content": "Which shoes are good for running on trails in the rain?"}]
     cached = backend.chat_batch([short, long], None, sampling)
     assert backend.prefix_hits == 1 and len(backend._prefixes) == 1
+    assert cached[0].cached_prompt_tokens == cached[1].cached_prompt_tokens > 50
     alone = backend.chat_batch([short], None, sampling)[0]  # a batch of one reuses the stored prefix
     assert backend.prefix_hits == 2
     backend.prefix_cache_enabled = False

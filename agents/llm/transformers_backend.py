@@ -70,6 +70,7 @@ class TransformersChat:
                 runnable.append(i)
         if runnable:
             batch = self._layout([ids[i] for i in runnable])
+            cached = batch.pop("cached_tokens", 0)
             gen_kwargs: dict[str, Any] = {"max_new_tokens": sampling.max_new_tokens,
                                           "pad_token_id": self.tokenizer.pad_token_id}
             if sampling.greedy:
@@ -91,7 +92,7 @@ class TransformersChat:
                 finish = "length" if n_new == len(new) and (not new or new[-1] not in eos) else "stop"
                 text = self.tokenizer.decode(new[:n_new], skip_special_tokens=True)
                 results[i] = ChatResult(text=text, prompt_tokens=len(ids[i]), completion_tokens=n_new,
-                                        latency_s=elapsed, finish_reason=finish)
+                                        cached_prompt_tokens=cached, latency_s=elapsed, finish_reason=finish)
         return [r for r in results if r is not None]
 
     # -- shared-prefix KV cache ------------------------------------------------------
@@ -120,7 +121,7 @@ class TransformersChat:
         self.prefix_hits += 1
         device = self.model.device
         return {"input_ids": torch.tensor(input_ids, device=device), "attention_mask": torch.tensor(mask, device=device),
-                "past_key_values": cache}
+                "past_key_values": cache, "cached_tokens": p}
 
     def _shared_prefix(self, seqs: list[list[int]]) -> tuple[tuple[int, ...], Any] | None:
         """The longest cached prefix of every sequence, else the batch's common prefix, computed once."""
