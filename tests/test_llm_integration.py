@@ -102,3 +102,57 @@ def test_vllm_backend_runs_an_episode_with_a_lora_adapter(small_sandbox, tmp_pat
     # The second turn of an episode re-sends the first: vLLM's prefix cache must serve it.
     cached = [t["cached_prompt_tokens"] for r in rows for t in r["info"]["turns"][1:]]
     assert cached and max(cached) > 100
+
+
+@pytest.fixture(scope="module")
+def vllm_server(model_dir, tmp_path_factory):
+    """A real `vllm serve` (OpenAI-compatible HTTP) on the bundled model, for the openai backend."""
+    import socket
+    import time
+    import urllib.request
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    log = (tmp_path_factory.mktemp("vllm") / "serve.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+         "--served-model-name", "smollm2", "--dtype", "float32", "--enforce-eager", "--max-model-len", "4096",
+         "--kv-cache-memory-bytes", str(1 << 30), "--enable-prompt-tokens-details", "--host", "127.0.0.1",
+         "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 400
+    try:
+        while True:
+            assert proc.poll() is None, f"vllm serve exited; see {log.name}"
+            assert time.monotonic() < deadline, f"vllm serve did not start; see {log.name}"
+            try:
+                with urllib.request.urlopen(url + "/models", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                time.sleep(2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def test_openai_backend_against_a_real_vllm_server(vllm_server, small_sandbox, tmp_path):
+    out = tmp_path / "oai_run"
+    cmd = [sys.executable, "-m", "shoplab_cli", "bench", "run", "--data-dir", str(small_sandbox), "--agent", "react",
+           "--llm", "openai", "--model", "smollm2", "--base-url", vllm_server, "--intent", "product",
+           "--limit", "2", "--parallel", "2", "--max-steps", "3", "--max-new-tokens", "32", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "NO_COLOR": "1"})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(r["error"] is None for r in rows)
+    turns = [t for r in rows for t in r["info"]["turns"]]
+    assert all(t["prompt_tokens"] > 300 and 0 < t["completion_tokens"] <= 32 for t in turns)
+    # Token accounting reaches through the API: later turns hit vLLM's prefix cache.
+    assert max(t["cached_prompt_tokens"] for t in turns) > 100
