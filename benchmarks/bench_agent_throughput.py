@@ -5,7 +5,7 @@ Each configuration runs the same tasks (`--limit` per intent) with the same para
 keep memory readings honest):
 
   transformers_plain    HF generate, batched across episodes (the baseline)
-  transformers          + the shared system-prompt KV cache (the default)
+  transformers          + KV reuse: the system prompt and each episode's earlier turns are not re-read (default)
   vllm                  vLLM CPU build: continuous batching, prefix caching across turns
 
 Wall time includes model load (and vLLM engine start) so that it is what a user waits for;

@@ -47,23 +47,31 @@ def test_default_model_is_a_plain_hf_folder(model_dir):
     assert model_dir == default_model_dir()
 
 
-def test_transformers_batching_and_prefix_cache_do_not_change_outputs(model_dir):
-    """Left padding and the shared system-prompt KV cache must not change what a prompt generates."""
+def test_transformers_batching_and_kv_reuse_do_not_change_outputs(model_dir):
+    """Left padding and reusing stored keys/values (system prompt, earlier turns) must not change outputs."""
     llm = make_llm(LLMConfig(backend="transformers", sampling=SamplingConfig(max_new_tokens=12)))
     backend, sampling = llm.llm, llm.config.sampling
     system = {"role": "system", "content": "You are a helpful shopping assistant. Answer briefly. " * 6}
     short = [system, {"role": "user", "content": "Name a fruit."}]
     long = [system, {"role": "user", "content": "Which shoes are good for running on trails in the rain?"}]
-    cached = backend.chat_batch([short, long], None, sampling)
-    assert backend.prefix_hits == 1 and len(backend._prefixes) == 1
-    assert cached[0].cached_prompt_tokens == cached[1].cached_prompt_tokens > 50
-    alone = backend.chat_batch([short], None, sampling)[0]  # a batch of one reuses the stored prefix
-    assert backend.prefix_hits == 2
+    first = backend.chat_batch([short, long], None, sampling)
+    # The shared system prompt was read once for both rows.
+    assert backend.prefix_hits == 1 and first[0].cached_prompt_tokens == first[1].cached_prompt_tokens > 50
+    # Each row's prompt + answer is stored; the system-prompt entry they both extend is dropped.
+    assert len(backend.kv_store) == 2
+    alone = backend.chat_batch([short], None, sampling)[0]
+    assert alone.cached_prompt_tokens == alone.prompt_tokens - 1
+    second_turn = short + [{"role": "assistant", "content": first[0].text},
+                           {"role": "user", "content": "And a vegetable?"}]
+    again = backend.chat_batch([second_turn, long], None, sampling)
+    assert again[0].cached_prompt_tokens > first[0].prompt_tokens  # the earlier answer was not re-read
     backend.prefix_cache_enabled = False
     plain = backend.chat_batch([short, long], None, sampling)
-    assert [r.text for r in cached] == [r.text for r in plain] and alone.text == plain[0].text
+    plain_again = backend.chat_batch([second_turn, long], None, sampling)
+    assert [r.text for r in first] == [r.text for r in plain] and alone.text == plain[0].text
+    assert [r.text for r in again] == [r.text for r in plain_again]
     assert plain[0].text.strip() and plain[1].prompt_tokens > plain[0].prompt_tokens > 50
-    assert 0 < plain[0].completion_tokens <= 12
+    assert 0 < plain[0].completion_tokens <= 12 and plain[0].cached_prompt_tokens == 0
     llm.close()
 
 

@@ -1,19 +1,20 @@
 """Local generation with HF transformers (CPU or GPU), several episodes' prompts in one batch.
 
 On CPU, prefill is the cost: 8 prompts of ~600 tokens take ~11 s to read and ~3 s to answer in 32
-tokens. Every episode's prompt starts with the same system prompt, so its keys and values are
-computed once and shared: a batch is laid out as [shared prefix | left padding | own suffix] with
-the padding masked out, and only the suffixes are prefilled. Outputs are identical to plain
-batched generation (a test checks it).
+tokens. Every episode's prompt starts with the same system prompt and, from its second turn on,
+with its own previous prompt and answer. Those keys and values are kept (`PrefixKVStore`) and each
+row of a batch resumes from its longest stored prefix: the batch is laid out as
+[left pad | stored prefix | pad | new tokens] with the pads masked out, and only the new tokens are
+read. Outputs match plain batched generation (a test checks it).
 """
 
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from typing import Any
 
 from agents.llm.base import ChatResult, LLMConfig, LLMError, Message, SamplingConfig
+from agents.llm.kv_store import PrefixKVStore
 from agents.llm.models import resolve_model
 from agents.llm.rendering import render_for_template
 
@@ -32,7 +33,8 @@ class TransformersChat:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
             dtype = getattr(torch, config.dtype) if config.dtype != "auto" else "auto"
-            engine_kwargs = {k: v for k, v in config.engine_kwargs.items() if k not in ("prefix_cache",)}
+            engine_kwargs = {k: v for k, v in config.engine_kwargs.items()
+                             if k not in ("prefix_cache", "kv_cache_memory_bytes")}
             self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **engine_kwargs)
         except OSError as exc:
             raise LLMError(f"cannot load model {config.model!r}: {exc}") from exc
@@ -47,7 +49,7 @@ class TransformersChat:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model_path = path
         self.prefix_cache_enabled = bool(config.engine_kwargs.get("prefix_cache", True))
-        self._prefixes: OrderedDict[tuple[int, ...], Any] = OrderedDict()
+        self.kv_store = PrefixKVStore(max_bytes=int(config.engine_kwargs.get("kv_cache_memory_bytes", 1 << 30)))
         self.prefix_hits = 0
 
     def prompt_text(self, messages: list[Message], tools: list[dict[str, Any]] | None) -> str:
@@ -82,72 +84,90 @@ class TransformersChat:
             if sampling.stop:
                 gen_kwargs.update(stop_strings=sampling.stop, tokenizer=self.tokenizer)
             with torch.inference_mode():
-                out = self.model.generate(**batch, **gen_kwargs)
+                out = self.model.generate(**batch, **gen_kwargs, return_dict_in_generate=True)
             prompt_len = batch["input_ids"].shape[1]
+            answers: list[list[int]] = []
             elapsed = time.perf_counter() - started
             eos = set(_as_list(self.model.generation_config.eos_token_id)) | {self.tokenizer.pad_token_id}
             for row, i in enumerate(runnable):
-                new = out[row, prompt_len:].tolist()
+                new = out.sequences[row, prompt_len:].tolist()
                 n_new = next((j + 1 for j, t in enumerate(new) if t in eos), len(new))
+                answers.append(new[:n_new])
                 finish = "length" if n_new == len(new) and (not new or new[-1] not in eos) else "stop"
                 text = self.tokenizer.decode(new[:n_new], skip_special_tokens=True)
                 results[i] = ChatResult(text=text, prompt_tokens=len(ids[i]), completion_tokens=n_new,
-                                        cached_prompt_tokens=cached, latency_s=elapsed, finish_reason=finish)
+                                        cached_prompt_tokens=cached[row], latency_s=elapsed, finish_reason=finish)
+            if self.prefix_cache_enabled and out.past_key_values is not None:
+                self._remember(batch, out.past_key_values, [ids[i] for i in runnable], answers)
         return [r for r in results if r is not None]
 
-    # -- shared-prefix KV cache ------------------------------------------------------
-    MIN_PREFIX = 32
-    MAX_PREFIXES = 4
-
+    # -- KV reuse across prompts ---------------------------------------------------------
     def _layout(self, seqs: list[list[int]]) -> dict[str, Any]:
+        """[left pad | stored KV of row's prefix | pad | tokens to read]: each row resumes where its cache ends."""
         torch = self.torch
-        prefix = self._shared_prefix(seqs) if self.prefix_cache_enabled else None
-        if prefix is None:
+        device = self.model.device
+        n = len(seqs)
+        hits = [self.kv_store.lookup(s) for s in seqs] if self.prefix_cache_enabled else [(0, None)] * n
+        if self.prefix_cache_enabled and n > 1 and not any(c for c, _ in hits):
+            hits = self._read_common_prefix(seqs) or hits
+        cached = [c for c, _ in hits]
+        width_cached = max(cached)
+        if width_cached == 0:
             batch = self.tokenizer.pad({"input_ids": seqs}, return_tensors="pt")
-            return {k: v.to(self.model.device) for k, v in batch.items()}
-        key, kv = prefix
-        p = len(key)
-        width = max(len(s) - p for s in seqs)
+            return {**{k: v.to(device) for k, v in batch.items()}, "cached_tokens": cached}
+        width_new = max(len(s) - c for s, c in zip(seqs, cached, strict=True))
         pad = self.tokenizer.pad_token_id
-        input_ids = [list(key) + [pad] * (width - (len(s) - p)) + s[p:] for s in seqs]
-        mask = [[1] * p + [0] * (width - (len(s) - p)) + [1] * (len(s) - p) for s in seqs]
+        input_ids, mask = [], []
+        for s, c in zip(seqs, cached, strict=True):
+            fresh = len(s) - c
+            input_ids.append([pad] * (width_cached - c) + s[:c] + [pad] * (width_new - fresh) + s[c:])
+            mask.append([0] * (width_cached - c) + [1] * c + [0] * (width_new - fresh) + [1] * fresh)
         from transformers import DynamicCache
 
         cache = DynamicCache()
-        for layer_idx, layer in enumerate(kv.layers):
-            n = len(seqs)
-            cache.update(layer.keys.expand(n, -1, -1, -1).contiguous(),
-                         layer.values.expand(n, -1, -1, -1).contiguous(), layer_idx)
+        first = next(kv for _, kv in hits if kv is not None)
+        sample_k, sample_v = first[0]
+        for layer_idx in range(len(first)):
+            keys = sample_k.new_zeros((n, sample_k.shape[1], width_cached, sample_k.shape[3]))
+            values = sample_v.new_zeros((n, sample_v.shape[1], width_cached, sample_v.shape[3]))
+            for row, (c, kv) in enumerate(hits):
+                if c:
+                    keys[row, :, width_cached - c:] = kv[layer_idx][0][0, :, :c]
+                    values[row, :, width_cached - c:] = kv[layer_idx][1][0, :, :c]
+            cache.update(keys, values, layer_idx)
         self.prefix_hits += 1
-        device = self.model.device
-        return {"input_ids": torch.tensor(input_ids, device=device), "attention_mask": torch.tensor(mask, device=device),
-                "past_key_values": cache, "cached_tokens": p}
+        return {"input_ids": torch.tensor(input_ids, device=device),
+                "attention_mask": torch.tensor(mask, device=device), "past_key_values": cache, "cached_tokens": cached}
 
-    def _shared_prefix(self, seqs: list[list[int]]) -> tuple[tuple[int, ...], Any] | None:
-        """The longest cached prefix of every sequence, else the batch's common prefix, computed once."""
+    def _read_common_prefix(self, seqs: list[list[int]]) -> list[tuple[int, Any]] | None:
+        """A new batch with nothing stored: read the prefix all its prompts share (the system prompt) once."""
         shortest = min(len(s) for s in seqs)
-        for key in sorted(self._prefixes, key=len, reverse=True):
-            if len(key) < shortest and all(tuple(s[:len(key)]) == key for s in seqs):
-                self._prefixes.move_to_end(key)
-                return key, self._prefixes[key]
-        if len(seqs) < 2:
-            return None
         p = 0
         while p < shortest - 1 and all(s[p] == seqs[0][p] for s in seqs):
             p += 1
-        if p < self.MIN_PREFIX:
+        if p < self.kv_store.min_tokens:
             return None
-        key = tuple(seqs[0][:p])
         with self.torch.inference_mode():
-            out = self.model(input_ids=self.torch.tensor([list(key)], device=self.model.device), use_cache=True)
-        self._prefixes[key] = out.past_key_values
-        while len(self._prefixes) > self.MAX_PREFIXES:
-            self._prefixes.popitem(last=False)
-        return key, out.past_key_values
+            out = self.model(input_ids=self.torch.tensor([seqs[0][:p]], device=self.model.device), use_cache=True)
+        kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        self.kv_store.put(seqs[0][:p], kv)
+        return [(p, kv)] * len(seqs)
+
+    def _remember(self, batch: dict[str, Any], cache: Any, seqs: list[list[int]], new: list[list[int]]) -> None:
+        """Store what each row has read: its prompt and its answer but the last token (not yet fed back)."""
+        torch = self.torch
+        width = batch["input_ids"].shape[1]
+        for row, (seq, answer) in enumerate(zip(seqs, new, strict=True)):
+            kept = max(len(answer) - 1, 0)
+            idx = torch.cat([batch["attention_mask"][row].nonzero().squeeze(-1),
+                             torch.arange(width, width + kept, device=self.model.device)])
+            kv = [(layer.keys[row:row + 1, :, idx].clone(), layer.values[row:row + 1, :, idx].clone())
+                  for layer in cache.layers]
+            self.kv_store.put(seq + answer[:kept], kv)
 
     def close(self) -> None:
         self.model = None
-        self._prefixes.clear()
+        self.kv_store.clear()
 
 
 def _as_list(value: Any) -> list[int]:
