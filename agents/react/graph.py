@@ -182,7 +182,11 @@ class ReactAgent:
             if top:
                 env.step("recommend_product", {"product_ids": top})
             return {"final_recommendation": "fallback" if top else "none"}
-        messages = list(state["messages"]) + [{"role": "user", "content": self.config.prompt("final_recommendation")}]
+        seen = _searched_ids(env)
+        seen_text = (f"Product ids from your searches, most recent first: {', '.join(seen)}." if seen
+                     else "Your searches returned no products.")
+        messages = list(state["messages"]) + [{"role": "user", "content": self.config.prompt(
+            "final_recommendation", seen_ids=seen_text)}]
         result, parsed, waited = self._call_model(messages, env)
         record = {"turn": len(state.get("turns", [])), "prompt_tokens": result.prompt_tokens,
                   "completion_tokens": result.completion_tokens, "cached_prompt_tokens": result.cached_prompt_tokens,
@@ -253,6 +257,14 @@ class ReactAgent:
 class _GraphState(ReactState, total=False):
     finish_after_tools: bool
     final_recommendation: str | None
+
+
+def _searched_ids(env: ShoppingEnv, limit: int = 10) -> list[str]:
+    ids: list[str] = []
+    for step in reversed(env.state.history):
+        if step.tool == "find_product" and step.ok and isinstance(step.data, list):
+            ids += [p["product_id"] for p in step.data if p["product_id"] not in ids]
+    return ids[:limit]
 
 
 def _last_search_top(env: ShoppingEnv) -> str | None:
