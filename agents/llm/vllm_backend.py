@@ -10,6 +10,7 @@ most prompt tokens are served from cache.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ class VLLMChat:
     thread_safe = False
 
     def __init__(self, config: LLMConfig):
+        # vLLM logs every engine step at INFO; a benchmark's progress bar is what the user wants to see.
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         try:
             from vllm import LLM
         except ImportError as exc:
