@@ -346,6 +346,22 @@ def test_build_is_deterministic(three_builds):
     assert (da / "special_products.jsonl").read_text() == (db / "special_products.jsonl").read_text()
 
 
+def test_two_builds_rank_search_results_identically(three_builds):
+    """BM25 ties (decoys are near-copies of golds) must break the same way in every build of a sandbox."""
+    from sandbox import ShoppingEnv, ShoppingWorld
+
+    worlds = [ShoppingWorld.open(three_builds[k][2]) for k in ("a", "b")]
+    try:
+        queries = [title for t in load_tasks([PRODUCT_FILE]) for s in t.reward
+                   for title in ([s.title] if isinstance(s.title, str) else s.title)][:60]
+        pages = [[ShoppingEnv(w).step("find_product", {"q": q}).data for q in queries] for w in worlds]
+    finally:
+        for w in worlds:
+            w.close()
+    assert sum(bool(p) for p in pages[0]) > 50, [q for q, p in zip(queries, pages[0], strict=True) if not p][:3]
+    assert pages[0] == pages[1]
+
+
 def test_another_seed_gives_other_fillers(three_builds):
     _, a, da = three_builds["a"]
     _, c, _ = three_builds["c"]
