@@ -382,6 +382,32 @@ def bench_env(world: ShoppingWorld, tasks: list[Task], golds: dict[str, dict[str
     return out
 
 
+
+def probe_parser() -> argparse.ArgumentParser:
+    """The options every diagnostic probe over a built `sb_<size>` sandbox shares."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", type=int, default=2_500_000)
+    ap.add_argument("--work-dir", default=str(ROOT / "benchmarks" / "work"))
+    ap.add_argument("--n-queries", type=int, default=600)
+    ap.add_argument("--warmup", type=int, default=50)
+    ap.add_argument("--seed", type=int, default=0)
+    return ap
+
+
+def open_probe(args: argparse.Namespace) -> tuple[ShoppingWorld, list[SearchRequest]]:
+    """The probe's sandbox, its index files warmed, and the filtered dev-query requests."""
+    data_dir = Path(args.work_dir) / f"sb_{args.size}"
+    world = ShoppingWorld.open(data_dir)
+    warm_files(data_dir / "index" / "tantivy")
+    return world, [requests_for(q, "filtered") for q in dev_queries(world, args.n_queries, args.seed)]
+
+
+def save_probe(name: str, res: dict[str, Any]) -> None:
+    """Write results/<name>.json and print the one-line p50/p99 digest."""
+    res["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    (ROOT / "benchmarks" / "results" / f"{name}.json").write_text(json.dumps(res, indent=2))
+    print(json.dumps({k: ([v["p50_ms"], v["p99_ms"]] if isinstance(v, dict) else v) for k, v in res.items()}))
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000, 2_500_000])

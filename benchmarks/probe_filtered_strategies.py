@@ -17,8 +17,6 @@ order) and the mean overlap of the two top-10 sets, i.e. how much the ranking se
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
 import sys
@@ -30,24 +28,15 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import tantivy  # noqa: E402
-from bench_search import dev_queries, requests_for, summary, timed, warm_files  # noqa: E402
-
-from sandbox.world import ShoppingWorld  # noqa: E402
+from bench_search import open_probe, probe_parser, save_probe, summary, timed  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--size", type=int, default=2_500_000)
-    ap.add_argument("--work-dir", default=str(ROOT / "benchmarks" / "work"))
-    ap.add_argument("--n-queries", type=int, default=600)
-    ap.add_argument("--warmup", type=int, default=50)
+    ap = probe_parser()
     ap.add_argument("--df-frac", type=float, default=0.02)
     args = ap.parse_args()
-    data_dir = Path(args.work_dir) / f"sb_{args.size}"
-    world = ShoppingWorld.open(data_dir)
+    world, reqs = open_probe(args)
     be = world.backend
-    warm_files(data_dir / "index" / "tantivy")
-    reqs = [requests_for(q, "filtered") for q in dev_queries(world, args.n_queries, 0)]
     s = be.searcher
 
     def ids(result):
@@ -111,10 +100,7 @@ def main() -> None:
             extra = {"same_page_as_or": f"{same}/{len(ref)}", "mean_top10_overlap": round(sum(overlap) / len(overlap), 3)}
         res[name] = summary(ms, **extra)
         print(f"  {name}: {res[name]}", file=sys.stderr, flush=True)
-    res["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    out = ROOT / "benchmarks" / "results" / f"probe_filtered_strategies_{args.size}.json"
-    out.write_text(json.dumps(res, indent=2))
-    print(json.dumps({k: ([v["p50_ms"], v["p99_ms"]] if isinstance(v, dict) else v) for k, v in res.items()}))
+    save_probe(f"probe_filtered_strategies_{args.size}", res)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ Prints one JSON line and writes benchmarks/results/probe_search_<size>.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -33,24 +32,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import tantivy  # noqa: E402
-from bench_search import dev_queries, requests_for, summary, timed, warm_files  # noqa: E402
-
-from sandbox.world import ShoppingWorld  # noqa: E402
+from bench_search import open_probe, probe_parser, save_probe, summary, timed  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--size", type=int, default=2_500_000)
-    ap.add_argument("--work-dir", default=str(ROOT / "benchmarks" / "work"))
-    ap.add_argument("--n-queries", type=int, default=600)
-    ap.add_argument("--warmup", type=int, default=50)
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
-    data_dir = Path(args.work_dir) / f"sb_{args.size}"
-    world = ShoppingWorld.open(data_dir)
+    args = probe_parser().parse_args()
+    world, reqs = open_probe(args)
     be = world.backend
-    warm_files(data_dir / "index" / "tantivy")
-    reqs = [requests_for(q, "filtered") for q in dev_queries(world, args.n_queries, args.seed)]
     schema, searcher = be.schema, be.searcher
     must = tantivy.Occur.Must
 
@@ -103,10 +91,7 @@ def main() -> None:
     f_counts = [searcher.search(be.build_query(r), limit=1).count for r in reqs[:200]]
     res["mean_text_matches"] = round(sum(t_counts) / len(t_counts))
     res["mean_filtered_matches"] = round(sum(f_counts) / len(f_counts))
-    res["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    out = ROOT / "benchmarks" / "results" / f"probe_search_{args.size}.json"
-    out.write_text(json.dumps(res, indent=2))
-    print(json.dumps({k: ([v["p50_ms"], v["p99_ms"]] if isinstance(v, dict) else v) for k, v in res.items()}))
+    save_probe(f"probe_search_{args.size}", res)
 
 
 if __name__ == "__main__":
