@@ -8,11 +8,11 @@ local engine through `BatchingChat`, which gathers their requests into such batc
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import yaml
+from agents.run_config import read_section
 
 Message = dict[str, Any]
 
@@ -61,13 +61,7 @@ class LLMConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> LLMConfig:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
-        if "llm" in raw or "agent" in raw:  # a combined run config
-            raw = dict(raw.get("llm") or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ValueError(f"{path}: unknown LLM config keys {unknown}; known: {sorted(known)}")
+        raw = read_section(path, "llm", cls)
         raw.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**raw)
 

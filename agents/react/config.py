@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from agents.run_config import read_section
 
 PROMPT_DIR = Path(__file__).parent / "prompts"
 SHOPPINGBENCH_TOOLS = ["find_product", "view_product_information", "recommend_product", "terminate", "calculate"]
@@ -28,14 +28,7 @@ class ReactConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> ReactConfig:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
-        if "llm" in raw or "agent" in raw:  # a combined run config
-            raw = dict(raw.get("agent") or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ValueError(f"{path}: unknown agent config keys {unknown}; known: {sorted(known)}")
-        return cls(**raw)
+        return cls(**read_section(path, "agent", cls))
 
     def prompt(self, name: str, **values: Any) -> str:
         for folder in ([Path(self.prompt_dir)] if self.prompt_dir else []) + [PROMPT_DIR]:
