@@ -39,7 +39,9 @@ def rss_mb() -> float:
 
 
 def phase(kind: str, n: int, heap_mb: int, work: Path) -> dict:
-    from sandbox.engines.base import product_to_stored_json, searchable_text
+    import orjson
+
+    from sandbox.engines.base import searchable_text
     samples = []
     stop = threading.Event()
 
@@ -56,7 +58,7 @@ def phase(kind: str, n: int, heap_mb: int, work: Path) -> dict:
     if kind == "generate":
         for p in stream(n):
             searchable_text(p)
-            product_to_stored_json(p)
+            orjson.dumps(p)  # the stored document, as the tantivy backend writes it
     else:
         from sandbox.engines.tantivy_backend import TantivyBackend
         path = work / "probe_mem_idx"
