@@ -26,7 +26,11 @@ import tantivy  # noqa: E402
 
 from sandbox.catalogue.generator import FillerGenerator  # noqa: E402
 from sandbox.catalogue.profile import learn_profile  # noqa: E402
-from sandbox.engines.base import MAX_TOKEN_BYTES, product_to_stored_json, searchable_text  # noqa: E402
+from sandbox.engines.base import (  # noqa: E402
+    MAX_TOKEN_BYTES,
+    searchable_raw_text,
+    searchable_text,
+)
 from sandbox.engines.tantivy_backend import TantivyBackend  # noqa: E402
 from sandbox.tasks import load_tasks  # noqa: E402
 
@@ -41,15 +45,13 @@ def analyze_fast(text: str) -> list[str]:
             if len(t) <= MAX_TOKEN_BYTES // 4 or len(t.encode("utf-8")) <= MAX_TOKEN_BYTES]
 
 
+def stdlib_stored_json(product) -> str:
+    """The stored-document encoder before the switch to orjson: the baseline this probe measured."""
+    return json.dumps(product, ensure_ascii=False, separators=(",", ":"))
+
+
 def searchable_text_fast(product):
-    parts = [product.get("title", "")]
-    for option in (product.get("sku_options") or {}).values():
-        parts.extend(option.values())
-    for values in (product.get("attributes") or {}).values():
-        parts.extend(values)
-    parts.append(product.get("brand", ""))
-    parts.append(product.get("category", ""))
-    return " ".join(analyze_fast(" ".join(p for p in parts if p)))
+    return " ".join(analyze_fast(searchable_raw_text(product)))
 
 
 def per_item_us(fn, items) -> float:
@@ -72,11 +74,11 @@ def main() -> None:
     products = list(gen.stream(args.n))
     res["generate_make"] = round((time.process_time() - t0) / args.n * 1e6, 2)
     assert all(searchable_text(p) == searchable_text_fast(p) for p in products)
-    assert all(product_to_stored_json(p).encode() == orjson.dumps(p) for p in products)
+    assert all(stdlib_stored_json(p).encode() == orjson.dumps(p) for p in products)
     be = TantivyBackend(Path(args.work_dir) / "probe_costs_idx", create=True)
     res["searchable_text"] = per_item_us(searchable_text, products)
     res["searchable_text_fast"] = per_item_us(searchable_text_fast, products)
-    res["json_dumps"] = per_item_us(lambda p: product_to_stored_json(p).encode("utf-8"), products)
+    res["json_dumps"] = per_item_us(lambda p: stdlib_stored_json(p).encode("utf-8"), products)
     res["orjson_dumps"] = per_item_us(orjson.dumps, products)
     res["_document_total"] = per_item_us(be._document, products)
     texts = [searchable_text(p) for p in products]

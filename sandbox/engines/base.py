@@ -37,8 +37,8 @@ def query_terms(text: str) -> list[str]:
     return list(seen)
 
 
-def searchable_text(product: dict[str, Any]) -> str:
-    """What BM25 sees of a product: title, SKU values, attribute values, brand, category."""
+def searchable_raw_text(product: dict[str, Any]) -> str:
+    """The product text BM25 indexes, before analysis: title, SKU values, attribute values, brand, category."""
     parts: list[str] = [product.get("title", "")]
     for option in (product.get("sku_options") or {}).values():
         parts.extend(option.values())
@@ -46,7 +46,12 @@ def searchable_text(product: dict[str, Any]) -> str:
         parts.extend(values)
     parts.append(product.get("brand", ""))
     parts.append(product.get("category", ""))
-    return " ".join(analyze(" ".join(p for p in parts if p)))
+    return " ".join(p for p in parts if p)
+
+
+def searchable_text(product: dict[str, Any]) -> str:
+    """What BM25 sees of a product: its searchable text as analysed tokens."""
+    return " ".join(analyze(searchable_raw_text(product)))
 
 
 class SortOrder(str, Enum):
