@@ -9,6 +9,7 @@ TantivyBackend with `build_schema` patched for the B variant) and reports wall s
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -23,25 +24,13 @@ sys.path.insert(0, str(ROOT))
 
 
 def run(variant: str, n: int, work: Path) -> dict:
-    import tantivy
-
     import sandbox.engines.tantivy_backend as tb
     from sandbox.catalogue.generator import FillerGenerator
     from sandbox.catalogue.profile import learn_profile
     from sandbox.tasks import load_tasks
 
     if variant == "product_id_not_fast":
-        def old_schema() -> tantivy.Schema:
-            sb = tantivy.SchemaBuilder()
-            sb.add_text_field("product_id", stored=False, tokenizer_name="raw", index_option="basic")
-            sb.add_text_field("contents", stored=False, tokenizer_name="default", index_option="freq")
-            sb.add_text_field("shop_id", stored=False, tokenizer_name="raw", index_option="basic")
-            sb.add_text_field("service", stored=False, tokenizer_name="raw", index_option="basic")
-            sb.add_float_field("price", stored=False, indexed=True, fast=True)
-            sb.add_integer_field("sold_count", stored=False, indexed=True, fast=True)
-            sb.add_bytes_field("doc", stored=True)
-            return sb.build()
-        tb.build_schema = old_schema
+        tb.build_schema = functools.partial(tb.build_schema, product_id_fast=False)
     profile = learn_profile(load_tasks(sorted((ROOT / "data" / "shoppingbench").glob("*.jsonl"))))
     products = list(FillerGenerator(profile, 0, n).stream(n))  # generated up front: not part of the timing
     path = work / f"probe_ab_{variant}"

@@ -23,9 +23,10 @@ _SORT_FIELD = {SortOrder.priceasc: ("price", tantivy.Order.Asc), SortOrder.price
                SortOrder.order: ("sold_count", tantivy.Order.Desc)}
 
 
-def build_schema() -> tantivy.Schema:
+def build_schema(product_id_fast: bool = True) -> tantivy.Schema:
+    """`product_id_fast=False` is the earlier schema, kept for benchmarks/probe_schema_ab.py."""
     sb = tantivy.SchemaBuilder()
-    sb.add_text_field("product_id", stored=False, fast=True, tokenizer_name="raw", index_option="basic")
+    sb.add_text_field("product_id", stored=False, fast=product_id_fast, tokenizer_name="raw", index_option="basic")
     # Text is pre-analysed by `analyze`, so the default tokenizer only splits on the spaces we put there.
     sb.add_text_field("contents", stored=False, tokenizer_name="default", index_option="freq")
     sb.add_text_field("shop_id", stored=False, tokenizer_name="raw", index_option="basic")
