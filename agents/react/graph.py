@@ -42,6 +42,7 @@ class ReactState(TypedDict, total=False):
     pending_errors: list[str]
     format_errors: int
     finish: str
+    final_recommendation: str | None
 
 
 def describe_tools(specs: list[ToolSpec]) -> str:
@@ -99,7 +100,9 @@ class ReactAgent:
         return out
 
     # -- nodes --------------------------------------------------------------------
-    def _call_model(self, messages: list[Message], env: ShoppingEnv) -> tuple[ChatResult, ParsedTurn, float]:
+    def _call_model(self, messages: list[Message], env: ShoppingEnv,
+                    turn_no: int) -> tuple[ChatResult, ParsedTurn, dict[str, Any]]:
+        """One model turn: the reply, its parsed calls, and the turn's record (tokens, latency, format)."""
         tools = env.openai_tools() if self.tool_format == "native" else None
         started = time.perf_counter()
         result = self.llm.chat(self.prompt_messages(messages), tools, self.sampling)
@@ -112,17 +115,18 @@ class ReactAgent:
             text += "</response>"
         result.text = text
         parsed = parse_native_turn(text, result.tool_calls) if self.tool_format == "native" else parse_text_turn(text)
-        return result, parsed, waited
-
-    def _agent_node(self, state: ReactState, config: RunnableConfig) -> dict[str, Any]:
-        env: ShoppingEnv = config["configurable"]["env"]
-        turn_no = len(state.get("turns", []))
-        result, parsed, waited = self._call_model(state["messages"], env)
         record = {"turn": turn_no, "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
                   "cached_prompt_tokens": result.cached_prompt_tokens, "latency_s": round(waited, 3),
                   "format_ok": parsed.format_ok, "n_calls": len(parsed.calls)}
         if result.error:
             record["error"] = result.error
+        return result, parsed, record
+
+    def _agent_node(self, state: ReactState, config: RunnableConfig) -> dict[str, Any]:
+        env: ShoppingEnv = config["configurable"]["env"]
+        turn_no = len(state.get("turns", []))
+        result, parsed, record = self._call_model(state["messages"], env, turn_no)
+        if result.error:
             return {"turns": [record], "finish": "llm_error", "pending": [], "pending_errors": []}
         for k, call in enumerate(parsed.calls):
             call.id = call.id or f"call_{turn_no}_{k}"
@@ -136,8 +140,6 @@ class ReactAgent:
                 update["finish"] = "response"
             else:
                 update["pending_errors"] = ["no <tool_call> block and no <response> in your reply"]
-        if turn_no + 1 >= self.config.max_steps and "finish" not in update:
-            update["finish_after_tools"] = True
         return update
 
     def _tools_node(self, state: ReactState, config: RunnableConfig) -> dict[str, Any]:
@@ -177,21 +179,24 @@ class ReactAgent:
         env: ShoppingEnv = config["configurable"]["env"]
         if env.state.recommended or not self.config.final_recommendation:
             return {}
-        if state.get("finish") == "llm_error":
-            top = _last_search_top(env)
+        update: dict[str, Any] = {"final_recommendation": "none"}
+        if state.get("finish") != "llm_error":  # a backend that just failed is not asked again
+            update.update(self._ask_for_recommendation(state, env))
+        if not env.state.recommended:
+            top = _searched_ids(env, limit=1)
             if top:
-                env.step("recommend_product", {"product_ids": top})
-            return {"final_recommendation": "fallback" if top else "none"}
+                env.step("recommend_product", {"product_ids": top[0]})
+                update["final_recommendation"] = "fallback"
+        return update
+
+    def _ask_for_recommendation(self, state: ReactState, env: ShoppingEnv) -> dict[str, Any]:
         seen = _searched_ids(env)
         seen_text = (f"Product ids from your searches, most recent first: {', '.join(seen)}." if seen
                      else "Your searches returned no products.")
         messages = list(state["messages"]) + [{"role": "user", "content": self.config.prompt(
             "final_recommendation", seen_ids=seen_text)}]
-        result, parsed, waited = self._call_model(messages, env)
-        record = {"turn": len(state.get("turns", [])), "prompt_tokens": result.prompt_tokens,
-                  "completion_tokens": result.completion_tokens, "cached_prompt_tokens": result.cached_prompt_tokens,
-                  "latency_s": round(waited, 3), "format_ok": parsed.format_ok, "n_calls": len(parsed.calls),
-                  "final": True}
+        result, parsed, record = self._call_model(messages, env, len(state.get("turns", [])))
+        record["final"] = True
         new: list[Message] = [messages[-1]]
         recommend = next((c for c in parsed.calls if c.name == "recommend_product"), None)
         source = "none"
@@ -202,16 +207,11 @@ class ReactAgent:
             new.append({"role": "tool", "tool_call_id": recommend.id, "name": "recommend_product",
                         "content": obs.observation})
             source = "model" if obs.ok else "none"
-        if not env.state.recommended:
-            top = _last_search_top(env)
-            if top:
-                env.step("recommend_product", {"product_ids": top})
-                source = "fallback"
         return {"messages": new, "turns": [record], "final_recommendation": source}
 
     # -- graph --------------------------------------------------------------------
     def _build(self):
-        graph = StateGraph(_GraphState)
+        graph = StateGraph(ReactState)
         graph.add_node("agent", self._agent_node)
         graph.add_node("tools", self._tools_node)
         graph.add_node("finalize", self._finalize_node)
@@ -219,7 +219,7 @@ class ReactAgent:
         graph.add_conditional_edges("agent", lambda s: "finalize" if s.get("finish") else "tools",
                                     ["tools", "finalize"])
         graph.add_conditional_edges(
-            "tools", lambda s: "finalize" if s.get("finish") or s.get("finish_after_tools") else "agent",
+            "tools", lambda s: "finalize" if s.get("finish") else "agent",
             ["agent", "finalize"])
         graph.add_edge("finalize", END)
         return graph.compile()
@@ -254,21 +254,11 @@ class ReactAgent:
         }
 
 
-class _GraphState(ReactState, total=False):
-    finish_after_tools: bool
-    final_recommendation: str | None
-
-
 def _searched_ids(env: ShoppingEnv, limit: int = 10) -> list[str]:
     ids: list[str] = []
     for step in reversed(env.state.history):
         if step.tool == "find_product" and step.ok and isinstance(step.data, list):
             ids += [p["product_id"] for p in step.data if p["product_id"] not in ids]
+            if len(ids) >= limit:
+                break
     return ids[:limit]
-
-
-def _last_search_top(env: ShoppingEnv) -> str | None:
-    for step in reversed(env.state.history):
-        if step.tool == "find_product" and step.ok and isinstance(step.data, list) and step.data:
-            return step.data[0]["product_id"]
-    return None
