@@ -113,15 +113,17 @@ def run_episode(world: ShoppingWorld, task: Task, agent: Agent, trial: int, max_
         error = f"{type(exc).__name__}: {exc}"[:500]
     seconds = time.perf_counter() - started
     score = env.score(similarity)
+    info = info or {}
+    # LLM agents record what the model actually saw and wrote; scripted ones get it rebuilt from the env.
+    trajectory = info.pop("messages", None) or trajectory_messages(env)
     return {
         "task_id": task.task_id, "intent": task.intent.value, "trial": trial, "agent": agent.name,
         "success": bool(score.success), "constraint_score": round(score.constraint_score, 4), "gt": score.gt,
         "fields": score.fields, "shop_ok": score.shop_ok, "budget_ok": score.budget_ok,
         "knowledge_ok": score.knowledge_ok, "recommended": score.recommended, "per_product": score.per_product,
         "steps": env.state.steps, "seconds": round(seconds, 3),
-        "tool_errors": sum(not s.ok for s in env.state.history), "error": error, "info": info or {},
-        # LLM agents record what the model actually saw and wrote; scripted ones get it rebuilt from the env.
-        "trajectory": (info or {}).pop("messages", None) or trajectory_messages(env),
+        "tool_errors": sum(not s.ok for s in env.state.history), "error": error, "info": info,
+        "trajectory": trajectory,
         "tool_latency_ms": [round(s.latency_ms, 3) for s in env.state.history],
     }
 

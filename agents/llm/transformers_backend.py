@@ -72,7 +72,7 @@ class TransformersChat:
                 runnable.append(i)
         if runnable:
             batch = self._layout([ids[i] for i in runnable])
-            cached = batch.pop("cached_tokens", 0)
+            cached = batch.pop("cached_tokens")
             gen_kwargs: dict[str, Any] = {"max_new_tokens": sampling.max_new_tokens,
                                           "pad_token_id": self.tokenizer.pad_token_id}
             if sampling.greedy:
