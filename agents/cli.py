@@ -89,7 +89,7 @@ def run(
     temperature: float | None = typer.Option(None, "--temperature", min=0.0),
     max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", min=1),
     batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Local backends: prompts per "
-                                          "generation batch (default: --parallel)."),
+                                          "generation batch (default: the config's max_batch_size, 8)."),
 ) -> None:
     """Run an agent on tasks; prints a scorecard per intent and writes RUN_DIR/{results.jsonl,summary.json}."""
     from agents.registry import agent_names, agent_needs_llm, make_agent
@@ -109,7 +109,7 @@ def run(
         from agents.llm import LLMError, make_llm
 
         cfg = _llm_config(llm_config, llm, model, base_url, tool_format, lora, temperature, max_new_tokens,
-                          batch_size or parallel)
+                          batch_size)
         kwargs = {"config": _agent_config(agent_config or llm_config, max_steps), "tool_format": cfg.tool_format}
         llm_settings = cfg.as_dict()
         console.print(f"[bold]{agent}[/bold] with {cfg.backend}:{cfg.model} ({cfg.tool_format} tool calls)")
