@@ -53,10 +53,13 @@ def native_format_messages(messages: list[Message]) -> list[Message]:
     return out
 
 
+def messages_for(tool_format: str, messages: list[Message]) -> list[Message]:
+    """The conversation in the shape a chat template expects for this tool format."""
+    return native_format_messages(messages) if tool_format == "native" else text_format_messages(messages)
+
+
 def render_for_template(tokenizer: Any, messages: list[Message], tools: list[dict[str, Any]] | None,
                         tool_format: str) -> str:
-    if tool_format == "native":
-        return tokenizer.apply_chat_template(native_format_messages(messages), tools=tools or None,
-                                             add_generation_prompt=True, tokenize=False)
-    return tokenizer.apply_chat_template(text_format_messages(messages), add_generation_prompt=True,
-                                         tokenize=False)
+    return tokenizer.apply_chat_template(messages_for(tool_format, messages),
+                                         tools=(tools or None) if tool_format == "native" else None,
+                                         add_generation_prompt=True, tokenize=False)

@@ -17,7 +17,7 @@ from typing import Any
 
 from agents.llm.base import ChatResult, LLMConfig, LLMError, Message, SamplingConfig
 from agents.llm.models import resolve_model
-from agents.llm.rendering import native_format_messages, text_format_messages
+from agents.llm.rendering import messages_for
 
 
 def _on_cpu() -> bool:
@@ -66,7 +66,7 @@ class VLLMChat:
         from vllm import SamplingParams
 
         native = self.config.tool_format == "native"
-        convs = [native_format_messages(m) if native else text_format_messages(m) for m in conversations]
+        convs = [messages_for(self.config.tool_format, m) for m in conversations]
         params = SamplingParams(
             temperature=max(sampling.temperature, 0.0), top_p=sampling.top_p if not sampling.greedy else 1.0,
             max_tokens=sampling.max_new_tokens, seed=sampling.seed, stop=sampling.stop or None,
