@@ -12,12 +12,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from agents.cli import app as bench_app  # noqa: E402
 from agents.llm.cli import app as llm_app  # noqa: E402
 from sandbox.cli import app as sandbox_app  # noqa: E402
+from training.rewrite_cli import app as rewrite_app  # noqa: E402
 
 app = typer.Typer(help="shoplab: LLM shopping agents and query rewriting on a real search engine.",
                   no_args_is_help=True)
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(bench_app, name="bench")
 app.add_typer(llm_app, name="llm")
+app.add_typer(rewrite_app, name="rewrite")
 
 if __name__ == "__main__":
     app()

@@ -90,6 +90,8 @@ def run(
     max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", min=1),
     batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Local backends: prompts per "
                                           "generation batch (default: the config's max_batch_size, 8)."),
+    rewriter: str | None = typer.Option(None, "--rewriter", help="Turn on the search's rewrite stage: `rule`, "
+                                        "or a trained rewriter stage folder (e.g. runs/rewrite/align_pro)."),
 ) -> None:
     """Run an agent on tasks; prints a scorecard per intent and writes RUN_DIR/{results.jsonl,summary.json}."""
     from agents.registry import agent_names, agent_needs_llm, make_agent
@@ -122,9 +124,16 @@ def run(
         kwargs["llm"] = chat
     elif llm or model or base_url:
         raise typer.BadParameter(f"agent {agent!r} does not use an LLM", param_hint="--llm")
-    config = RunConfig(agent=agent, trials=trials, parallel=parallel, max_steps=max_steps, llm=llm_settings)
+    config = RunConfig(agent=agent, trials=trials, parallel=parallel, max_steps=max_steps, llm=llm_settings,
+                       rewriter=rewriter)
+    query_rewriter = None
+    if rewriter:
+        from rewrite import load_rewriter
+
+        query_rewriter = load_rewriter(rewriter)
     try:
-        summary = run_benchmark(world, selected, lambda: make_agent(agent, **kwargs), out, config)
+        summary = run_benchmark(world, selected, lambda: make_agent(agent, **kwargs), out, config,
+                                query_rewriter=query_rewriter)
     finally:
         if chat is not None:
             chat.close()

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from agents.base import Agent, trajectory_messages
 from sandbox import ShoppingEnv, ShoppingWorld, Task, pass_hat_k
 from sandbox.environment import DEFAULT_MAX_STEPS
+from sandbox.rewrite_stage import QueryRewriter
 from sandbox.scorer import TitleSimilarity, default_title_similarity
 
 INTENT_ORDER = ("product", "shop", "voucher", "web")
@@ -30,6 +31,7 @@ class RunConfig:
     parallel: int = 1
     max_steps: int = DEFAULT_MAX_STEPS
     llm: dict[str, Any] | None = None  # the LLMConfig of LLM agents, recorded with the run
+    rewriter: str | None = None  # what the search's rewrite stage used, recorded with the run
 
 
 def _read_done(results_path: Path) -> list[dict[str, Any]]:
@@ -101,8 +103,8 @@ def summarize(rows: Sequence[dict[str, Any]], trials: int | None = None) -> dict
 
 
 def run_episode(world: ShoppingWorld, task: Task, agent: Agent, trial: int, max_steps: int,
-                similarity: TitleSimilarity) -> dict[str, Any]:
-    env = ShoppingEnv(world, task, max_steps=max_steps)
+                similarity: TitleSimilarity, query_rewriter: QueryRewriter | None = None) -> dict[str, Any]:
+    env = ShoppingEnv(world, task, max_steps=max_steps, query_rewriter=query_rewriter)
     env.reset()
     started = time.perf_counter()
     error = None
@@ -129,8 +131,9 @@ def run_episode(world: ShoppingWorld, task: Task, agent: Agent, trial: int, max_
 
 
 def run_benchmark(world: ShoppingWorld, tasks: Sequence[Task], agent_factory: Callable[[], Agent], out_dir: str | Path,
-                  config: RunConfig, similarity: TitleSimilarity | None = None, progress: bool = True
-                  ) -> dict[str, Any]:
+                  config: RunConfig, similarity: TitleSimilarity | None = None, progress: bool = True,
+                  query_rewriter: QueryRewriter | None = None) -> dict[str, Any]:
+    """Run (or resume) every task x trial; `query_rewriter` turns on the search's rewrite stage."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.jsonl"
@@ -157,7 +160,7 @@ def run_benchmark(world: ShoppingWorld, tasks: Sequence[Task], agent_factory: Ca
         return local.agent
 
     def work(task: Task, trial: int) -> dict[str, Any]:
-        return run_episode(world, task, agent_for_thread(), trial, config.max_steps, similarity)
+        return run_episode(world, task, agent_for_thread(), trial, config.max_steps, similarity, query_rewriter)
 
     with results_path.open("a", encoding="utf-8") as fh, tqdm(
             total=len(todo), desc=f"{config.agent}", unit="ep", disable=not progress, mininterval=1.0) as bar:
@@ -188,6 +191,7 @@ def run_benchmark(world: ShoppingWorld, tasks: Sequence[Task], agent_factory: Ca
     summary["run"] = {"agent": config.agent, "trials": config.trials, "episodes": len(rows),
                       "data_dir": str(world.data_dir), "backend": world.manifest.get("backend"),
                       "n_products": world.manifest.get("n_products"), "parallel": config.parallel,
-                      "wall_seconds": round(wall, 2), "new_episodes": len(todo), "llm": config.llm}
+                      "wall_seconds": round(wall, 2), "new_episodes": len(todo), "llm": config.llm,
+                      "rewriter": config.rewriter}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

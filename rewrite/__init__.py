@@ -1,0 +1,30 @@
+"""BEQUE query rewriting for long-tail queries: data, rule and LLM rewriters, offline feedback, eval.
+
+Training (SFT, PRO, DPO) and the `shoplab rewrite` CLI live in `training/`, which sits on top.
+"""
+
+from rewrite.cleaning import clean_rewrite
+from rewrite.config import DataConfig, EvalSettings, FeedbackSettings
+from rewrite.data import build_rewrite_data, read_queries
+from rewrite.evaluate import retrieval_metrics
+from rewrite.feedback import collect_feedback, preference_rows
+from rewrite.longtail import LongTailGenerator, LongTailQuery
+from rewrite.model import RewriteModel, TableRewriter, resolve_stage
+from rewrite.prompts import prompt_messages
+from rewrite.retrieval import RetrievalJudge, RewardWeights, RewriteScores, partial_order
+from rewrite.rules import RuleRewriter
+
+
+def load_rewriter(spec: str, **kwargs):
+    """`rule`, or a folder: a trained stage (stage.json), a LoRA adapter, or a model."""
+    if spec == "rule":
+        return RuleRewriter()
+    return RewriteModel.load(spec, **kwargs)
+
+
+__all__ = [
+    "DataConfig", "EvalSettings", "FeedbackSettings", "LongTailGenerator", "LongTailQuery", "RetrievalJudge",
+    "RewardWeights", "RewriteModel", "RewriteScores", "RuleRewriter", "TableRewriter", "build_rewrite_data",
+    "clean_rewrite", "collect_feedback", "load_rewriter", "partial_order", "preference_rows", "prompt_messages",
+    "read_queries", "resolve_stage", "retrieval_metrics",
+]

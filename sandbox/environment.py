@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from sandbox.calculator import CalculationError, calculate
 from sandbox.data_model import DETAIL_FIELDS, SEARCH_HIT_FIELDS, DiscountType, Voucher, VoucherType
 from sandbox.engines.base import SearchRequest, SortOrder, query_terms
+from sandbox.rewrite_stage import QueryRewriter, search_with_rewrites
 from sandbox.scorer import EpisodeScore, TitleSimilarity, score_episode
 from sandbox.tasks import Task
 from sandbox.tools import (
@@ -81,8 +82,9 @@ def _compact(obj: Any) -> str:
 class ShoppingEnv:
     def __init__(self, world: ShoppingWorld, task: Task | None = None, max_steps: int = DEFAULT_MAX_STEPS,
                  tools: list[str] | None = None, max_description_chars: int | None = 1500,
-                 wallet: list[Voucher] | None = None):
+                 wallet: list[Voucher] | None = None, query_rewriter: QueryRewriter | None = None):
         self.world = world
+        self.query_rewriter = query_rewriter
         self.task = task
         self.max_steps = max_steps
         self.tool_names = list(tools) if tools is not None else list(TOOLS)
@@ -192,13 +194,22 @@ class ShoppingEnv:
         low, high = parse_price_filter(a.price) if a.price else (None, None)
         request = SearchRequest(terms=tuple(terms), page=a.page, shop_id=a.shop_id, price_min=low, price_max=high,
                                 services=a.services(), sort=SortOrder(a.sort))
-        page = self.world.search(request)
+        page = self._search(a.q, request)
         products = [{k: h.product[k] for k in SEARCH_HIT_FIELDS} for h in page.hits]
         if not products:
             hint = "Try fewer or different words, or remove filters." if page.total == 0 else \
                 f"Only {page.total} products match; there is no page {a.page}."
             return f"No products found. {hint}", []
         return _compact(products), products
+
+    def _search(self, text: str, request: SearchRequest):
+        if self.query_rewriter is None:
+            return self.world.search(request)
+        try:
+            rewrites = [r for r in self.query_rewriter(text) if isinstance(r, str)]
+        except Exception:  # a broken rewriter costs the rewrites, never the search
+            rewrites = []
+        return search_with_rewrites(self.world.search, request, rewrites)
 
     def _tool_view_product_information(self, a: ViewProductArgs) -> tuple[str, Any]:
         ids = a.ids()

@@ -61,5 +61,22 @@ class ShoppingWorld:
     def products(self, product_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         return self.backend.get_products(product_ids)
 
+    def filler_products(self, n: int, start: int = 0) -> list[dict[str, Any]]:
+        """Products `start .. start+n` of the generated (non-task) part of the catalogue, regenerated
+        deterministically from the build's profile and seed. They are not the task golds or their
+        decoys, so training data drawn from them never shows a model an evaluation product."""
+        from sandbox.catalogue.generator import FillerGenerator
+        from sandbox.catalogue.profile import CatalogueProfile
+
+        n_fill = int(self.manifest.get("n_fillers", 0))
+        n = max(0, min(n, n_fill - start))
+        if n == 0:
+            return []
+        special_path = self.data_dir / "special_products.jsonl"
+        reserved = {json.loads(line)["product_id"] for line in special_path.read_text().splitlines() if line}
+        gen = FillerGenerator(CatalogueProfile.from_json(self.data_dir / "profile.json"), int(self.manifest["seed"]),
+                              int(self.manifest["requested_products"]), reserved_ids=reserved)
+        return list(gen.stream(n, start=start))
+
     def close(self) -> None:
         self.backend.close()

@@ -1,0 +1,128 @@
+"""Offline feedback through the sandbox's retrieval: relevance, increment and hitrate of a rewrite.
+
+Definitions (BEQUE gives the three names but not their formulas; these are the proxies this
+project uses, see docs/rewrite.md):
+- relevance(q') : mean over the top `relevance_k` products retrieved by q' alone of
+  0.5 * cos(emb(q), emb(title)) + 0.5 * share of q's price/service wishes the product meets
+  (just the cosine when q states none).
+- increment(q') : products in the top `increment_k` of q' that q's own top `depth` lacks and whose
+  title is relevant to q (cosine >= `relevant_cosine`).
+- hit@k        : the gold product is in the top k of the deployed list (q and q' fused, see
+  `sandbox.rewrite_stage`); `hit_gain` = 1/log2(1 + rank) of the gold there, 0 past `depth`.
+reward = w_hit * hit_gain + w_relevance * relevance + w_increment * increment / increment_k.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rewrite.longtail import LongTailQuery
+from sandbox import ShoppingWorld, query_terms
+from sandbox.engines.base import SearchRequest
+from sandbox.rewrite_stage import reciprocal_rank_fusion
+from sandbox.scorer import EmbeddingTitleSimilarity
+
+
+@dataclass
+class RewardWeights:
+    hit: float = 1.0
+    relevance: float = 0.5
+    increment: float = 0.5
+
+
+@dataclass
+class RewriteScores:
+    rewrite: str
+    relevance: float
+    increment: int
+    gold_rank: int | None          # 1-based rank in the fused list; None past `depth`
+    gold_rank_alone: int | None    # the rewrite's own list
+    reward: float
+
+    def hit(self, k: int) -> bool:
+        return self.gold_rank is not None and self.gold_rank <= k
+
+
+class RetrievalJudge:
+    def __init__(self, world: ShoppingWorld, similarity: EmbeddingTitleSimilarity, depth: int = 50,
+                 relevance_k: int = 10, increment_k: int = 20, relevant_cosine: float = 0.5, weights: RewardWeights | None = None):
+        self.world = world
+        self.similarity = similarity
+        self.depth = depth
+        self.relevance_k = relevance_k
+        self.increment_k = increment_k
+        self.relevant_cosine = relevant_cosine
+        self.weights = weights or RewardWeights()
+        self._lists: dict[str, list[tuple[str, str]]] = {}
+
+    def ranked(self, text: str) -> list[tuple[str, str]]:
+        """(product id, title) of the top `depth` relevance-ranked hits of a plain-text query."""
+        if text not in self._lists:
+            terms = tuple(query_terms(text))
+            hits = self.world.search(SearchRequest(terms=terms, page_size=self.depth)).hits if terms else []
+            self._lists[text] = [(h.product_id, h.product.get("title", "")) for h in hits]
+            if len(self._lists) > 50_000:
+                self._lists.clear()
+        return self._lists[text]
+
+    def fused_ids(self, query: str, rewrites: Sequence[str]) -> list[str]:
+        """The deployed list: `sandbox.rewrite_stage.search_with_rewrites`, fused from the cached lists."""
+        lists = [self.ranked(r) for r in rewrites if r and query_terms(r) != query_terms(query)]
+        if not lists:
+            return [pid for pid, _ in self.ranked(query)]
+        lists.append(self.ranked(query))
+        return reciprocal_rank_fusion([[pid for pid, _ in lst] for lst in lists])[: self.depth]
+
+    @staticmethod
+    def _rank(ids: Sequence[str], gold: Sequence[str]) -> int | None:
+        for i, pid in enumerate(ids, start=1):
+            if pid in gold:
+                return i
+        return None
+
+    def gold_ranks(self, q: LongTailQuery, rewrite: str) -> tuple[int | None, int | None]:
+        """(fused rank, rank of the rewrite alone) of q's gold product: search only, no embeddings."""
+        own = [p for p, _ in (self.ranked(rewrite) if rewrite else self.ranked(q.query))]
+        fused = self.fused_ids(q.query, [rewrite] if rewrite else [])
+        return self._rank(fused, q.gold_ids), self._rank(own, q.gold_ids)
+
+    def score(self, q: LongTailQuery, rewrite: str) -> RewriteScores:
+        """Scores of one rewrite of q; rewrite == "" scores the original query on its own."""
+        original = self.ranked(q.query)
+        own = self.ranked(rewrite) if rewrite else original
+        fused = self.fused_ids(q.query, [rewrite] if rewrite else [])
+        top = own[: self.relevance_k]
+        seen = {p for p, _ in original}
+        fresh = [(pid, t) for pid, t in own[: self.increment_k] if pid not in seen]
+        self.similarity.embed_many([q.query] + [t for _, t in top] + [t for _, t in fresh])
+        details = self.world.products([pid for pid, _ in top]) if (q.price_min or q.price_max or q.services) else {}
+        rel = []
+        for pid, title in top:
+            cos = self.similarity(q.query, title)
+            rel.append(0.5 * cos + 0.5 * q.satisfied(details[pid]) if pid in details else cos)
+        relevance = sum(rel) / len(rel) if rel else 0.0
+        increment = sum(self.similarity(q.query, t) >= self.relevant_cosine for _, t in fresh) if rewrite else 0
+        rank = self._rank(fused, q.gold_ids)
+        gain = 1.0 / math.log2(1 + rank) if rank else 0.0
+        w = self.weights
+        reward = w.hit * gain + w.relevance * relevance + w.increment * increment / self.increment_k
+        return RewriteScores(rewrite=rewrite, relevance=round(relevance, 4), increment=int(increment),
+                             gold_rank=rank, gold_rank_alone=self._rank([p for p, _ in own], q.gold_ids),
+                             reward=round(reward, 6))
+
+
+def partial_order(rewards: Sequence[float], tie_tolerance: float = 1e-4) -> list[int]:
+    """Level of each candidate: 0 is best; candidates within `tie_tolerance` share a level."""
+    order = sorted(range(len(rewards)), key=lambda i: -rewards[i])
+    levels = [0] * len(rewards)
+    level, anchor = 0, None
+    for i in order:
+        if anchor is not None and anchor - rewards[i] > tie_tolerance:
+            level += 1
+            anchor = rewards[i]
+        elif anchor is None:
+            anchor = rewards[i]
+        levels[i] = level
+    return levels

@@ -1,0 +1,71 @@
+"""The optional rewrite stage of search: the original query plus its rewrites, results fused.
+
+The sandbox knows nothing of how rewrites are made (an LLM, rules, a lookup table): it takes any
+`QueryRewriter`, a callable from the query text to a few rewrite texts. Rewrites are plain text
+and go through the same `query_terms` analysis as the query, so no query syntax reaches the engine.
+
+Fusion rule (documented for users and in `docs/rewrite.md`): reciprocal-rank fusion,
+`score(p) = sum over lists of 1 / (RRF_K + rank)`, over the top `FUSION_DEPTH` relevance-ranked
+hits of each list, with `RRF_K = 60` (Cormack et al. 2009). A product that both the query and a
+rewrite retrieve rises; at equal score the rewrites' lists come first, because the stage exists to
+repair queries whose own ranking fails, and the original list breaks the remaining ties. A request
+sorted by price or sales keeps that order: the fused set is re-sorted by the sort key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+from sandbox.engines.base import SearchHit, SearchPage, SearchRequest, SortOrder, query_terms
+
+QueryRewriter = Callable[[str], Sequence[str]]
+RRF_K = 60
+FUSION_DEPTH = 50
+MAX_REWRITES = 4
+
+
+def reciprocal_rank_fusion(rankings: Sequence[Sequence[str]], k: int = RRF_K) -> list[str]:
+    """Ids ordered by RRF score; ties go to the list given first, then to the better rank there."""
+    score: dict[str, float] = {}
+    first_seen: dict[str, tuple[int, int]] = {}
+    for li, ranking in enumerate(rankings):
+        for rank, pid in enumerate(ranking, start=1):
+            score[pid] = score.get(pid, 0.0) + 1.0 / (k + rank)
+            first_seen.setdefault(pid, (li, rank))
+    return sorted(score, key=lambda p: (-score[p], first_seen[p]))
+
+
+def _sort_key(request: SearchRequest):
+    if request.sort == SortOrder.priceasc:
+        return lambda h: float(h.product["price"])
+    if request.sort == SortOrder.pricedesc:
+        return lambda h: -float(h.product["price"])
+    return lambda h: -int(h.product.get("sold_count") or 0)
+
+
+def search_with_rewrites(search: Callable[[SearchRequest], SearchPage], request: SearchRequest,
+                         rewrites: Sequence[str]) -> SearchPage:
+    """Run `request` and one request per rewrite (same filters), fuse, and cut the asked page."""
+    term_lists: list[tuple[str, ...]] = []
+    for text in rewrites[:MAX_REWRITES]:
+        terms = tuple(query_terms(text))
+        if terms and terms != request.terms and terms not in term_lists:
+            term_lists.append(terms)
+    if not term_lists:
+        return search(request)
+    depth = max(FUSION_DEPTH, request.offset + request.page_size)
+    pages = [search(replace(request, terms=t, page=1, page_size=depth)) for t in term_lists]
+    pages.append(search(replace(request, page=1, page_size=depth)))  # the original is listed last: see above
+    hits: dict[str, SearchHit] = {}
+    for page in pages:
+        for h in page.hits:
+            hits.setdefault(h.product_id, h)
+    if request.sort == SortOrder.default:
+        order = reciprocal_rank_fusion([[h.product_id for h in p.hits] for p in pages])
+        fused = [hits[p] for p in order]
+    else:
+        fused = sorted(hits.values(), key=_sort_key(request))
+    return SearchPage(hits=fused[request.offset: request.offset + request.page_size], total=len(fused),
+                      request=request, relaxed=any(p.relaxed for p in pages),
+                      extra={"rewrites": [" ".join(t) for t in term_lists]})

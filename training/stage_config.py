@@ -1,0 +1,46 @@
+"""Settings shared by every training stage: LoRA, SFT and the preference stages (DPO, PRO)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class LoraSettings:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: str | list[str] = "all-linear"
+
+    def peft_config(self):
+        from peft import LoraConfig
+
+        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
+                          target_modules=self.target_modules, task_type="CAUSAL_LM")
+
+
+@dataclass
+class SFTStageConfig:
+    epochs: float = 1.0
+    learning_rate: float = 5e-4
+    batch_size: int = 16
+    grad_accum: int = 1
+    max_length: int = 192
+    warmup_ratio: float = 0.05
+    max_steps: int = -1
+    full_finetune: bool = False
+    save_steps: int = 200
+
+
+@dataclass
+class AlignStageConfig:
+    epochs: float = 1.0
+    learning_rate: float = 2e-4
+    batch_size: int = 4              # queries per step (PRO) / pairs per step (DPO)
+    grad_accum: int = 1
+    max_length: int = 160
+    sft_weight: float = 0.1          # PRO: weight of the NLL term on the best candidate
+    beta: float = 0.1                # DPO
+    max_pairs_per_query: int = 3     # DPO: the best level against each worse level, at most this many
+    max_steps: int = -1
+    save_steps: int = 200

@@ -1,0 +1,145 @@
+"""Training stages as functions over HF `datasets`: SFT and DPO through TRL, PRO through `PROTrainer`.
+
+Every stage writes one folder: `adapter/` (a PEFT LoRA adapter, loadable by PEFT and by vLLM's
+`LoRARequest`), `merged/` on request (the adapter folded into the weights: the next stage trains
+a fresh adapter on top, and DPO's reference model is then exactly this stage's policy), the
+Trainer's `checkpoint-*` folders for `--resume`, and `stage.json` naming the base model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset
+
+from training.stage_config import AlignStageConfig, LoraSettings, SFTStageConfig
+
+STAGE_FILE = "stage.json"
+
+
+def _trainer_args(out_dir: Path, epochs: float, learning_rate: float, batch_size: int, grad_accum: int,
+                  max_steps: int, save_steps: int, seed: int, warmup_ratio: float = 0.0) -> dict[str, Any]:
+    return {"output_dir": str(out_dir), "num_train_epochs": epochs, "learning_rate": learning_rate,
+            "per_device_train_batch_size": batch_size, "gradient_accumulation_steps": grad_accum,
+            "max_steps": max_steps, "save_steps": save_steps, "save_total_limit": 2, "logging_steps": 5,
+            "warmup_steps": warmup_ratio, "lr_scheduler_type": "cosine", "seed": seed, "use_cpu": True,
+            "bf16": False, "report_to": "none", "dataloader_num_workers": 0, "save_only_model": False}
+
+
+def _load(model_path: str):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    return model, tokenizer
+
+
+def _last_checkpoint(out_dir: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(out_dir)) if out_dir.exists() else None
+
+
+def _train(trainer, out_dir: Path, resume: bool) -> dict[str, Any]:
+    checkpoint = _last_checkpoint(out_dir) if resume else None
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    seconds = time.perf_counter() - started
+    history = [h for h in trainer.state.log_history if "loss" in h]
+    return {"train_loss": round(float(result.training_loss), 5), "steps": trainer.state.global_step,
+            "seconds": round(seconds, 1), "resumed_from": checkpoint,
+            "first_logged_loss": history[0]["loss"] if history else None,
+            "last_logged_loss": history[-1]["loss"] if history else None}
+
+
+def save_stage(trainer, tokenizer, out_dir: Path, base_model: str, lora: bool, merge: bool,
+               metrics: dict[str, Any]) -> Path:
+    """Write the stage folder (see the module docstring) and return it."""
+    info: dict[str, Any] = {"base_model": str(base_model), "adapter": None, "merged": None, "metrics": metrics}
+    model = trainer.model
+    if lora:
+        model.save_pretrained(str(out_dir / "adapter"))
+        tokenizer.save_pretrained(str(out_dir / "adapter"))
+        info["adapter"] = "adapter"
+        if merge:
+            merged = model.merge_and_unload()
+            merged.save_pretrained(str(out_dir / "merged"))
+            tokenizer.save_pretrained(str(out_dir / "merged"))
+            info["merged"] = str((out_dir / "merged").resolve())
+    else:
+        model.save_pretrained(str(out_dir / "model"))
+        tokenizer.save_pretrained(str(out_dir / "model"))
+        info["base_model"] = info["merged"] = str((out_dir / "model").resolve())
+    (out_dir / STAGE_FILE).write_text(json.dumps(info, indent=2))
+    return out_dir
+
+
+def stage_policy_model(stage_dir: str | Path) -> str:
+    """The weights a later stage starts from: the merged (or fully fine-tuned) model of a stage."""
+    info = json.loads((Path(stage_dir) / STAGE_FILE).read_text())
+    if not info.get("merged"):
+        raise ValueError(f"{stage_dir} has no merged model; rerun that stage with merge=True")
+    return info["merged"]
+
+
+def run_sft_stage(model_path: str, dataset: Dataset, out_dir: str | Path, cfg: SFTStageConfig,
+                  lora: LoraSettings | None = None, seed: int = 0, resume: bool = False, merge: bool = True) -> Path:
+    """Supervised fine-tuning on prompt/completion chat data; the loss covers the completion only."""
+    from trl import SFTConfig, SFTTrainer
+
+    out = Path(out_dir)
+    model, tokenizer = _load(model_path)
+    keep = [c for c in ("prompt", "completion", "messages") if c in dataset.column_names]
+    dataset = dataset.select_columns(keep)
+    args = SFTConfig(**_trainer_args(out, cfg.epochs, cfg.learning_rate, cfg.batch_size, cfg.grad_accum,
+                                     cfg.max_steps, cfg.save_steps, seed, cfg.warmup_ratio),
+                     max_length=cfg.max_length, completion_only_loss=True if "prompt" in keep else None)
+    use_lora = not cfg.full_finetune
+    peft_config = (lora or LoraSettings()).peft_config() if use_lora else None
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                         peft_config=peft_config)
+    metrics = _train(trainer, out, resume)
+    metrics["examples"] = len(dataset)
+    return save_stage(trainer, tokenizer, out, model_path, use_lora, merge, metrics)
+
+
+def run_dpo_stage(model_path: str, dataset: Dataset, out_dir: str | Path, cfg: AlignStageConfig,
+                  lora: LoraSettings | None = None, seed: int = 0, resume: bool = False, merge: bool = False) -> Path:
+    """DPO on prompt/chosen/rejected chat data. With LoRA the reference is `model_path` itself."""
+    from trl import DPOConfig, DPOTrainer
+
+    out = Path(out_dir)
+    model, tokenizer = _load(model_path)
+    args = DPOConfig(**_trainer_args(out, cfg.epochs, cfg.learning_rate, cfg.batch_size, cfg.grad_accum,
+                                     cfg.max_steps, cfg.save_steps, seed), beta=cfg.beta, max_length=cfg.max_length)
+    trainer = DPOTrainer(model=model, args=args, train_dataset=dataset.select_columns(["prompt", "chosen", "rejected"]),
+                         processing_class=tokenizer, peft_config=(lora or LoraSettings()).peft_config())
+    metrics = _train(trainer, out, resume)
+    metrics["pairs"] = len(dataset)
+    return save_stage(trainer, tokenizer, out, model_path, True, merge, metrics)
+
+
+def run_pro_stage(model_path: str, dataset: Dataset, out_dir: str | Path, cfg: AlignStageConfig,
+                  lora: LoraSettings | None = None, seed: int = 0, resume: bool = False, merge: bool = False) -> Path:
+    """PRO on prompt/completions/rewards data (see `training.pro_trainer`)."""
+    from training.pro_config import PROConfig
+    from training.pro_trainer import PROTrainer
+
+    out = Path(out_dir)
+    model, tokenizer = _load(model_path)
+    args = PROConfig(**_trainer_args(out, cfg.epochs, cfg.learning_rate, cfg.batch_size, cfg.grad_accum,
+                                     cfg.max_steps, cfg.save_steps, seed), max_length=cfg.max_length,
+                     sft_weight=cfg.sft_weight)
+    trainer = PROTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                         peft_config=(lora or LoraSettings()).peft_config())
+    metrics = _train(trainer, out, resume)
+    metrics["queries"] = len(dataset)
+    return save_stage(trainer, tokenizer, out, model_path, True, merge, metrics)
