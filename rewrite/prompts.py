@@ -5,7 +5,7 @@ Prompts are short on purpose: on a CPU every prompt token is paid for in trainin
 
 from __future__ import annotations
 
-SYSTEM = "You turn shopping requests into short product search queries."
+SYSTEM = "You write product search queries."
 TASKS: dict[str, str] = {
     "rewrite": "Rewrite as a product search query: {query}",
     "quality": "Request: {query}\nSearch query: {rewrite}\nDoes this query find what the request means? Yes or No.",

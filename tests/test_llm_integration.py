@@ -93,9 +93,26 @@ def test_transformers_episodes_run_batched_and_are_recorded(world, similarity, t
         assert assistant and all(m["content"] for m in assistant)
         assert row["info"]["completion_tokens"] > 0
 
+@pytest.fixture(scope="module")
+def rewriter_adapter(model_dir, tmp_path_factory) -> Path:
+    """A query-rewriter adapter as `shoplab rewrite sft` trains it (LoRA on every linear layer), 2 steps."""
+    from datasets import Dataset
 
-def test_vllm_backend_runs_an_episode_with_a_lora_adapter(small_sandbox, tmp_path, lora_adapter):
-    """Through the CLI in its own process: vLLM starts a worker process and needs a __main__ guard."""
+    from rewrite import prompt_messages
+    from training.stage_config import SFTStageConfig
+    from training.stages import run_sft_stage
+
+    rows = [{"prompt": prompt_messages("rewrite", query=f"hi, i need a phone cover for my mom, size {i}"),
+             "completion": [{"role": "assistant", "content": f"phone case {i}"}]} for i in range(4)]
+    out = run_sft_stage(str(model_dir), Dataset.from_list(rows), tmp_path_factory.mktemp("rewriter"),
+                        SFTStageConfig(max_steps=2, batch_size=2), merge=False)
+    return out / "adapter"
+
+
+def test_vllm_backend_runs_an_episode_with_a_lora_adapter(small_sandbox, tmp_path, rewriter_adapter):
+    """Through the CLI in its own process: vLLM starts a worker process and needs a __main__ guard.
+    The adapter is one the rewrite pipeline trained: what it saves is what vLLM's LoRARequest serves."""
+    lora_adapter = rewriter_adapter
     out = tmp_path / "vllm_run"
     cmd = [sys.executable, "-m", "shoplab_cli", "bench", "run", "--data-dir", str(small_sandbox), "--agent", "react",
            "--llm", "vllm", "--model", "smollm2-135m-instruct", "--lora", str(lora_adapter), "--intent", "product",

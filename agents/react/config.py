@@ -17,6 +17,7 @@ class ReactConfig:
     max_steps: int = 30  # ShoppingBench's limit, on both model turns and tool calls
     tools: list[str] = field(default_factory=lambda: list(SHOPPINGBENCH_TOOLS))
     extra_tools: list[str] = field(default_factory=list)  # names from agents.tool_registry
+    rewriter: str = "rule"  # what `rewrite_query` (an extra tool) uses: rule or a trained stage folder
     prompt_dir: str | None = None  # a folder with system_text.md / system_native.md / ... to override ours
     max_observation_chars: int = 1600
     # Older observations shrink to this many characters: the model keeps the thread of the

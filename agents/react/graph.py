@@ -22,6 +22,7 @@ from langgraph.graph import END, START, StateGraph
 from agents.llm.base import ChatResult, Message, SamplingConfig
 from agents.react.config import ReactConfig
 from agents.react.parsing import ParsedTurn, ToolCall, parse_native_turn, parse_text_turn
+from agents.rewrite_tool import configure_rewrite_tool
 from agents.tool_registry import attach_agent_tools
 from sandbox import ShoppingEnv
 from sandbox.tools import ToolSpec
@@ -230,6 +231,8 @@ class ReactAgent:
             raise ValueError(f"tools {unknown} are not offered by this environment")
         env.tool_names = [t for t in env.tool_names if t in self.config.tools]
         if self.config.extra_tools:
+            if "rewrite_query" in self.config.extra_tools:
+                configure_rewrite_tool(self.config.rewriter)
             attach_agent_tools(env, self.config.extra_tools)
         started = time.perf_counter()
         init: dict[str, Any] = {"messages": [{"role": "system", "content": self.system_prompt(env)},
