@@ -98,8 +98,10 @@ def build_rewrite_data(judge: RetrievalJudge, cfg: DataConfig, out_dir: str | Pa
             scored.append({"rewrite": c, "source": src, "gold_rank": fused, "gold_rank_alone": alone, "kept": ok})
         rows.append({"query": q.query, "gold_rank": base_rank, "candidates": scored})
         quality_pool.extend((q.query, s["rewrite"], "Yes" if s["kept"] else "No") for s in scored)
+        # At equal ranks the fuller rewrite wins: a shorter one found this gold by dropping words
+        # (an attribute, a size) that other queries need, and SFT on it learned to drop them.
         kept = sorted((s for s in scored if s["kept"]), key=lambda s: (s["gold_rank_alone"], s["gold_rank"] or inf,
-                                                                        len(s["rewrite"])))
+                                                                        -len(s["rewrite"].split())))
         if not kept:
             continue
         best = kept[0]

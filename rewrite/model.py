@@ -34,6 +34,16 @@ def resolve_stage(path: str | Path) -> tuple[str, str | None]:
     return str(path), None
 
 
+def distinct_rewrites(texts: Sequence[str]) -> list[str]:
+    """Clean rewrites in order, without empties or case-only duplicates (the engine lower-cases)."""
+    seen: dict[str, str] = {}
+    for text in texts:
+        clean = clean_rewrite(text)
+        if clean and clean.lower() not in seen:
+            seen[clean.lower()] = clean
+    return list(seen.values())
+
+
 class RewriteModel:
     name = "llm"
 
@@ -96,7 +106,7 @@ class RewriteModel:
     def candidates(self, queries: Sequence[str], n: int, **kwargs: Any) -> list[list[str]]:
         """Up to n distinct clean rewrites per query (beam search by default)."""
         raw = self.generate_raw(queries, num_beams=n, num_return_sequences=n, **kwargs)
-        return [list(dict.fromkeys(c for c in (clean_rewrite(t) for t in texts) if c)) for texts in raw]
+        return [distinct_rewrites(texts) for texts in raw]
 
     def rewrite_many(self, queries: Sequence[str]) -> list[str]:
         """One greedy rewrite per query ("" when the model produced nothing usable)."""

@@ -60,5 +60,5 @@ class RuleRewriter:
     def candidates(self, query: str) -> list[str]:
         """Several term selections, for rejection sampling."""
         words = content_words(strip_constraints(query))
-        out = [" ".join(words[:n]) for n in (3, 5, self.max_words)] + [" ".join(content_words(query))]
+        out = [" ".join(words[:n]) for n in (3, 5, self.max_words)]
         return list(dict.fromkeys(c for c in (clean_rewrite(o) for o in out) if c))

@@ -33,6 +33,7 @@ from rewrite import (
     retrieval_metrics,
 )
 from rewrite.data import read_jsonl, write_jsonl
+from rewrite.model import distinct_rewrites
 from training.stage_config import AlignStageConfig, LoraSettings, SFTStageConfig
 from training.stages import run_dpo_stage, run_pro_stage, run_sft_stage, stage_policy_model
 
@@ -136,9 +137,7 @@ class RewritePipeline:
 
             def sampler(queries):
                 raw = model.generate_raw(queries, num_return_sequences=n, do_sample=True, temperature=0.8)
-                from rewrite import clean_rewrite
-
-                return [list(dict.fromkeys(c for c in map(clean_rewrite, texts) if c)) for texts in raw]
+                return [distinct_rewrites(texts) for texts in raw]
         stats = build_rewrite_data(self.judge, self.cfg.data, self.cfg.path("data"), self.cfg.seed, sampler,
                                    self.progress)
         return self._record("build-data", {**stats, "seconds": round(time.perf_counter() - started, 1)})
