@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,8 +21,7 @@ from rewrite.retrieval import RetrievalJudge
 from rewrite.rules import RuleRewriter, content_words, strip_constraints
 
 CandidateSampler = Callable[[Sequence[str]], list[list[str]]]
-_WEBSHOP_PRICE = __import__("re").compile(r",?\s*(?:and\s+)?price\s+(?:lower|less|higher|greater)\s+than\s+[\d.,]+\s*"
-                                          r"dollars?", __import__("re").I)
+_WEBSHOP_PRICE = re.compile(r",?\s*(?:and\s+)?price\s+(?:lower|less|higher|greater)\s+than\s+[\d.,]+\s*dollars?", re.I)
 
 
 def write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
