@@ -16,9 +16,8 @@ from typing import Any
 
 from datasets import Dataset
 
+from rewrite.model import STAGE_FILE  # the stage-folder format `RewriteModel.load` reads
 from training.stage_config import AlignStageConfig, LoraSettings, SFTStageConfig
-
-STAGE_FILE = "stage.json"
 
 
 def _trainer_args(out_dir: Path, epochs: float, learning_rate: float, batch_size: int, grad_accum: int,
