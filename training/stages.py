@@ -110,20 +110,27 @@ def run_sft_stage(model_path: str, dataset: Dataset, out_dir: str | Path, cfg: S
     return save_stage(trainer, tokenizer, out, model_path, use_lora, merge, metrics)
 
 
+def _run_preference_stage(trainer_cls, args, model_path: str, dataset: Dataset, out_dir: Path, lora: LoraSettings | None,
+                          resume: bool, merge: bool, count_key: str) -> Path:
+    """A LoRA preference stage (DPO, PRO): train a fresh adapter on `model_path`, save the stage folder."""
+    model, tokenizer = _load(model_path)
+    trainer = trainer_cls(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                          peft_config=(lora or LoraSettings()).peft_config())
+    metrics = _train(trainer, out_dir, resume)
+    metrics[count_key] = len(dataset)
+    return save_stage(trainer, tokenizer, out_dir, model_path, True, merge, metrics)
+
+
 def run_dpo_stage(model_path: str, dataset: Dataset, out_dir: str | Path, cfg: AlignStageConfig,
                   lora: LoraSettings | None = None, seed: int = 0, resume: bool = False, merge: bool = False) -> Path:
     """DPO on prompt/chosen/rejected chat data. With LoRA the reference is `model_path` itself."""
     from trl import DPOConfig, DPOTrainer
 
     out = Path(out_dir)
-    model, tokenizer = _load(model_path)
     args = DPOConfig(**_trainer_args(out, cfg.epochs, cfg.learning_rate, cfg.batch_size, cfg.grad_accum,
                                      cfg.max_steps, cfg.save_steps, seed), beta=cfg.beta, max_length=cfg.max_length)
-    trainer = DPOTrainer(model=model, args=args, train_dataset=dataset.select_columns(["prompt", "chosen", "rejected"]),
-                         processing_class=tokenizer, peft_config=(lora or LoraSettings()).peft_config())
-    metrics = _train(trainer, out, resume)
-    metrics["pairs"] = len(dataset)
-    return save_stage(trainer, tokenizer, out, model_path, True, merge, metrics)
+    return _run_preference_stage(DPOTrainer, args, model_path, dataset.select_columns(["prompt", "chosen", "rejected"]),
+                                 out, lora, resume, merge, "pairs")
 
 
 def run_pro_stage(model_path: str, dataset: Dataset, out_dir: str | Path, cfg: AlignStageConfig,
@@ -133,12 +140,7 @@ def run_pro_stage(model_path: str, dataset: Dataset, out_dir: str | Path, cfg: A
     from training.pro_trainer import PROTrainer
 
     out = Path(out_dir)
-    model, tokenizer = _load(model_path)
     args = PROConfig(**_trainer_args(out, cfg.epochs, cfg.learning_rate, cfg.batch_size, cfg.grad_accum,
                                      cfg.max_steps, cfg.save_steps, seed), max_length=cfg.max_length,
                      sft_weight=cfg.sft_weight)
-    trainer = PROTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=(lora or LoraSettings()).peft_config())
-    metrics = _train(trainer, out, resume)
-    metrics["queries"] = len(dataset)
-    return save_stage(trainer, tokenizer, out, model_path, True, merge, metrics)
+    return _run_preference_stage(PROTrainer, args, model_path, dataset, out, lora, resume, merge, "queries")
