@@ -38,14 +38,19 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(2) from exc
 
 
+def _step(pipe, method: str, *args):
+    """Run one pipeline step; a missing input or a bad setting is a message and exit code 2."""
+    try:
+        return getattr(pipe, method)(*args)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(exc)
+
+
 @app.command("build-data")
 def build_data(config: Path = ConfigOpt, data_dir: Path | None = DataDirOpt, run_dir: Path | None = RunDirOpt,
                model: str | None = ModelOpt) -> None:
     """Long-tail queries with gold products, rejection-sampled rewrites, the multi-instruction SFT set."""
-    try:
-        stats = _pipeline(config, data_dir, run_dir, model).build_data()
-    except (FileNotFoundError, ValueError) as exc:
-        _fail(exc)
+    stats = _step(_pipeline(config, data_dir, run_dir, model), "build_data")
     console.print_json(json.dumps(stats))
 
 
@@ -53,10 +58,7 @@ def build_data(config: Path = ConfigOpt, data_dir: Path | None = DataDirOpt, run
 def sft(config: Path = ConfigOpt, data_dir: Path | None = DataDirOpt, run_dir: Path | None = RunDirOpt,
         model: str | None = ModelOpt, resume: bool = typer.Option(False, "--resume")) -> None:
     """Multi-instruction SFT (TRL SFTTrainer, LoRA)."""
-    try:
-        out = _pipeline(config, data_dir, run_dir, model).sft(resume=resume)
-    except (FileNotFoundError, ValueError) as exc:
-        _fail(exc)
+    out = _step(_pipeline(config, data_dir, run_dir, model), "sft", resume)
     console.print(f"SFT stage written to {out}")
 
 
@@ -64,10 +66,7 @@ def sft(config: Path = ConfigOpt, data_dir: Path | None = DataDirOpt, run_dir: P
 def feedback(config: Path = ConfigOpt, data_dir: Path | None = DataDirOpt, run_dir: Path | None = RunDirOpt,
              model: str | None = ModelOpt) -> None:
     """Beam-search candidates of the SFT model, scored through the sandbox's retrieval, partially ordered."""
-    try:
-        stats = _pipeline(config, data_dir, run_dir, model).feedback()
-    except (FileNotFoundError, ValueError) as exc:
-        _fail(exc)
+    stats = _step(_pipeline(config, data_dir, run_dir, model), "feedback")
     console.print_json(json.dumps(stats))
 
 
@@ -78,10 +77,7 @@ def align(config: Path = ConfigOpt, data_dir: Path | None = DataDirOpt, run_dir:
     """Objective alignment on the feedback's partial orders: PRO (listwise) or DPO (pairs)."""
     if loss not in ("pro", "dpo"):
         raise typer.BadParameter("choose pro or dpo", param_hint="--loss")
-    try:
-        out = _pipeline(config, data_dir, run_dir, model).align(loss, resume=resume)
-    except (FileNotFoundError, ValueError) as exc:
-        _fail(exc)
+    out = _step(_pipeline(config, data_dir, run_dir, model), "align", loss, resume)
     console.print(f"{loss.upper()} stage written to {out}")
 
 
@@ -93,10 +89,7 @@ def evaluate(config: Path = ConfigOpt, data_dir: Path | None = DataDirOpt, run_d
     from training.rewrite_pipeline import markdown_table
 
     pipe = _pipeline(config, data_dir, run_dir, model)
-    try:
-        table = pipe.evaluate(only)
-    except (FileNotFoundError, ValueError) as exc:
-        _fail(exc)
+    table = _step(pipe, "evaluate", only)
     console.print(markdown_table(table, pipe.cfg.eval.ks))
     console.print(f"table, plot and agent runs in {pipe.cfg.path('eval')}")
 
@@ -108,10 +101,7 @@ def run(config: Path = ConfigOpt, data_dir: Path | None = DataDirOpt, run_dir: P
     from training.rewrite_pipeline import markdown_table
 
     pipe = _pipeline(config, data_dir, run_dir, model)
-    try:
-        result = pipe.run_all()
-    except (FileNotFoundError, ValueError) as exc:
-        _fail(exc)
+    result = _step(pipe, "run_all")
     console.print(markdown_table(result["table"], pipe.cfg.eval.ks))
     console.print_json(json.dumps(result["timings"]))
 
