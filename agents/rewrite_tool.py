@@ -14,7 +14,7 @@ from pydantic import Field, field_validator
 
 from agents.tool_registry import register_agent_tool
 from sandbox.rewrite_stage import QueryRewriter
-from sandbox.tools import MAX_QUERY_CHARS, ToolArgs, ToolSpec
+from sandbox.tools import ToolArgs, ToolSpec, check_query_text
 
 _lock = threading.Lock()
 _state: dict[str, Any] = {"spec": "rule", "rewriter": None}
@@ -26,11 +26,7 @@ class RewriteQueryArgs(ToolArgs):
     @field_validator("query")
     @classmethod
     def _query(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("query must not be empty")
-        if len(v) > MAX_QUERY_CHARS:
-            raise ValueError(f"query is {len(v)} characters long; at most {MAX_QUERY_CHARS}")
-        return v
+        return check_query_text(v, "query")
 
 
 REWRITE_QUERY_SPEC = ToolSpec(

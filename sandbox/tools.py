@@ -55,6 +55,15 @@ def parse_price_filter(value: str) -> tuple[float | None, float | None]:
     return low, high
 
 
+def check_query_text(v: str, field: str, hint: str = "") -> str:
+    """Query text from a model: not blank, at most MAX_QUERY_CHARS (for every tool that takes one)."""
+    if not v.strip():
+        raise ValueError(f"{field} must not be empty")
+    if len(v) > MAX_QUERY_CHARS:
+        raise ValueError(f"{field} is {len(v)} characters long; at most {MAX_QUERY_CHARS}{hint}")
+    return v
+
+
 class FindProductArgs(ToolArgs):
     q: str = Field(description='The query used to search for products, e.g. "nike shoes", "backpack for college student".')
     page: int = Field(1, description="Result page, 1 to 5, 10 products per page.")
@@ -68,11 +77,7 @@ class FindProductArgs(ToolArgs):
     @field_validator("q")
     @classmethod
     def _q(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("q must not be empty")
-        if len(v) > MAX_QUERY_CHARS:
-            raise ValueError(f"q is {len(v)} characters long; at most {MAX_QUERY_CHARS}: use a few key words")
-        return v
+        return check_query_text(v, "q", ": use a few key words")
 
     @field_validator("page", mode="before")
     @classmethod
