@@ -92,7 +92,7 @@ class RetrievalJudge:
         """Scores of one rewrite of q; rewrite == "" scores the original query on its own."""
         original = self.ranked(q.query)
         own = self.ranked(rewrite) if rewrite else original
-        fused = self.fused_ids(q.query, [rewrite] if rewrite else [])
+        rank, rank_alone = self.gold_ranks(q, rewrite)
         top = own[: self.relevance_k]
         seen = {p for p, _ in original}
         fresh = [(pid, t) for pid, t in own[: self.increment_k] if pid not in seen]
@@ -104,12 +104,11 @@ class RetrievalJudge:
             rel.append(0.5 * cos + 0.5 * q.satisfied(details[pid]) if pid in details else cos)
         relevance = sum(rel) / len(rel) if rel else 0.0
         increment = sum(self.similarity(q.query, t) >= self.relevant_cosine for _, t in fresh) if rewrite else 0
-        rank = self._rank(fused, q.gold_ids)
         gain = 1.0 / math.log2(1 + rank) if rank else 0.0
         w = self.weights
         reward = w.hit * gain + w.relevance * relevance + w.increment * increment / self.increment_k
         return RewriteScores(rewrite=rewrite, relevance=round(relevance, 4), increment=int(increment),
-                             gold_rank=rank, gold_rank_alone=self._rank([p for p, _ in own], q.gold_ids),
+                             gold_rank=rank, gold_rank_alone=rank_alone,
                              reward=round(reward, 6))
 
 
