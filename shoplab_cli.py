@@ -11,6 +11,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from agents.cli import app as bench_app  # noqa: E402
 from agents.llm.cli import app as llm_app  # noqa: E402
+from recsys_core.cli import app as recsys_app  # noqa: E402
 from sandbox.cli import app as sandbox_app  # noqa: E402
 from training.rewrite_cli import app as rewrite_app  # noqa: E402
 
@@ -20,6 +21,7 @@ app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(bench_app, name="bench")
 app.add_typer(llm_app, name="llm")
 app.add_typer(rewrite_app, name="rewrite")
+app.add_typer(recsys_app, name="recsys")
 
 if __name__ == "__main__":
     app()

@@ -1,0 +1,18 @@
+"""Data for the zoo: real sequences (S3-Rec's Amazon sets), CTR samples, simulator logs, item content."""
+
+from recsys_core.data.sequences import (
+    S3REC_DATASETS,
+    NextItemBatches,
+    SequenceData,
+    left_pad,
+    load_s3rec,
+    load_sequences,
+    split_inputs,
+    synthetic_sequences,
+    training_sequences,
+)
+
+__all__ = [
+    "S3REC_DATASETS", "NextItemBatches", "SequenceData", "left_pad", "load_s3rec", "load_sequences",
+    "split_inputs", "synthetic_sequences", "training_sequences",
+]

@@ -1,0 +1,71 @@
+"""Metrics with the field's protocols: full ranking over every item (no sampled negatives), AUC, GAUC."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+
+def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """0-based rank of each target among all items (ties count against the target: pessimistic)."""
+    target_scores = scores.gather(1, targets.view(-1, 1))
+    return (scores >= target_scores).sum(1) - 1
+
+
+def ranking_metrics(ranks: np.ndarray, ks: Sequence[int] = (5, 10)) -> dict[str, float]:
+    """Recall@k (= hit rate with one held-out item) and NDCG@k from 0-based ranks; -1 = not retrieved."""
+    ranks = np.asarray(ranks)
+    found = ranks >= 0
+    out: dict[str, float] = {}
+    for k in ks:
+        hit = found & (ranks < k)
+        out[f"recall@{k}"] = float(hit.mean()) if len(ranks) else 0.0
+        gains = np.where(hit, 1.0 / np.log2(np.maximum(ranks, 0) + 2.0), 0.0)
+        out[f"ndcg@{k}"] = float(gains.mean()) if len(ranks) else 0.0
+    return out
+
+
+def auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    labels = np.asarray(labels)
+    if labels.min() == labels.max():
+        return float("nan")
+    return float(roc_auc_score(labels, scores))
+
+
+def gauc(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> float:
+    """Impression-weighted mean of per-user AUC over users with both a click and a non-click."""
+    groups, labels, scores = np.asarray(groups), np.asarray(labels), np.asarray(scores)
+    order = np.argsort(groups, kind="stable")
+    groups, labels, scores = groups[order], labels[order], scores[order]
+    bounds = np.flatnonzero(np.diff(groups)) + 1
+    total, weight = 0.0, 0
+    for lab, sc in zip(np.split(labels, bounds), np.split(scores, bounds), strict=True):
+        if lab.min() != lab.max():
+            total += auc(lab, sc) * len(lab)
+            weight += len(lab)
+    return total / weight if weight else float("nan")
+
+
+def logloss(labels: np.ndarray, probs: np.ndarray) -> float:
+    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-7, 1 - 1e-7)
+    y = np.asarray(labels, dtype=np.float64)
+    return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
+
+
+def codebook_stats(codes: np.ndarray, codebook_sizes: Sequence[int]) -> dict[str, float]:
+    """Per-level utilisation (share of codewords used), the collision rate (items sharing a full code
+    tuple with another item) and the number of distinct tuples."""
+    codes = np.asarray(codes)
+    out: dict[str, float] = {}
+    for level, size in enumerate(codebook_sizes):
+        out[f"utilisation_l{level}"] = float(len(np.unique(codes[:, level])) / size)
+    out["utilisation_mean"] = float(np.mean([out[f"utilisation_l{i}"] for i in range(len(codebook_sizes))]))
+    _, inverse, counts = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
+    out["collision_rate"] = float((counts[inverse.ravel()] > 1).mean())
+    out["distinct_ids"] = int(len(counts))
+    out["max_items_per_id"] = int(counts.max()) if len(counts) else 0
+    return out

@@ -1,0 +1,3 @@
+from recsys_core.models.sasrec.model import SASRec
+
+__all__ = ["SASRec"]

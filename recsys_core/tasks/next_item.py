@@ -1,0 +1,53 @@
+"""Next-item prediction over item ids with full ranking (the SASRec-style baseline's task)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from recsys_core.data.sequences import NextItemBatches, left_pad, load_sequences, split_inputs
+from recsys_core.metrics import ranking_metrics, target_ranks
+from recsys_core.registry import build_model, register_task
+from recsys_core.tasks.base import Task
+
+
+def full_ranking_eval(score_fn, data, split: str, max_len: int, batch_size: int = 512,
+                      ks: tuple[int, ...] = (5, 10, 20)) -> dict[str, float]:
+    """Rank the held-out item among all items for every user (index 0, padding, is never ranked)."""
+    histories, targets = split_inputs(data, split)
+    ranks = []
+    for start in range(0, len(histories), batch_size):
+        inputs = left_pad(histories[start:start + batch_size], max_len)
+        scores = score_fn(inputs).float()
+        scores[:, 0] = -torch.inf
+        ranks.append(target_ranks(scores, torch.as_tensor(targets[start:start + batch_size])))
+    return ranking_metrics(torch.cat(ranks).numpy(), ks)
+
+
+@register_task("next_item")
+class NextItemTask(Task):
+    monitor = "ndcg@10"
+    monitor_mode = "max"
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.data = load_sequences(cfg.data)
+        self.max_len = int(cfg.data.get("max_len", 50))
+        self.loader = NextItemBatches(self.data, self.max_len, cfg.train.batch_size)
+
+    def build_model(self):
+        return build_model(self.cfg.model, self.cfg.model_params, n_items=self.data.n_items, max_len=self.max_len)
+
+    def steps_per_epoch(self) -> int:
+        return len(self.loader)
+
+    def train_batches(self, rng: np.random.Generator):
+        return self.loader.batches(rng)
+
+    def batch_size_of(self, batch: dict[str, Any]) -> int:
+        return int((batch["targets"] > 0).sum())  # samples = predicted positions
+
+    def evaluate(self, model, split: str) -> dict[str, float]:
+        return full_ranking_eval(model.score_items, self.data, split, self.max_len)
