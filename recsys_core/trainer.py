@@ -72,14 +72,14 @@ class Trainer:
     def __init__(self, cfg: ExperimentConfig, run_dir: str | Path | None = None):
         self.cfg = cfg
         self.run_dir = Path(run_dir or cfg.out_dir)
+        if cfg.train.num_threads:  # before the task builds its data: SVDs and encoders use it too
+            torch.set_num_threads(cfg.train.num_threads)
         self.task = get_task(cfg.task)(cfg)
 
     def fit(self, resume: bool = False) -> dict[str, Any]:
         from accelerate import Accelerator
 
         cfg, t = self.cfg, self.cfg.train
-        if t.num_threads:
-            torch.set_num_threads(t.num_threads)
         rng = seed_everything(t.seed)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

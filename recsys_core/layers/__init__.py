@@ -4,3 +4,16 @@ from recsys_core.layers.mlp import mlp
 from recsys_core.layers.transformer import Block, CausalTransformer, RMSNorm, init_weights, swiglu_hidden
 
 __all__ = ["Block", "CausalTransformer", "RMSNorm", "init_weights", "mlp", "swiglu_hidden"]
+
+from recsys_core.layers.quantize import (  # noqa: E402
+    Codebook,
+    ResidualQuantizer,
+    SemanticIdTokenizer,
+    cross_orthogonality,
+    info_nce,
+    kmeans,
+    mutual_orthogonality,
+)
+
+__all__ += ["Codebook", "ResidualQuantizer", "SemanticIdTokenizer", "cross_orthogonality", "info_nce", "kmeans",
+            "mutual_orthogonality"]

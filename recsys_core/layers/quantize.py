@@ -99,7 +99,7 @@ class Codebook(nn.Module):
     @torch.no_grad()
     def restart_dead_codes(self, sample: torch.Tensor) -> int:
         """Codewords unused since the last restart move onto random batch vectors; returns how many."""
-        dead = torch.flatnonzero(self.usage == 0)
+        dead = (self.usage == 0).nonzero().flatten()
         if len(dead) and len(sample):
             picks = sample[torch.randint(len(sample), (len(dead),), device=sample.device)].float()
             noise = torch.randn_like(picks) * 0.01 * picks.std().clamp_min(1e-3)

@@ -1,0 +1,3 @@
+from recsys_core.models.ada_sid.model import AdaSID
+
+__all__ = ["AdaSID"]

@@ -1,0 +1,3 @@
+from recsys_core.models.mmq.model import MMQ
+
+__all__ = ["MMQ"]

@@ -1,0 +1,3 @@
+from recsys_core.models.mpq.model import MPQ
+
+__all__ = ["MPQ"]

@@ -1,0 +1,3 @@
+from recsys_core.models.rqvae.model import RQVAE
+
+__all__ = ["RQVAE"]

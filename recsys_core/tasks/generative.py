@@ -1,0 +1,360 @@
+"""Generative retrieval over semantic IDs (TIGER protocol): each item is a tuple of L codes, a model
+generates the next item's codes, and beam search restricted to a prefix trie of the catalogue's code
+tuples turns the beams into a ranked list of real items.
+
+Config:
+- `data:` a sequences section (`load_sequences`: s3rec | simulated | synthetic) plus the codes, one of
+  `data.sid_run: DIR` (a tokenizer run folder holding `codes.npy`), `data.codes: FILE.npy`, or
+  `data.codes: kmeans` (built here: residual k-means over the L2-normalised item-attribute multi-hot
+  with `data.kmeans_sizes`, default [16, 16], plus a collision suffix; seeded by `data.kmeans_seed`).
+  Codes are int64 [n_items + 1, L], row 0 unused, every item's tuple distinct (the last column is
+  TIGER's collision suffix). `data.max_items` (default 20, TIGER's setting) is the history length.
+- `task_params`: `beam_size` (20), `valid_users` (3000 users with a fixed seed evaluate each epoch;
+  0 = all; test always uses every user), `valid_seed` (0), `eval_batch_size` (256 users).
+
+Leave-one-out exactly as `next_item`: train on all but the last two items, validation target = the
+second to last, test target = the last. A target's rank is its position in the beam list (-1 when
+not among the beams), so Recall/NDCG@k are full-catalogue metrics with no sampled negatives.
+
+Order-free tokens (e.g. MPQ's M parallel codebooks) are generated in the fixed expert order of the
+codes' columns; the trie then still maps every finished beam to exactly one item.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from recsys_core.data.sequences import SequenceData, load_sequences, split_inputs, training_sequences
+from recsys_core.metrics import codebook_stats, ranking_metrics
+from recsys_core.registry import build_model, register_task
+from recsys_core.tasks.base import Task
+
+METRIC_KS = (5, 10)
+
+
+# ---- codes ------------------------------------------------------------------------------------------
+def add_collision_suffix(codes: np.ndarray) -> np.ndarray:
+    """Append TIGER's collision column: 0, 1, 2, ... over the items (in row order) sharing a tuple."""
+    codes = np.asarray(codes, dtype=np.int64)
+    _, inverse = np.unique(codes, axis=0, return_inverse=True)
+    inverse = inverse.ravel()
+    order = np.argsort(inverse, kind="stable")
+    group_start = np.r_[0, np.flatnonzero(np.diff(inverse[order])) + 1]
+    starts = np.repeat(group_start, np.diff(np.r_[group_start, len(order)]))
+    suffix = np.empty(len(codes), dtype=np.int64)
+    suffix[order] = np.arange(len(order)) - starts
+    return np.concatenate([codes, suffix[:, None]], axis=1)
+
+
+def kmeans_codes(features: np.ndarray, sizes: list[int], seed: int = 0) -> np.ndarray:
+    """Residual k-means codes (one level per entry of `sizes`) plus a collision suffix: [n, len(sizes) + 1].
+
+    A quick stand-in tokenizer (RQ-KMeans): level l clusters what the previous levels' centroids
+    left unexplained."""
+    from sklearn.cluster import KMeans
+
+    residual = np.asarray(features, dtype=np.float64).copy()
+    if residual.ndim != 2 or len(residual) == 0:
+        raise ValueError(f"features must be a non-empty [n, d] matrix, got shape {residual.shape}")
+    if not sizes or min(int(s) for s in sizes) < 1:
+        raise ValueError(f"kmeans sizes must be positive cluster counts, got {sizes}")
+    levels = []
+    for level, size in enumerate(sizes):
+        distinct = len(np.unique(residual.round(8), axis=0))
+        k = max(1, min(int(size), distinct))
+        km = KMeans(n_clusters=k, n_init=1, random_state=seed + level).fit(residual)
+        levels.append(km.labels_.astype(np.int64))
+        residual = residual - km.cluster_centers_[km.labels_]
+    return add_collision_suffix(np.stack(levels, axis=1))
+
+
+def item_attribute_features(data: SequenceData) -> np.ndarray:
+    """L2-normalised attribute multi-hot per item index (row 0 = padding, zeros) [n_items + 1, n_attrs + 1]."""
+    features = np.zeros((data.n_items + 1, data.n_attributes + 1), dtype=np.float32)
+    for item, attrs in enumerate(data.item_attributes):
+        if item and attrs:
+            features[item, attrs] = 1.0
+    norms = np.linalg.norm(features, axis=1, keepdims=True)
+    return features / np.maximum(norms, 1e-12)
+
+
+def load_codes(data_cfg: dict[str, Any], data: SequenceData) -> tuple[np.ndarray, str]:
+    """The codes named by the data section (see the module docstring) and a description of their source."""
+    sid_run, codes_opt = data_cfg.get("sid_run"), data_cfg.get("codes")
+    if sid_run and codes_opt:
+        raise ValueError("give either data.sid_run or data.codes, not both")
+    if codes_opt == "kmeans":
+        sizes = list(data_cfg.get("kmeans_sizes", [16, 16]))
+        seed = int(data_cfg.get("kmeans_seed", 0))
+        codes = np.zeros((data.n_items + 1, len(sizes) + 1), dtype=np.int64)
+        codes[1:] = kmeans_codes(item_attribute_features(data)[1:], sizes, seed)
+        source = f"kmeans{sizes} on item attributes"
+    elif sid_run or codes_opt:
+        path = Path(sid_run) / "codes.npy" if sid_run else Path(codes_opt)
+        if not path.exists():
+            hint = "a tokenizer run folder with codes.npy" if sid_run else "a .npy file"
+            raise FileNotFoundError(f"semantic-ID codes {path} not found: data.{'sid_run' if sid_run else 'codes'} "
+                                    f"must name {hint}")
+        codes = np.load(path)
+        source = str(path)
+    else:
+        raise ValueError("generative retrieval needs semantic IDs: set data.sid_run (tokenizer run folder), "
+                         "data.codes (a .npy file) or data.codes: kmeans")
+    return validate_codes(codes, data.n_items, source), source
+
+
+def validate_codes(codes: np.ndarray, n_items: int, source: str = "codes") -> np.ndarray:
+    codes = np.asarray(codes)
+    if codes.ndim != 2 or not np.issubdtype(codes.dtype, np.integer):
+        raise ValueError(f"{source}: codes must be an integer matrix [n_items + 1, L], got {codes.dtype} "
+                         f"{codes.shape}")
+    if len(codes) != n_items + 1:
+        raise ValueError(f"{source}: {len(codes)} rows but the data has {n_items} items (+ 1 unused row 0)")
+    codes = codes.astype(np.int64)
+    if codes[1:].min() < 0:
+        raise ValueError(f"{source}: codes must be non-negative")
+    distinct = len(np.unique(codes[1:], axis=0))
+    if distinct != n_items:
+        raise ValueError(f"{source}: {n_items - distinct} items share a code tuple with another item; "
+                         "the last column must be a collision suffix (add_collision_suffix)")
+    return codes
+
+
+# ---- the catalogue as a prefix trie -----------------------------------------------------------------
+class SemanticIdTrie:
+    """The catalogue's code tuples as a prefix tree, level by level in CSR form, for batched lookups:
+    `allowed(level, nodes)` masks the codes that continue a prefix to a real item, `child` follows one
+    code. Level-0 has one node (the root); after the last level a child is an item index."""
+
+    def __init__(self, codes: np.ndarray):
+        tuples = np.asarray(codes, dtype=np.int64)[1:]
+        n_items, self.n_levels = tuples.shape
+        self.level_sizes = [int(s) for s in tuples.max(0) + 1]
+        self.keys: list[torch.Tensor] = []  # sorted node * size + code of every edge
+        self.ptr: list[torch.Tensor] = []  # node → its edges' range
+        self.edge_codes: list[torch.Tensor] = []
+        self.edge_next: list[torch.Tensor] = []  # next node (or item index after the last level)
+        node, n_nodes = np.zeros(n_items, dtype=np.int64), 1
+        for level, size in enumerate(self.level_sizes):
+            keys, inverse = np.unique(node * size + tuples[:, level], return_inverse=True)
+            inverse = inverse.ravel()
+            ptr = np.zeros(n_nodes + 1, dtype=np.int64)
+            ptr[1:] = np.cumsum(np.bincount(keys // size, minlength=n_nodes))
+            if level == self.n_levels - 1:
+                if len(keys) != n_items:
+                    raise ValueError("items share a code tuple: the trie needs one tuple per item")
+                nxt = np.empty(len(keys), dtype=np.int64)
+                nxt[inverse] = np.arange(1, n_items + 1)
+            else:
+                nxt = np.arange(len(keys), dtype=np.int64)
+                node, n_nodes = inverse, len(keys)
+            self.keys.append(torch.as_tensor(keys))
+            self.ptr.append(torch.as_tensor(ptr))
+            self.edge_codes.append(torch.as_tensor(keys % size))
+            self.edge_next.append(torch.as_tensor(nxt))
+
+    def allowed(self, level: int, nodes: torch.Tensor) -> torch.Tensor:
+        """[N, size_level] True where the code continues node `nodes[i]` towards a real item."""
+        nodes = nodes.reshape(-1)
+        ptr = self.ptr[level]
+        starts, counts = ptr[nodes], ptr[nodes + 1] - ptr[nodes]
+        rows = torch.repeat_interleave(torch.arange(len(nodes)), counts)
+        first = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+        edges = torch.repeat_interleave(starts, counts) + torch.arange(len(rows)) - first
+        mask = torch.zeros(len(nodes), self.level_sizes[level], dtype=torch.bool)
+        mask[rows, self.edge_codes[level][edges]] = True
+        return mask
+
+    def child(self, level: int, nodes: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """The node (item index after the last level) reached from `nodes` by `codes`; only meaningful
+        for allowed codes."""
+        keys = self.keys[level]
+        where = torch.searchsorted(keys, nodes * self.level_sizes[level] + codes).clamp_(max=len(keys) - 1)
+        return self.edge_next[level][where]
+
+
+@torch.no_grad()
+def constrained_beam_search(model, tokens: torch.Tensor, trie: SemanticIdTrie, beam_size: int
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top `beam_size` items per history (left-padded token rows [B, T]) by the model's log-probability
+    of their code tuple, best first: (items [B, beam] with 0 where fewer items exist, scores)."""
+    log_probs, state = model.begin_decode(tokens)
+    b = tokens.shape[0]
+    nodes = torch.zeros(b, 1, dtype=torch.long)
+    scores = torch.zeros(b, 1)
+    log_probs = log_probs.unsqueeze(1)
+    for level in range(trie.n_levels):
+        size = trie.level_sizes[level]
+        width = nodes.shape[1]
+        allowed = trie.allowed(level, nodes).view(b, width, size)
+        candidates = scores.unsqueeze(-1) + log_probs.masked_fill(~allowed, -torch.inf)
+        scores, flat = candidates.view(b, -1).topk(min(beam_size, width * size), dim=1)
+        parents, codes = flat // size, flat % size
+        nodes = trie.child(level, nodes.gather(1, parents), codes)
+        if level + 1 < trie.n_levels:
+            log_probs, state = model.extend_decode(state, parents, codes)
+    items = nodes.masked_fill(torch.isinf(scores), 0)
+    return items, scores
+
+
+# ---- training batches -------------------------------------------------------------------------------
+class SemanticIdBatches:
+    """Shuffled batches of flattened token sequences: each training prefix is cut (from its end) into
+    windows of `max_items + 1` items so every item but the first is a target once with up to
+    `max_items` items of history; input = tokens[:-1], targets = tokens[1:] with the first item's
+    tokens masked (0). Batches are formed from length-sorted chunks to waste little padding."""
+
+    def __init__(self, data: SequenceData, item_tokens: np.ndarray, max_items: int, batch_size: int,
+                 sort_chunk: int = 50):
+        self.n_levels = item_tokens.shape[1]
+        self.batch_size, self.sort_chunk = batch_size, sort_chunk
+        self.windows: list[np.ndarray] = []
+        for seq in training_sequences(data):
+            for end in range(len(seq), 1, -max_items):
+                self.windows.append(item_tokens[seq[max(0, end - max_items - 1):end]].ravel())
+        if not self.windows:
+            raise ValueError("no training sequences: every user needs at least 4 items for leave-one-out")
+        self.lengths = np.array([len(w) - 1 for w in self.windows])
+
+    def __len__(self) -> int:
+        return (len(self.windows) + self.batch_size - 1) // self.batch_size
+
+    def batches(self, rng: np.random.Generator):
+        order = rng.permutation(len(self.windows))
+        groups = []
+        chunk = self.batch_size * self.sort_chunk
+        for start in range(0, len(order), chunk):
+            part = order[start:start + chunk]
+            part = part[np.argsort(self.lengths[part], kind="stable")]
+            groups.extend(part[i:i + self.batch_size] for i in range(0, len(part), self.batch_size))
+        for g in rng.permutation(len(groups)):
+            yield self._collate(groups[g])
+
+    def _collate(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
+        width = int(self.lengths[rows].max())
+        tokens = np.zeros((len(rows), width), dtype=np.int64)
+        targets = np.zeros((len(rows), width), dtype=np.int64)
+        for r, i in enumerate(rows):
+            seq = self.windows[i]
+            n = len(seq) - 1
+            tokens[r, width - n:] = seq[:-1]
+            targets[r, width - n:] = seq[1:]
+            targets[r, width - n:width - n + self.n_levels - 1] = 0  # the first item has no history
+        return {"tokens": torch.from_numpy(tokens), "targets": torch.from_numpy(targets)}
+
+
+# ---- the task ---------------------------------------------------------------------------------------
+@register_task("generative_retrieval")
+class GenerativeRetrievalTask(Task):
+    monitor = "ndcg@10"
+    monitor_mode = "max"
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.data = load_sequences(cfg.data)
+        self.codes, self.codes_source = load_codes(cfg.data, self.data)
+        self.trie = SemanticIdTrie(self.codes)
+        self.n_levels = self.codes.shape[1]
+        self.max_items = int(cfg.data.get("max_items", 20))
+        if self.max_items < 1:
+            raise ValueError("data.max_items must be at least 1")
+        offsets = 1 + np.r_[0, np.cumsum(self.trie.level_sizes)[:-1]]
+        self.item_tokens = self.codes + offsets  # item index → its L token ids
+        self.item_tokens[0] = 0
+        params = cfg.task_params
+        self.beam_size = int(params.get("beam_size", 20))
+        self.eval_batch_size = int(params.get("eval_batch_size", 256))
+        if self.beam_size < max(METRIC_KS):
+            raise ValueError(f"task_params.beam_size must be at least {max(METRIC_KS)} for Recall/NDCG@10")
+        n_valid = int(params.get("valid_users", 3000) or 0)
+        users = np.arange(self.data.n_users)
+        if 0 < n_valid < len(users):
+            users = np.sort(np.random.default_rng(int(params.get("valid_seed", 0))).choice(users, n_valid, False))
+        self.valid_users = users
+        self.loader = SemanticIdBatches(self.data, self.item_tokens, self.max_items, cfg.train.batch_size)
+        self.decode_seconds: dict[str, float] = {}
+
+    def build_model(self):
+        return build_model(self.cfg.model, self.cfg.model_params, level_sizes=self.trie.level_sizes,
+                           max_items=self.max_items)
+
+    def steps_per_epoch(self) -> int:
+        return len(self.loader)
+
+    def train_batches(self, rng: np.random.Generator):
+        return self.loader.batches(rng)
+
+    def batch_size_of(self, batch: dict[str, Any]) -> int:
+        return int((batch["targets"] > 0).sum()) // self.n_levels  # samples = predicted items
+
+    def history_tokens(self, histories: list[np.ndarray]) -> torch.Tensor:
+        """The last `max_items` items of each history as left-padded token rows [B, items * L]."""
+        width = max(min(len(h), self.max_items) for h in histories) * self.n_levels
+        out = np.zeros((len(histories), width), dtype=np.int64)
+        for row, items in enumerate(histories):
+            flat = self.item_tokens[np.asarray(items[-self.max_items:], dtype=np.int64)].ravel()
+            out[row, width - len(flat):] = flat
+        return torch.from_numpy(out)
+
+    @torch.no_grad()
+    def retrieve(self, model, histories: list[np.ndarray], beam_size: int | None = None) -> torch.Tensor:
+        """Beam-search items [n, beam] (best first, 0 = none) for each history; batches users of
+        similar history length together."""
+        beam = beam_size or self.beam_size
+        lengths = np.array([min(len(h), self.max_items) for h in histories])
+        order = np.argsort(lengths, kind="stable")
+        out = torch.zeros(len(histories), beam, dtype=torch.long)
+        for start in range(0, len(order), self.eval_batch_size):
+            rows = order[start:start + self.eval_batch_size]
+            tokens = self.history_tokens([histories[r] for r in rows])
+            items, _ = constrained_beam_search(model, tokens, self.trie, beam)
+            out[torch.as_tensor(rows), :items.shape[1]] = items
+        return out
+
+    def evaluate(self, model, split: str) -> dict[str, float]:
+        histories, targets = split_inputs(self.data, split)
+        users = self.valid_users if split == "valid" else np.arange(len(histories))
+        started = time.perf_counter()
+        items = self.retrieve(model, [histories[u] for u in users])
+        self.decode_seconds[split] = round(time.perf_counter() - started, 2)
+        hits = items == torch.as_tensor(targets[users]).view(-1, 1)
+        ranks = torch.where(hits.any(1), hits.int().argmax(1), torch.tensor(-1))
+        return ranking_metrics(ranks.numpy(), METRIC_KS)
+
+    def recommend(self, model, history_items: list[int], k: int) -> list[int]:
+        """The top `k` item indices (best first, every one a real item) to follow `history_items`."""
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        if isinstance(history_items, str | bytes) or not hasattr(history_items, "__len__"):
+            raise ValueError(f"history_items must be a list of item indices, got {type(history_items).__name__}")
+        if len(history_items) == 0:
+            raise ValueError("history_items is empty: generative retrieval needs at least one item the user "
+                             "interacted with")
+        for item in history_items:
+            if isinstance(item, bool) or not isinstance(item, int | np.integer):
+                raise ValueError(f"item {item!r} is not an integer item index")
+            if not 1 <= item <= self.data.n_items:
+                raise ValueError(f"unknown item index {item}: items are 1..{self.data.n_items}")
+        was_training = model.training
+        model.eval()
+        try:
+            items = self.retrieve(model, [np.asarray(history_items, dtype=np.int64)], max(k, self.beam_size))
+        finally:
+            model.train(was_training)
+        return [int(i) for i in items[0, :k] if i > 0]
+
+    def on_train_end(self, model, run_dir: Path) -> dict[str, Any]:
+        np.save(Path(run_dir) / "codes.npy", self.codes)
+        if self.cfg.data.get("sid_run"):
+            metrics = Path(self.cfg.data["sid_run"]) / "metrics.json"
+            if metrics.exists():
+                shutil.copy(metrics, Path(run_dir) / "sid_metrics.json")
+        return {"sid": {"source": self.codes_source, "level_sizes": self.trie.level_sizes,
+                        **codebook_stats(self.codes[1:], self.trie.level_sizes)},
+                "decode_seconds": dict(self.decode_seconds)}

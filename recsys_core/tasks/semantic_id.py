@@ -1,0 +1,170 @@
+"""Semantic-ID tokenization: train a tokenizer (rqvae, mmq, ada_sid, mpq) to reconstruct each item's
+content features through discrete codes, then write every item's code tuple for generative retrieval.
+
+task_params:
+- modalities: list of item_modalities names (default [attributes, behaviour]; [text, attributes, behaviour]
+  for simulator data, which has titles);
+- feature_dim (64): attribute / PPMI-behaviour SVD size; feature_seed (0); behaviour_run: a sasrec run
+  folder whose item embeddings replace the PPMI behaviour vectors;
+- behaviour_finetune_epochs (0, MMQ only): the LAST this-many epochs of `train.epochs` are MMQ's
+  behaviour-aware fine-tuning, fed with (item, next item) pairs from the training prefixes.
+  The stage is chosen by counting epochs in this task, so `--resume` restarts that count. With
+  fine-tuning the checkpoint monitor is `selection`: recon_error in stage 1, −epoch in stage 2, so any
+  fine-tuned state beats every stage-1 one and best.pt is the last fine-tuned state (a lower
+  reconstruction error is not the goal of stage 2). Early stopping (train.patience) is refused then.
+
+Run folder artefacts: `codes.npy` int64 [n_items+1, L+1] (row 0 zeros; the last column is TIGER's
+collision suffix, 0, 1, 2, … among items sharing a tuple, in item order) and `content.npy` float32
+[n_items+1, d] (the concatenated modalities, rows L2-normalised). metrics.json gains codebook_stats,
+recon_error, codebook_sizes, suffix_max and suffix_size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from recsys_core.data.content import information_richness, interaction_counts, item_modalities, l2_normalise
+from recsys_core.data.sequences import load_sequences, training_sequences
+from recsys_core.metrics import codebook_stats
+from recsys_core.registry import build_model, register_task
+from recsys_core.tasks.base import Task
+
+EVAL_CHUNK = 4096
+
+
+def collision_suffix(codes: np.ndarray) -> np.ndarray:
+    """0, 1, 2, … among rows sharing the same code tuple, in row order (TIGER's extra token)."""
+    codes = np.asarray(codes)
+    if codes.ndim != 2 or len(codes) == 0:
+        raise ValueError(f"codes must be a non-empty [items, levels] array, got shape {codes.shape}")
+    _, inverse = np.unique(codes, axis=0, return_inverse=True)
+    inverse = inverse.ravel()
+    order = np.argsort(inverse, kind="stable")
+    sorted_groups = inverse[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_groups)) + 1]
+    group_start = np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+    suffix = np.empty(len(codes), dtype=np.int64)
+    suffix[order] = np.arange(len(order)) - group_start
+    return suffix
+
+
+def consecutive_pairs(sequences: list[np.ndarray]) -> np.ndarray:
+    """[P, 2] (item, next item) pairs of distinct consecutive items."""
+    parts = [np.stack([s[:-1], s[1:]], 1) for s in sequences if len(s) >= 2]
+    if not parts:
+        return np.zeros((0, 2), dtype=np.int64)
+    pairs = np.concatenate(parts)
+    return pairs[pairs[:, 0] != pairs[:, 1]]
+
+
+@register_task("semantic_id")
+class SemanticIdTask(Task):
+    monitor = "recon_error"
+    monitor_mode = "min"
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        params = cfg.task_params
+        self.data = load_sequences(cfg.data)
+        self.modality_names = list(params.get("modalities", ["attributes", "behaviour"]))
+        self.features = item_modalities(self.data, self.modality_names, dim=int(params.get("feature_dim", 64)),
+                                        seed=int(params.get("feature_seed", 0)),
+                                        behaviour_run=params.get("behaviour_run"))
+        self.richness = information_richness(interaction_counts(self.data))
+        self.items = np.arange(1, self.data.n_items + 1)
+        self.finetune_epochs = int(params.get("behaviour_finetune_epochs", 0))
+        if self.finetune_epochs < 0 or (self.finetune_epochs and self.finetune_epochs >= cfg.train.epochs):
+            raise ValueError(f"behaviour_finetune_epochs ({self.finetune_epochs}) must be >= 0 and below "
+                             f"train.epochs ({cfg.train.epochs}): they are the last epochs of the run")
+        if self.finetune_epochs and cfg.train.patience:
+            raise ValueError("train.patience must be 0 with behaviour_finetune_epochs: early stopping in stage 1 "
+                             "would skip the fine-tuning stage")
+        if self.finetune_epochs:
+            self.monitor = "selection"
+        self.pairs = consecutive_pairs(training_sequences(self.data)) if self.finetune_epochs else None
+        if self.pairs is not None and len(self.pairs) == 0:
+            raise ValueError("behaviour fine-tuning needs consecutive item pairs, the training prefixes have none")
+        self.epochs_started = 0
+
+    @property
+    def modality_dims(self) -> dict[str, int]:
+        return {m: int(f.shape[1]) for m, f in self.features.items()}
+
+    def build_model(self):
+        model = build_model(self.cfg.model, self.cfg.model_params, modality_dims=self.modality_dims)
+        if self.finetune_epochs and not getattr(model, "supports_behaviour_finetune", False):
+            raise ValueError(f"model {self.cfg.model!r} has no behaviour-aware fine-tuning stage; "
+                             "set task_params.behaviour_finetune_epochs: 0 (only mmq has one)")
+        return model
+
+    def steps_per_epoch(self) -> int:
+        return -(-len(self.items) // self.cfg.train.batch_size)
+
+    def item_batch(self, items: np.ndarray, prefix: str = "", device: torch.device | None = None) -> dict[str, Any]:
+        batch: dict[str, Any] = {prefix + m: torch.from_numpy(f[items]) for m, f in self.features.items()}
+        batch[prefix + "item"] = torch.from_numpy(np.asarray(items, dtype=np.int64))
+        batch[prefix + "richness"] = torch.from_numpy(self.richness[items])
+        if device is not None:
+            batch = {k: v.to(device) for k, v in batch.items()}
+        return batch
+
+    def in_finetune_stage(self) -> bool:
+        return bool(self.finetune_epochs) and self.epochs_started > self.cfg.train.epochs - self.finetune_epochs
+
+    def train_batches(self, rng: np.random.Generator):
+        self.epochs_started += 1
+        size = self.cfg.train.batch_size
+        if self.in_finetune_stage():
+            # As many pairs per epoch as there are items, so both stages take the same number of steps.
+            picks = self.pairs[rng.integers(len(self.pairs), size=len(self.items))]
+            for start in range(0, len(picks), size):
+                chunk = picks[start:start + size]
+                yield {**self.item_batch(chunk[:, 0]), **self.item_batch(chunk[:, 1], prefix="next:"),
+                       "next_item": torch.from_numpy(chunk[:, 1].copy())}
+            return
+        order = rng.permutation(self.items)
+        for start in range(0, len(order), size):
+            yield self.item_batch(order[start:start + size])
+
+    @torch.no_grad()
+    def encode_all(self, model) -> tuple[np.ndarray, float]:
+        """(codes [n_items, L] of items 1..n, mean reconstruction error over all items)."""
+        device = next(model.parameters()).device
+        codes, error_sum = [], 0.0
+        for start in range(0, len(self.items), EVAL_CHUNK):
+            batch = self.item_batch(self.items[start:start + EVAL_CHUNK], device=device)
+            codes.append(model.encode(batch).cpu().numpy())
+            error_sum += float(model.recon_error(batch)) * len(batch["item"])
+        return np.concatenate(codes).astype(np.int64), error_sum / len(self.items)
+
+    def evaluate(self, model, split: str) -> dict[str, float]:
+        # Tokenization has no held-out items: both splits score all items.
+        codes, error = self.encode_all(model)
+        out = {"recon_error": error, **codebook_stats(codes, model.codebook_sizes)}
+        if self.finetune_epochs:
+            out["selection"] = -float(self.epochs_started) if self.in_finetune_stage() else error
+        return out
+
+    def content_matrix(self) -> np.ndarray:
+        out = l2_normalise(np.concatenate([self.features[m] for m in self.modality_names], 1))
+        out[0] = 0.0
+        return out
+
+    def on_train_end(self, model, run_dir: Path) -> dict[str, Any]:
+        model.eval()
+        codes, error = self.encode_all(model)
+        suffix = collision_suffix(codes)
+        table = np.zeros((self.data.n_items + 1, codes.shape[1] + 1), dtype=np.int64)
+        table[1:, :-1] = codes
+        table[1:, -1] = suffix
+        run_dir = Path(run_dir)
+        np.save(run_dir / "codes.npy", table)
+        np.save(run_dir / "content.npy", self.content_matrix())
+        return {"codebook_stats": codebook_stats(codes, model.codebook_sizes), "recon_error": error,
+                "codebook_sizes": list(model.codebook_sizes), "suffix_max": int(suffix.max()),
+                "suffix_size": int(suffix.max()) + 1, "modalities": self.modality_names,
+                "modality_dims": self.modality_dims}
