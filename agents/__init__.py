@@ -4,6 +4,7 @@ backend, the tool registry other packages plug into, the benchmark runner and ru
 from agents.base import Agent, AgentFactory, trajectory_messages
 from agents.llm import BatchingChat, ChatResult, LLMConfig, LLMError, SamplingConfig, make_llm
 from agents.react import ReactAgent, ReactConfig
+from agents.recsys_tools import configure_recsys_tools
 from agents.registry import agent_names, agent_needs_llm, make_agent, register_agent
 from agents.rewrite_tool import configure_rewrite_tool
 from agents.runner import RunConfig, run_benchmark, summarize
@@ -13,6 +14,7 @@ from agents.trajectories import load_trajectories
 
 __all__ = ["Agent", "AgentFactory", "BatchingChat", "ChatResult", "HeuristicAgent", "LLMConfig", "LLMError",
            "OracleAgent", "ReactAgent", "ReactConfig", "RunConfig", "SamplingConfig", "agent_names",
-           "agent_needs_llm", "agent_tool_names", "attach_agent_tools", "configure_rewrite_tool", "load_trajectories",
+           "agent_needs_llm", "agent_tool_names", "attach_agent_tools", "configure_recsys_tools",
+           "configure_rewrite_tool", "load_trajectories",
            "make_agent", "make_llm", "register_agent",
            "register_agent_tool", "run_benchmark", "summarize", "trajectory_messages"]

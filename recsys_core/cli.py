@@ -105,3 +105,56 @@ def list_models() -> None:
                       if entry.default_config.is_relative_to(Path.cwd()) else str(entry.default_config),
                       "yes" if entry.smoke_config.exists() else "no")
     console.print(table)
+
+
+@app.command()
+def simulate(data_dir: Path = typer.Option(..., "--data-dir", help="A built sandbox (shoplab sandbox build)."),
+             users: int = typer.Option(..., "--users", min=1, help="Number of simulated shoppers."),
+             out: Path = typer.Option(..., "--out", help="Output folder (items, impressions, sequences)."),
+             items: int | None = typer.Option(None, "--items", min=0,
+                                              help="Filler products added to the task products "
+                                                   "(default: a ~20,000-item universe)."),
+             seed: int = typer.Option(0, "--seed"),
+             sessions_per_user: int = typer.Option(8, "--sessions-per-user", min=1),
+             params: list[str] | None = typer.Option(None, "--param", help="Simulator parameter, e.g. "
+                                                     "--param click_bias=-3.5 (repeatable; see SimulatorParams)."),
+             progress: bool = typer.Option(True, "--progress/--no-progress")) -> None:
+    """Simulate shoppers' impressions, clicks and purchases over a sandbox's catalogue."""
+    import yaml
+
+    from recsys_core.simulate import SimulatorParams
+    from recsys_core.simulate import simulate as run
+
+    raw = {}
+    for item in params or []:
+        if "=" not in item:
+            raise typer.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--param")
+        key, value = item.split("=", 1)
+        raw[key.strip()] = yaml.safe_load(value)
+    try:
+        sim_params = SimulatorParams.from_dict(raw)
+        sim_params.validate()
+        manifest = run(data_dir, out, users, n_fillers=items, seed=seed, sessions_per_user=sessions_per_user,
+                       params=sim_params, progress=progress)
+    except (FileNotFoundError, ValueError, TypeError) as exc:
+        _fail(exc)
+    console.print_json(json.dumps({"out": str(out), "counts": manifest["counts"],
+                                   "click_rate": round(manifest["click_rate"], 4), "seconds": manifest["seconds"]}))
+
+
+@app.command("build-service")
+def build_service(sim: Path = typer.Option(..., "--sim", help="The simulator folder the runs were trained on."),
+                  ranker: Path = typer.Option(..., "--ranker", help="A CTR run folder (e.g. DIN)."),
+                  tokenizer: Path = typer.Option(..., "--tokenizer", help="A semantic-ID tokenizer run folder."),
+                  retriever: Path = typer.Option(..., "--retriever", help="A generative-retrieval run folder."),
+                  out: Path = typer.Option(..., "--out", help="Service folder to write (service.json).")) -> None:
+    """Bundle a ranker, tokenizer and retriever trained on one simulation for the agent tools.
+
+    The agent config then names the folder: `recsys: <out>` with the tools in `extra_tools`."""
+    from recsys_core.service import write_service
+
+    try:
+        spec = write_service(out, sim=sim, ranker=ranker, tokenizer=tokenizer, retriever=retriever)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        _fail(exc)
+    console.print_json(json.dumps(spec))

@@ -18,6 +18,7 @@ class ReactConfig:
     tools: list[str] = field(default_factory=lambda: list(SHOPPINGBENCH_TOOLS))
     extra_tools: list[str] = field(default_factory=list)  # names from agents.tool_registry
     rewriter: str = "rule"  # what `rewrite_query` (an extra tool) uses: rule or a trained stage folder
+    recsys: str | None = None  # the service folder the recsys extra tools use (shoplab recsys build-service)
     prompt_dir: str | None = None  # a folder with system_text.md / system_native.md / ... to override ours
     max_observation_chars: int = 1600
     # Older observations shrink to this many characters: the model keeps the thread of the

@@ -22,6 +22,7 @@ from langgraph.graph import END, START, StateGraph
 from agents.llm.base import ChatResult, Message, SamplingConfig
 from agents.react.config import ReactConfig
 from agents.react.parsing import ParsedTurn, ToolCall, parse_native_turn, parse_text_turn
+from agents.recsys_tools import RECSYS_TOOL_NAMES, configure_recsys_tools
 from agents.rewrite_tool import configure_rewrite_tool
 from agents.tool_registry import attach_agent_tools
 from sandbox import ShoppingEnv
@@ -233,6 +234,8 @@ class ReactAgent:
         if self.config.extra_tools:
             if "rewrite_query" in self.config.extra_tools:
                 configure_rewrite_tool(self.config.rewriter)
+            if any(name in RECSYS_TOOL_NAMES for name in self.config.extra_tools):
+                configure_recsys_tools(self.config.recsys)
             attach_agent_tools(env, self.config.extra_tools)
         started = time.perf_counter()
         init: dict[str, Any] = {"messages": [{"role": "system", "content": self.system_prompt(env)},

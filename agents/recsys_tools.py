@@ -1,0 +1,221 @@
+"""Recommender tools for agents: `rank_products`, `similar_products`, `recommend_next`.
+
+They answer from a recsys service folder (`shoplab recsys build-service`): a CTR ranker, a
+semantic-ID tokenizer and a generative retriever trained on a simulation of the sandbox's
+shoppers. An agent config lists the tools in `extra_tools` and names the folder in `recsys:`.
+The service is loaded once per process and world, and shared by every episode (it keeps no
+episode state). Bad arguments become readable tool errors; the episode continues.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from agents.tool_registry import register_agent_tool
+from sandbox.environment import ToolError
+from sandbox.tools import ToolArgs, ToolSpec
+
+RECSYS_TOOL_NAMES = ("rank_products", "similar_products", "recommend_next")
+MAX_RANK_IDS = 100
+MAX_HISTORY_IDS = 50
+MAX_K = 20
+_ID = re.compile(r"^[A-Za-z0-9_\-]{1,40}$")
+
+_lock = threading.Lock()
+_state: dict[str, Any] = {"source": None, "service": None, "world": None}
+
+
+def _id_list(value: Any, field: str) -> list[str]:
+    """A list of product ids from a JSON list or a comma-separated string; numbers become strings."""
+    if isinstance(value, str):
+        parts = value.split(",")
+    elif isinstance(value, list | tuple):
+        parts = list(value)
+    else:
+        raise ValueError(f"{field} must be a list of product id strings")
+    ids: list[str] = []
+    for part in parts:
+        if isinstance(part, bool) or not isinstance(part, str | int):
+            raise ValueError(f"{field} must hold product id strings, not {type(part).__name__}")
+        text = str(part).strip()
+        if not text:
+            continue
+        if not _ID.match(text):
+            raise ValueError(f"not a product id: {text[:60]!r}")
+        if text not in ids:
+            ids.append(text)
+    return ids
+
+
+def _check_k(v: Any) -> Any:
+    if isinstance(v, bool) or isinstance(v, float) and not v.is_integer():
+        raise ValueError("k must be an integer")
+    return v
+
+
+class RankProductsArgs(ToolArgs):
+    product_ids: list[str] = Field(description="Product ids to order by how likely the shopper clicks them "
+                                               "(1 to 100, e.g. from find_product).")
+    # A plain object (not a nested model) keeps the JSON schema free of $refs that small LLMs trip on.
+    context: dict[str, Any] = Field(default_factory=dict, description='Optional, e.g. {"history": ["<id>", ...]}: '
+                                    "products the shopper viewed or bought, oldest first (at most 50).")
+
+    @field_validator("product_ids", mode="before")
+    @classmethod
+    def _ids(cls, v: Any) -> list[str]:
+        ids = _id_list(v, "product_ids")
+        if not ids:
+            raise ValueError("give at least one product id")
+        if len(ids) > MAX_RANK_IDS:
+            raise ValueError(f"at most {MAX_RANK_IDS} product ids per call")
+        return ids
+
+    @field_validator("context", mode="before")
+    @classmethod
+    def _context(cls, v: Any) -> dict[str, Any]:
+        if v is None:
+            return {}
+        if not isinstance(v, dict):
+            raise ValueError('context must be an object such as {"history": ["<product id>", ...]}')
+        unknown = sorted(set(v) - {"history"})
+        if unknown:
+            raise ValueError(f"unknown context keys {unknown}; the only key is history")
+        history = _id_list(v.get("history") or [], "context.history")
+        if len(history) > MAX_HISTORY_IDS:
+            raise ValueError(f"at most {MAX_HISTORY_IDS} history products")
+        return {"history": history}
+
+    def history(self) -> list[str]:
+        return list(self.context.get("history", []))
+
+
+class SimilarProductsArgs(ToolArgs):
+    product_id: str = Field(description="One product id.")
+    k: int = Field(5, ge=1, le=MAX_K, description=f"How many similar products, 1 to {MAX_K}.")
+
+    @field_validator("product_id", mode="before")
+    @classmethod
+    def _id(cls, v: Any) -> str:
+        if isinstance(v, list | tuple) and len(v) == 1:
+            v = v[0]
+        ids = _id_list([v] if isinstance(v, str | int) and not isinstance(v, bool) else v, "product_id")
+        if len(ids) != 1:
+            raise ValueError("give exactly one product_id")
+        return ids[0]
+
+    @field_validator("k", mode="before")
+    @classmethod
+    def _k(cls, v: Any) -> Any:
+        return _check_k(v)
+
+
+class RecommendNextArgs(ToolArgs):
+    history: list[str] = Field(description="Product ids the shopper viewed or bought, oldest first (1 to 50).")
+    k: int = Field(5, ge=1, le=MAX_K, description=f"How many products to recommend, 1 to {MAX_K}.")
+
+    @field_validator("history", mode="before")
+    @classmethod
+    def _history(cls, v: Any) -> list[str]:
+        ids = _id_list(v, "history")
+        if not ids:
+            raise ValueError("give at least one product id")
+        if len(ids) > MAX_HISTORY_IDS:
+            raise ValueError(f"at most {MAX_HISTORY_IDS} history products")
+        return ids
+
+    @field_validator("k", mode="before")
+    @classmethod
+    def _k(cls, v: Any) -> Any:
+        return _check_k(v)
+
+
+RANK_PRODUCTS_SPEC = ToolSpec(
+    name="rank_products",
+    description="Order products by a recommender's predicted click probability for this shopper; give the "
+                "product_ids to order and optionally the shopper's recent products as context.history.",
+    args_model=RankProductsArgs, kind="read", group="recsys")
+SIMILAR_PRODUCTS_SPEC = ToolSpec(
+    name="similar_products",
+    description="Products similar to one product (sharing its semantic ID prefix), with titles.",
+    args_model=SimilarProductsArgs, kind="read", group="recsys")
+RECOMMEND_NEXT_SPEC = ToolSpec(
+    name="recommend_next",
+    description="Products the shopper is likely to want next, given products they viewed (oldest first).",
+    args_model=RecommendNextArgs, kind="read", group="recsys")
+
+
+def configure_recsys_tools(service: str | Path | Any | None) -> None:
+    """Which recommender the recsys tools use: a service folder, a loaded `RecsysService`, or None
+    (the tools then answer with an error saying how to configure one)."""
+    with _lock:
+        if service is None or isinstance(service, str | Path):
+            source = str(service) if service is not None else None
+            if source != _state["source"] or _state["service"] is None:
+                _state.update(source=source, service=None, world=None)
+        else:
+            _state.update(source=None, service=service, world=None)
+
+
+def _service(world) -> Any:
+    with _lock:
+        if _state["service"] is not None and (_state["source"] is None or _state["world"] is world):
+            return _state["service"]
+        if _state["source"] is None:
+            raise ToolError("no recommender service is configured: set `recsys: <service folder>` in the agent "
+                            "config (build one with `shoplab recsys build-service`)")
+        from recsys_core.service import RecsysService
+
+        try:
+            service = RecsysService.load(_state["source"], world)
+        except (FileNotFoundError, ValueError) as exc:
+            raise ToolError(f"the recommender service could not be loaded: {exc}") from exc
+        _state.update(service=service, world=world)
+        return service
+
+
+def _call(fn, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except ValueError as exc:  # the service's messages say what to change
+        raise ToolError(str(exc)) from exc
+
+
+def _rank_products_tool(env) -> tuple[ToolSpec, Any]:
+    def handle(args: RankProductsArgs) -> Any:
+        service = _service(env.world)
+        ranked = _call(service.rank_products, args.product_ids, args.history())
+        return {"ranked": ranked}
+
+    return RANK_PRODUCTS_SPEC, handle
+
+
+def _similar_products_tool(env) -> tuple[ToolSpec, Any]:
+    def handle(args: SimilarProductsArgs) -> Any:
+        service = _service(env.world)
+        return {"product_id": args.product_id, "similar": _call(service.similar_products, args.product_id, args.k)}
+
+    return SIMILAR_PRODUCTS_SPEC, handle
+
+
+def _recommend_next_tool(env) -> tuple[ToolSpec, Any]:
+    def handle(args: RecommendNextArgs) -> Any:
+        service = _service(env.world)
+        recommendations = _call(service.recommend_next, args.history, args.k)
+        out: dict[str, Any] = {"recommendations": recommendations}
+        _, ignored = service.split_known(args.history)
+        if ignored:
+            out["note"] = (f"{len(ignored)} history product(s) are unknown to the recommender and were ignored: "
+                           f"{', '.join(ignored[:5])}")
+        return out
+
+    return RECOMMEND_NEXT_SPEC, handle
+
+
+register_agent_tool("rank_products", _rank_products_tool)
+register_agent_tool("similar_products", _similar_products_tool)
+register_agent_tool("recommend_next", _recommend_next_tool)
