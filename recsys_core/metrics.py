@@ -37,17 +37,22 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 def gauc(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> float:
-    """Impression-weighted mean of per-user AUC over users with both a click and a non-click."""
-    groups, labels, scores = np.asarray(groups), np.asarray(labels), np.asarray(scores)
-    order = np.argsort(groups, kind="stable")
-    groups, labels, scores = groups[order], labels[order], scores[order]
-    bounds = np.flatnonzero(np.diff(groups)) + 1
-    total, weight = 0.0, 0
-    for lab, sc in zip(np.split(labels, bounds), np.split(scores, bounds), strict=True):
-        if lab.min() != lab.max():
-            total += auc(lab, sc) * len(lab)
-            weight += len(lab)
-    return total / weight if weight else float("nan")
+    """Impression-weighted mean of per-user AUC over users with both a click and a non-click (ties
+    count half), from per-user rank sums: one sklearn call per user took minutes for 22k users."""
+    import pandas as pd
+
+    codes = pd.factorize(np.asarray(groups))[0]
+    clicked = np.asarray(labels) > 0.5
+    ranks = pd.Series(np.asarray(scores, dtype=np.float64)).groupby(codes).rank(method="average").to_numpy()
+    n = np.bincount(codes).astype(np.float64)
+    pos = np.bincount(codes, weights=clicked.astype(np.float64))
+    neg = n - pos
+    pos_rank_sum = np.bincount(codes, weights=ranks * clicked)
+    both = (pos > 0) & (neg > 0)
+    if not both.any():
+        return float("nan")
+    per_user = (pos_rank_sum[both] - pos[both] * (pos[both] + 1) / 2) / (pos[both] * neg[both])
+    return float((per_user * n[both]).sum() / n[both].sum())
 
 
 def logloss(labels: np.ndarray, probs: np.ndarray) -> float:

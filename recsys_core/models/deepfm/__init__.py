@@ -1,0 +1,3 @@
+from recsys_core.models.deepfm.model import DeepFM
+
+__all__ = ["DeepFM"]

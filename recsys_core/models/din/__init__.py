@@ -1,0 +1,3 @@
+from recsys_core.models.din.model import DIN, Dice
+
+__all__ = ["DIN", "Dice"]
