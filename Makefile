@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test lint bench rewrite clean
+.PHONY: install run test lint bench rewrite recsys clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -49,6 +49,13 @@ rewrite: $(STAMP)
 	test -f $(DATA_DIR)/manifest.json || $(BIN)/shoplab sandbox build --data-dir $(DATA_DIR) --tasks $(TASKS) \
 		--products $(PRODUCTS) --seed 0
 	$(BIN)/shoplab rewrite run --config configs/rewrite/beque_smollm2.yaml --data-dir $(DATA_DIR) --run-dir runs/rewrite
+
+# Recsys zoo on real data (Amazon Beauty from the S3-Rec files, read by path) + the agent tools' service.
+S3REC ?= ../shared/data/s3rec
+recsys: $(STAMP)
+	test -f $(DATA_DIR)/manifest.json || $(BIN)/shoplab sandbox build --data-dir $(DATA_DIR) --tasks $(TASKS) \
+		--products $(PRODUCTS) --seed 0
+	S3REC=$(S3REC) SANDBOX=$(DATA_DIR) BIN=$(BIN) bash benchmarks/run_recsys.sh
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_build.py
