@@ -105,6 +105,54 @@ def ranking_table(runs: Path) -> tuple[str, dict]:
     return header + "\n" + "\n".join(rows), data
 
 
+def throughput_table(runs: Path) -> tuple[str, dict]:
+    """CPU training throughput of every run (one thread, two runs side by side on the 2 cores)."""
+    rows, data = [], {}
+    for metrics in sorted(runs.glob("*/metrics.json")):
+        r = json.loads(metrics.read_text())
+        unit = {"next_item": "predicted items", "generative_retrieval": "predicted items",
+                "gpsd_pretrain": "predicted items", "semantic_id": "items", "ctr": "samples"}.get(r["task"], "samples")
+        data[metrics.parent.name] = {"model": r["model"], "task": r["task"], "samples_per_s": r["train_samples_per_s"],
+                                     "train_seconds": r["train_seconds"], "epochs": r["epochs_run"],
+                                     "parameters": r["parameters"]["total"]}
+        rows.append(f"| {metrics.parent.name} | {r['model']} | {r['task']} | {r['train_samples_per_s']:,.0f} {unit}/s | "
+                    f"{r['epochs_run']} | {r['train_seconds']:.0f} | {r['parameters']['total']:,} |")
+    header = ("| run | model | task | throughput | epochs | train s | parameters |\n|---|---|---|---|---|---|---|")
+    return header + "\n" + "\n".join(rows), data
+
+
+def plot_gpsd_scaling(rank: dict, path: Path) -> None:
+    """Test AUC against dense parameters for scratch / full transfer / sparse transfer + freezing."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = {"nt": "scratch (NT)", "ft": "full transfer (FT)", "stsf": "sparse transfer + freeze (ST&SF)"}
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for mode, label in labels.items():
+        points = sorted((v["parameters"]["dense"], v["test"]["auc"]["mean"], v["test"]["auc"]["std"])
+                        for k, v in rank.items() if k.startswith("gpsd_d") and k.endswith(f"_{mode}"))
+        if points:
+            xs, ys, es = zip(*points, strict=True)
+            ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=label)
+    for name, label in (("din_beauty", "DIN"), ("deepfm_beauty", "DeepFM")):
+        if name in rank:
+            ax.axhline(rank[name]["test"]["auc"]["mean"], ls="--", lw=0.8, color="grey")
+            ax.text(6e4, rank[name]["test"]["auc"]["mean"] + 0.001, label, fontsize=7)
+    ax.set_xscale("log")
+    sizes = sorted({(v["parameters"]["dense"], k.split("_")[1]) for k, v in rank.items() if k.startswith("gpsd_d")})
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xticks([n for n, _ in sizes], [f"{d}\n{n / 1000:.0f}k" for n, d in sizes])
+    ax.set_xlabel("model size (dense parameters)")
+    ax.set_ylabel("test AUC (Beauty CTR)")
+    ax.set_title("GPSD on Amazon Beauty: transfer vs scratch")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", default="runs/recsys")
@@ -114,9 +162,12 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     sid_md, sid = semantic_id_table(runs)
     rank_md, rank = ranking_table(runs)
+    thr_md, thr = throughput_table(runs)
+    (out / "throughput.md").write_text(thr_md + "\n")
     (out / "semantic_ids.md").write_text(sid_md + "\n")
     (out / "ranking.md").write_text(rank_md + "\n")
-    (out / "tables.json").write_text(json.dumps({"semantic_ids": sid, "ranking": rank}, indent=2))
+    plot_gpsd_scaling(rank, out / "gpsd_scaling.png")
+    (out / "tables.json").write_text(json.dumps({"semantic_ids": sid, "ranking": rank, "throughput": thr}, indent=2))
     print(json.dumps({"semantic_ids": list(sid), "ranking": list(rank)}))
     print(sid_md)
     print(rank_md)
