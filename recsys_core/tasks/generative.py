@@ -34,6 +34,7 @@ from recsys_core.data.sequences import SequenceData, load_sequences, split_input
 from recsys_core.metrics import codebook_stats, ranking_metrics
 from recsys_core.registry import build_model, register_task
 from recsys_core.tasks.base import Task
+from recsys_core.tasks.semantic_id import collision_suffix
 
 METRIC_KS = (5, 10)
 
@@ -42,14 +43,7 @@ METRIC_KS = (5, 10)
 def add_collision_suffix(codes: np.ndarray) -> np.ndarray:
     """Append TIGER's collision column: 0, 1, 2, ... over the items (in row order) sharing a tuple."""
     codes = np.asarray(codes, dtype=np.int64)
-    _, inverse = np.unique(codes, axis=0, return_inverse=True)
-    inverse = inverse.ravel()
-    order = np.argsort(inverse, kind="stable")
-    group_start = np.r_[0, np.flatnonzero(np.diff(inverse[order])) + 1]
-    starts = np.repeat(group_start, np.diff(np.r_[group_start, len(order)]))
-    suffix = np.empty(len(codes), dtype=np.int64)
-    suffix[order] = np.arange(len(order)) - starts
-    return np.concatenate([codes, suffix[:, None]], axis=1)
+    return np.concatenate([codes, collision_suffix(codes)[:, None]], axis=1)
 
 
 def kmeans_codes(features: np.ndarray, sizes: list[int], seed: int = 0) -> np.ndarray:
