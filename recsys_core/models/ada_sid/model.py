@@ -1,7 +1,7 @@
 """ADA-SID / MMQ-v2 (arXiv 2510.25622): parallel content and behaviour semantic IDs with
 richness-adaptive behaviour–content alignment and a dynamic behavioural router.
 
-The paper's equations were not readable; this is the METHODS.md [proposal] form:
+The paper's equations were not readable; this is our reproduction form [proposal]:
 - content branch h_c = Enc_c([content modalities]) (text / attributes), behaviour branch
   h_b = Enc_b(x_behaviour); each has its own residual quantizer (content codes, behavioural codes);
 - richness ρ_i = log(1+n_i)/max_j log(1+n_j) (from training-prefix counts, given per item by the task),

@@ -8,7 +8,7 @@ Stage 1, per item with modalities x_m and x = [x_1; …; x_M]:
 - loss = ‖x − Dec(z_q)‖² + aux_weight · Σ_m ‖x_m − Dec_m(mean_j z_{m,j})‖²
          + orth_weight · Σ_{i,j,m} |cos(z_{s,i}, z_{m,j})| + Σ_l (codebook + β · commitment).
   The per-modality auxiliary reconstruction reads the modality's specific experts (unquantized) so
-  they must carry that modality's information [proposal]; L_orth is the METHODS.md [proposal] form.
+  they must carry that modality's information [proposal]; L_orth is our reproduction form [proposal]: Σ|cos| between expert outputs.
 
 Stage 2 (behaviour-aware fine-tuning, our reading): the paper trains the tokenizer jointly with the
 downstream recommender through soft indexing p = softmax(cos(r, c)/τ). Here the downstream signal is
