@@ -45,3 +45,14 @@ def similarity():
     from sandbox.scorer import default_title_similarity
 
     return default_title_similarity()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module of tiny models: on a shared 2-core CPU more threads only spin-wait."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

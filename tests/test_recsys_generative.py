@@ -22,13 +22,7 @@ from recsys_core.tasks.generative import (
 SMOKE = Path(__file__).resolve().parent.parent / "recsys_core" / "models" / "tiger" / "smoke.yaml"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The models here are tiny: one thread avoids spin-waiting on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_task(*overrides: str):

@@ -25,13 +25,7 @@ SMALL_PARAMS = {"din": {"embed_dim": 8, "attention_hidden": [16], "mlp_hidden": 
                 "gpsd": {"hidden": 32, "layers": 1, "heads": 4}}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # the suite shares two cores with other jobs: more threads only add contention
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def ctr_config(model: str, data: dict | None = None, epochs: int = 4, **params) -> ExperimentConfig:
@@ -324,7 +318,6 @@ def test_din_trains_on_simulated_data(tmp_path):
 @pytest.fixture(scope="module")
 def pretrained_run(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("gpsd") / "pretrain"
-    torch.set_num_threads(1)
     result = Trainer(pretrain_config(), run).fit()
     assert result["valid"]["ndcg@10"] > 0.2  # a random ranking of 60 items gives ~0.03
     return run

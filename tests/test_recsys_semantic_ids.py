@@ -32,13 +32,7 @@ from recsys_core.trainer import Trainer, load_run
 TOKENIZERS = ["rqvae", "mmq", "ada_sid", "mpq"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models: extra threads only contend on a shared CPU.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def smoke_config(name: str) -> ExperimentConfig:
