@@ -52,6 +52,17 @@ def _id_list(value: Any, field: str) -> list[str]:
     return ids
 
 
+def _bounded_ids(value: Any, field: str, limit: int, too_many: str, allow_empty: bool = False) -> list[str]:
+    """`_id_list` with the count checks every tool argument applies: at least one id (unless
+    `allow_empty`), at most `limit`."""
+    ids = _id_list(value, field)
+    if not ids and not allow_empty:
+        raise ValueError("give at least one product id")
+    if len(ids) > limit:
+        raise ValueError(too_many)
+    return ids
+
+
 def _check_k(v: Any) -> Any:
     if isinstance(v, bool) or isinstance(v, float) and not v.is_integer():
         raise ValueError("k must be an integer")
@@ -68,12 +79,7 @@ class RankProductsArgs(ToolArgs):
     @field_validator("product_ids", mode="before")
     @classmethod
     def _ids(cls, v: Any) -> list[str]:
-        ids = _id_list(v, "product_ids")
-        if not ids:
-            raise ValueError("give at least one product id")
-        if len(ids) > MAX_RANK_IDS:
-            raise ValueError(f"at most {MAX_RANK_IDS} product ids per call")
-        return ids
+        return _bounded_ids(v, "product_ids", MAX_RANK_IDS, f"at most {MAX_RANK_IDS} product ids per call")
 
     @field_validator("context", mode="before")
     @classmethod
@@ -85,10 +91,8 @@ class RankProductsArgs(ToolArgs):
         unknown = sorted(set(v) - {"history"})
         if unknown:
             raise ValueError(f"unknown context keys {unknown}; the only key is history")
-        history = _id_list(v.get("history") or [], "context.history")
-        if len(history) > MAX_HISTORY_IDS:
-            raise ValueError(f"at most {MAX_HISTORY_IDS} history products")
-        return {"history": history}
+        return {"history": _bounded_ids(v.get("history") or [], "context.history", MAX_HISTORY_IDS,
+                                        f"at most {MAX_HISTORY_IDS} history products", allow_empty=True)}
 
     def history(self) -> list[str]:
         return list(self.context.get("history", []))
@@ -121,12 +125,7 @@ class RecommendNextArgs(ToolArgs):
     @field_validator("history", mode="before")
     @classmethod
     def _history(cls, v: Any) -> list[str]:
-        ids = _id_list(v, "history")
-        if not ids:
-            raise ValueError("give at least one product id")
-        if len(ids) > MAX_HISTORY_IDS:
-            raise ValueError(f"at most {MAX_HISTORY_IDS} history products")
-        return ids
+        return _bounded_ids(v, "history", MAX_HISTORY_IDS, f"at most {MAX_HISTORY_IDS} history products")
 
     @field_validator("k", mode="before")
     @classmethod
