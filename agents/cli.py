@@ -21,11 +21,13 @@ def _select_tasks(world, task_files: list[Path] | None, intents: list[str] | Non
 
     if task_files:
         wanted = load_tasks(task_files)
-        missing = [t.task_id for t in wanted if t.task_id not in world.tasks]
+        # Tasks built into the sandbox, or tasks over products already in its catalogue (generated training
+        # tasks): anything else has no gold to find, and would score 0 for every agent.
+        missing = [t.task_id for t in wanted if t.task_id not in world.tasks and not _golds_in_catalogue(world, t)]
         if missing:
             raise typer.BadParameter(f"{len(missing)} tasks are not in this sandbox (e.g. {missing[0]}); "
                                      "rebuild it with these task files in --tasks", param_hint="--tasks")
-        tasks = [world.tasks[t.task_id] for t in wanted]
+        tasks = [world.tasks.get(t.task_id, t) for t in wanted]
     else:
         tasks = list(world.tasks.values())
     if intents:
@@ -40,6 +42,13 @@ def _select_tasks(world, task_files: list[Path] | None, intents: list[str] | Non
                 kept.append(t)
         tasks = kept
     return tasks
+
+
+def _golds_in_catalogue(world, task) -> bool:
+    if task.voucher is not None or task.knowledge_attribute is not None:
+        return False  # their vouchers and records are registered when the sandbox is built
+    ids = [s.product_id for s in task.reward]
+    return len(world.products(ids)) == len(set(ids))
 
 
 def print_summary(summary: dict, title: str) -> None:

@@ -39,6 +39,7 @@ def _register_builtin() -> None:
 
     register_agent("heuristic", HeuristicAgent)
     register_agent("oracle", OracleAgent)
+    register_agent("teacher", lambda **kw: OracleAgent(query_source="instruction", visible_hits=3, **kw))
     register_agent("react", _react_agent, needs_llm=True)
 
 

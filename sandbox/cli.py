@@ -65,6 +65,31 @@ def build(
         console.print(f"[yellow]conflict:[/yellow] {c}")
 
 
+@app.command("gen-tasks")
+def gen_tasks(
+    data_dir: Path = typer.Option(..., "--data-dir"),
+    out: Path = typer.Option(..., "--out", help="A ShoppingBench-format .jsonl task file."),
+    n_product: int = typer.Option(300, "--n-product", min=0),
+    n_shop: int = typer.Option(0, "--n-shop", min=0),
+    seed: int = typer.Option(0, "--seed"),
+    start: int = typer.Option(0, "--start", min=0, help="First generated product drawn from."),
+    pool: int = typer.Option(20_000, "--pool", min=1, help="Generated products drawn from, from --start on: "
+                             "runs whose [start, start+pool) ranges do not overlap share no product."),
+) -> None:
+    """Training tasks from the catalogue's generated products (never the evaluation tasks' golds)."""
+    from sandbox import ShoppingWorld
+    from sandbox.task_generator import TaskGeneratorConfig, generate_tasks
+
+    tasks = generate_tasks(ShoppingWorld.open(data_dir), TaskGeneratorConfig(n_product=n_product, n_shop=n_shop,
+                                                                             seed=seed, start=start, pool=pool))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8") as fh:
+        for t in tasks:
+            fh.write(json.dumps(t.to_shoppingbench(), ensure_ascii=False) + "\n")
+    counts = {i: sum(t.intent.value == i for t in tasks) for i in ("product", "shop")}
+    console.print(f"wrote {len(tasks)} tasks ({counts}) to {out}")
+
+
 @app.command()
 def info(data_dir: Path = typer.Option(..., "--data-dir")) -> None:
     """Print a built sandbox's manifest."""

@@ -10,7 +10,8 @@ CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
-def build_tiny_chat_model(out_dir: str | Path, corpus: Iterable[str], vocab_size: int = 600, seed: int = 0) -> Path:
+def build_tiny_chat_model(out_dir: str | Path, corpus: Iterable[str], vocab_size: int = 600, seed: int = 0,
+                          max_positions: int = 512, hidden_size: int = 64, num_layers: int = 2) -> Path:
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -28,8 +29,9 @@ def build_tiny_chat_model(out_dir: str | Path, corpus: Iterable[str], vocab_size
     fast.chat_template = CHATML
     fast.save_pretrained(out)
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+    config = LlamaConfig(vocab_size=len(fast), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+                         num_hidden_layers=num_layers,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=max_positions,
                          eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id, bos_token_id=None,
                          tie_word_embeddings=True)
     LlamaForCausalLM(config).save_pretrained(out)

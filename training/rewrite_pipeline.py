@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from rewrite import (
 )
 from rewrite.data import read_jsonl, write_jsonl
 from rewrite.model import distinct_rewrites
+from training.config_utils import build_dataclass
 from training.stage_config import AlignStageConfig, LoraSettings, SFTStageConfig
 from training.stages import run_dpo_stage, run_pro_stage, run_sft_stage, stage_policy_model
 
@@ -55,7 +56,7 @@ class RewritePipelineConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> RewritePipelineConfig:
-        return _build(cls, raw, "")
+        return build_dataclass(cls, raw)
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> RewritePipelineConfig:
@@ -66,20 +67,6 @@ class RewritePipelineConfig:
 
     def path(self, *parts: str) -> Path:
         return Path(self.run_dir).joinpath(*parts)
-
-
-def _build(cls, raw: dict[str, Any], where: str):
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(raw) - set(known))
-    if unknown:
-        raise ValueError(f"unknown key(s) {unknown} in {where or 'the config'}; known: {', '.join(known)}")
-    kwargs: dict[str, Any] = {}
-    for name, value in raw.items():
-        factory = known[name].default_factory
-        default = factory() if callable(factory) else None
-        kwargs[name] = _build(type(default), value, f"{where}{name}.") if is_dataclass(default) and \
-            isinstance(value, dict) else value
-    return cls(**kwargs)
 
 
 class RewritePipeline:

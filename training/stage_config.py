@@ -30,6 +30,10 @@ class SFTStageConfig:
     max_steps: int = -1
     full_finetune: bool = False
     save_steps: int = 200
+    tool_chat_template: bool = False  # training.chat_template: tool calls, generation markers (assistant-only loss)
+    padding_free: bool = False        # one row per batch, no padding (flash-attention style); CPU: keep False
+    logging_steps: int = 5
+    bf16: bool = False                # bf16 autocast: faster on CPUs with AVX512-BF16 / AMX, and on GPUs
 
 
 @dataclass
@@ -44,3 +48,23 @@ class AlignStageConfig:
     max_pairs_per_query: int = 3     # DPO: the best level against each worse level, at most this many
     max_steps: int = -1
     save_steps: int = 200
+
+
+@dataclass
+class GRPOStageConfig:
+    """GRPO (TRL GRPOTrainer) with LoRA; `batch_size` counts completions and must be a multiple of
+    `num_generations` (one prompt per step with the defaults)."""
+    enabled: bool = True
+    learning_rate: float = 1e-5
+    num_generations: int = 4
+    batch_size: int = 4
+    grad_accum: int = 1
+    max_steps: int = 16
+    max_completion_length: int = 64
+    max_tool_calling_iterations: int | None = None  # episode GRPO: tool rounds per rollout
+    temperature: float = 0.7
+    top_p: float = 0.9
+    beta: float = 0.001               # KL to the reference (the stage's starting model)
+    save_steps: int = 8
+    bf16: bool = True
+    tasks: int = 16                   # episode GRPO: training tasks the rollouts draw from

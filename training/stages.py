@@ -17,7 +17,7 @@ from typing import Any
 from datasets import Dataset
 
 from rewrite.model import STAGE_FILE  # the stage-folder format `RewriteModel.load` reads
-from training.stage_config import AlignStageConfig, LoraSettings, SFTStageConfig
+from training.stage_config import AlignStageConfig, GRPOStageConfig, LoraSettings, SFTStageConfig
 
 
 def _trainer_args(out_dir: Path, epochs: float, learning_rate: float, batch_size: int, grad_accum: int,
@@ -29,12 +29,16 @@ def _trainer_args(out_dir: Path, epochs: float, learning_rate: float, batch_size
             "bf16": False, "report_to": "none", "dataloader_num_workers": 0, "save_only_model": False}
 
 
-def _load(model_path: str):
+def _load(model_path: str, tool_chat_template: bool = False):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     tokenizer = AutoTokenizer.from_pretrained(model_path)
+    if tool_chat_template:
+        from training.chat_template import use_tool_chat_template
+
+        use_tool_chat_template(tokenizer)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
@@ -91,16 +95,23 @@ def stage_policy_model(stage_dir: str | Path) -> str:
 
 def run_sft_stage(model_path: str, dataset: Dataset, out_dir: str | Path, cfg: SFTStageConfig,
                   lora: LoraSettings | None = None, seed: int = 0, resume: bool = False, merge: bool = True) -> Path:
-    """Supervised fine-tuning on prompt/completion chat data; the loss covers the completion only."""
+    """Supervised fine-tuning on chat data: the loss covers the completion (prompt/completion rows) or
+    every assistant turn (`messages` rows; needs a template with generation markers, see
+    `training.chat_template`)."""
     from trl import SFTConfig, SFTTrainer
 
     out = Path(out_dir)
-    model, tokenizer = _load(model_path)
+    model, tokenizer = _load(model_path, cfg.tool_chat_template)
     keep = [c for c in ("prompt", "completion", "messages") if c in dataset.column_names]
     dataset = dataset.select_columns(keep)
-    args = SFTConfig(**_trainer_args(out, cfg.epochs, cfg.learning_rate, cfg.batch_size, cfg.grad_accum,
-                                     cfg.max_steps, cfg.save_steps, seed, cfg.warmup_ratio),
-                     max_length=cfg.max_length, completion_only_loss=True if "prompt" in keep else None)
+    conversations = "messages" in keep
+    trainer_args = _trainer_args(out, cfg.epochs, cfg.learning_rate, cfg.batch_size, cfg.grad_accum,
+                                 cfg.max_steps, cfg.save_steps, seed, cfg.warmup_ratio)
+    trainer_args["logging_steps"] = cfg.logging_steps
+    trainer_args["bf16"] = cfg.bf16
+    args = SFTConfig(**trainer_args, max_length=cfg.max_length,
+                     completion_only_loss=True if "prompt" in keep else None,
+                     assistant_only_loss=conversations and cfg.tool_chat_template, padding_free=cfg.padding_free)
     use_lora = not cfg.full_finetune
     peft_config = (lora or LoraSettings()).peft_config() if use_lora else None
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
@@ -144,3 +155,47 @@ def run_pro_stage(model_path: str, dataset: Dataset, out_dir: str | Path, cfg: A
                                      cfg.max_steps, cfg.save_steps, seed), max_length=cfg.max_length,
                      sft_weight=cfg.sft_weight)
     return _run_preference_stage(PROTrainer, args, model_path, dataset, out, lora, resume, merge, "queries")
+
+
+def run_grpo_stage(model_path: str, dataset: Dataset, out_dir: str | Path, cfg: GRPOStageConfig,
+                   reward_funcs: list | None = None, environment_factory=None, lora: LoraSettings | None = None,
+                   seed: int = 0, resume: bool = False, merge: bool = True, tool_chat_template: bool = True) -> Path:
+    """GRPO on `prompt` rows with a fresh LoRA adapter on `model_path`.
+
+    Step-level: `reward_funcs` score each generated turn (extra dataset columns reach them as keyword
+    arguments). Episode-level: `environment_factory` turns every rollout into a multi-turn episode in
+    an environment whose `get_reward()` scores it (see `training.episode_env`).
+    """
+    import os
+
+    from trl import GRPOConfig, GRPOTrainer
+
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    out = Path(out_dir)
+    model, tokenizer = _load(model_path, tool_chat_template)
+    tokenizer.padding_side = "left"
+    if environment_factory is None:
+        # Step rewards judge the raw turn (its format included): with a response parser set, TRL would
+        # hand them the parser's reading instead, which drops the markup of a malformed call.
+        for attr in ("response_template", "response_schema"):
+            if getattr(tokenizer, attr, None) is not None:
+                setattr(tokenizer, attr, None)
+    trainer_args = _trainer_args(out, 1.0, cfg.learning_rate, cfg.batch_size, cfg.grad_accum, cfg.max_steps,
+                                 cfg.save_steps, seed)
+    trainer_args.update(logging_steps=1, bf16=cfg.bf16, warmup_steps=0, lr_scheduler_type="constant")
+    extra = {}
+    if cfg.max_tool_calling_iterations is not None:
+        extra["max_tool_calling_iterations"] = cfg.max_tool_calling_iterations
+    args = GRPOConfig(**trainer_args, num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
+                      temperature=cfg.temperature, top_p=cfg.top_p, beta=cfg.beta, log_completions=False,
+                      shuffle_dataset=True, **extra)
+    trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs or None, args=args, train_dataset=dataset,
+                          processing_class=tokenizer, peft_config=(lora or LoraSettings()).peft_config(),
+                          environment_factory=environment_factory)
+    metrics = _train(trainer, out, resume)
+    rewards = [h for h in trainer.state.log_history if "reward" in h]
+    metrics.update(prompts=len(dataset), rewards=[round(float(h["reward"]), 4) for h in rewards],
+                   reward_std=[round(float(h.get("reward_std", 0.0)), 4) for h in rewards],
+                   reward_components=[{k: round(float(v), 4) for k, v in h.items() if k.startswith("rewards/")}
+                                      for h in rewards])
+    return save_stage(trainer, tokenizer, out, model_path, True, merge, metrics)

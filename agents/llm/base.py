@@ -46,6 +46,9 @@ class LLMConfig:
     # text: ShoppingBench's <tool_call> format described in the system prompt (works for any model);
     # native: tools passed to the chat template / API and tool calls returned as structures.
     tool_format: str = "text"
+    # A chat template other than the model's own: `tool` (agents.llm.chat_templates: Hermes tool calls
+    # on ChatML, what distilled SmolLM2 students are trained with) or a path to a .jinja file.
+    chat_template: str | None = None
     max_retries: int = 4
     timeout_s: float = 120.0
     sampling: SamplingConfig = field(default_factory=SamplingConfig)

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from agents.llm.base import ChatResult, LLMConfig, LLMError, Message, SamplingConfig
+from agents.llm.chat_templates import resolve_chat_template
 from agents.llm.kv_store import PrefixKVStore
 from agents.llm.models import resolve_model
 from agents.llm.rendering import render_for_template
@@ -32,6 +33,9 @@ class TransformersChat:
         path = resolve_model(config.model)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
+            template = resolve_chat_template(config.chat_template)
+            if template:
+                self.tokenizer.chat_template = template
             dtype = getattr(torch, config.dtype) if config.dtype != "auto" else "auto"
             engine_kwargs = {k: v for k, v in config.engine_kwargs.items()
                              if k not in ("prefix_cache", "kv_cache_memory_bytes")}

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.llm.base import ChatResult, LLMConfig, LLMError, Message, SamplingConfig
+from agents.llm.chat_templates import resolve_chat_template
 from agents.llm.models import resolve_model
 from agents.llm.rendering import messages_for
 
@@ -59,6 +60,7 @@ class VLLMChat:
             kwargs.update(enable_lora=True, max_lora_rank=max(8, int(rank)), max_loras=1)
             self.lora_request = LoRARequest(adapter.name, 1, str(adapter))
         kwargs.update(config.engine_kwargs)
+        self.chat_template = resolve_chat_template(config.chat_template)
         self.engine = LLM(**kwargs)
 
     def chat_batch(self, conversations: list[list[Message]], tools: list[dict[str, Any]] | None,
@@ -74,7 +76,7 @@ class VLLMChat:
         started = time.perf_counter()
         try:
             outputs = self.engine.chat(convs, params, use_tqdm=False, lora_request=self.lora_request,
-                                       tools=tools if native and tools else None)
+                                       tools=tools if native and tools else None, chat_template=self.chat_template)
         except ValueError as exc:  # e.g. a prompt longer than max_model_len
             if len(convs) == 1:
                 return [ChatResult(text="", error=str(exc)[:500])]

@@ -20,6 +20,10 @@ class ReactConfig:
     rewriter: str = "rule"  # what `rewrite_query` (an extra tool) uses: rule or a trained stage folder
     recsys: str | None = None  # the service folder the recsys extra tools use (shoplab recsys build-service)
     prompt_dir: str | None = None  # a folder with system_text.md / system_native.md / ... to override ours
+    # The system prompt's file name; default by tool format (system_text / system_native). Distilled
+    # students use system_hermes: the compact tool list plus Hermes-style calls (training.chat_template).
+    system_prompt: str | None = None
+    tool_descriptions: str = "full"  # full | compact (one line per tool: see describe_tools)
     max_observation_chars: int = 1600
     # Older observations shrink to this many characters: the model keeps the thread of the
     # episode, the prompt stays short, and prefill (the cost on CPU) stays bounded.

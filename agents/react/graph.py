@@ -47,8 +47,14 @@ class ReactState(TypedDict, total=False):
     final_recommendation: str | None
 
 
-def describe_tools(specs: list[ToolSpec]) -> str:
-    """A compact, readable tool list for the text format (JSON schemas cost 3x the tokens)."""
+def describe_tools(specs: list[ToolSpec], style: str = "full") -> str:
+    """A readable tool list for the system prompt (JSON schemas cost 3x the tokens).
+
+    `compact` is one line per tool, its signature and first sentence (a quarter of the tokens), for
+    small students that learn the arguments' formats from examples rather than from prose.
+    """
+    if style == "compact":
+        return "\n".join(_compact_tool_line(spec) for spec in specs)
     lines = []
     for spec in specs:
         schema = spec.openai_schema()["function"]["parameters"]
@@ -62,6 +68,13 @@ def describe_tools(specs: list[ToolSpec]) -> str:
             params.append(f"    {pname} ({kind}, {extra}){desc}")
         lines.append(f"- {spec.name}: {spec.description}" + ("\n" + "\n".join(params) if params else ""))
     return "\n".join(lines)
+
+
+def _compact_tool_line(spec: ToolSpec) -> str:
+    schema = spec.openai_schema()["function"]["parameters"]
+    required = set(schema.get("required", []))
+    params = [name if name in required else f"{name}?" for name in schema.get("properties", {})]
+    return f"- {spec.name}({', '.join(params)}): {spec.description.split('. ')[0].rstrip('.')}."
 
 
 def _shorten(text: str, limit: int) -> str:
@@ -86,8 +99,9 @@ class ReactAgent:
 
     # -- prompt -------------------------------------------------------------------
     def system_prompt(self, env: ShoppingEnv) -> str:
-        name = "system_text" if self.tool_format == "text" else "system_native"
-        return self.config.prompt(name, tools=describe_tools(env.tool_specs()), max_steps=self.config.max_steps)
+        name = self.config.system_prompt or ("system_text" if self.tool_format == "text" else "system_native")
+        return self.config.prompt(name, tools=describe_tools(env.tool_specs(), self.config.tool_descriptions),
+                                  max_steps=self.config.max_steps)
 
     def prompt_messages(self, messages: list[Message]) -> list[Message]:
         """The conversation as the model sees it: recent observations whole, older ones shortened."""

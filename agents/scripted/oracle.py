@@ -3,11 +3,17 @@
 It forms queries and filters from the reward's titles and constraints but never uses the gold
 product id: each product is reached through `find_product` results and checked with
 `view_product_information`, exactly as an agent would.
+
+With `query_source="instruction"` it is a teacher for distillation: its queries are the words of
+the instruction that also occur in the wanted product's title, SKU options or attributes (in the
+instruction's order), so every action a student is trained to copy can be read off its own input.
+Only the choice among search results still uses the reward, which rejection sampling needs.
 """
 
 from __future__ import annotations
 
 import itertools
+import re
 from typing import Any
 
 from sandbox import ShoppingEnv
@@ -24,12 +30,32 @@ from sandbox.tasks import ProductSpec
 from sandbox.tools import MAX_QUERY_CHARS
 
 _CANDIDATE_ID = "__candidate__"  # makes the scorer judge by rules, never by id
+_TOKEN = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
+_STOP = frozenset("a an and the for with of in on to from by or that is are be i me my it its all any some "
+                  "same shop show find need want looking look can you help please".split())
+
+
+def grounded_query(instruction: str, spec: ProductSpec) -> str:
+    """The instruction's words that name this product (title, SKU and attribute words), in order."""
+    vocabulary = set(_TOKEN.findall(" ".join([*spec.title, *(v for _, v in spec.sku_pairs()),
+                                              *(v for _, v in spec.attribute_pairs())]).lower()))
+    words = [w for w in _TOKEN.findall(instruction.lower()) if w in vocabulary and w not in _STOP]
+    return " ".join(dict.fromkeys(words))
 
 
 class OracleAgent:
     name = "oracle"
 
-    def __init__(self, similarity: TitleSimilarity | None = None, max_pages: int = 3, per_spec: int = 5):
+    def __init__(self, similarity: TitleSimilarity | None = None, max_pages: int = 3, per_spec: int = 5,
+                 query_source: str = "title", visible_hits: int = 10):
+        if query_source not in ("title", "instruction"):
+            raise ValueError("query_source must be 'title' or 'instruction'")
+        self.query_source = query_source
+        # Only the first `visible_hits` results of a page are considered: a teacher for a student that
+        # sees shortened observations must pick among what the student sees.
+        self.visible_hits = visible_hits
+        if query_source == "instruction":
+            self.name = "teacher"
         self.similarity = similarity or default_title_similarity()
         self.max_pages = max_pages
         self.per_spec = per_spec
@@ -53,7 +79,10 @@ class OracleAgent:
         r = spec.price_range()
         return {"price": r.as_filter() if r else None, "service": ",".join(spec.service) or None}
 
-    def _queries(self, spec: ProductSpec) -> list[str]:
+    def _queries(self, spec: ProductSpec, env: ShoppingEnv | None = None) -> list[str]:
+        if self.query_source == "instruction" and env is not None:
+            q = grounded_query(env.instruction, spec)
+            return [q] if q else []
         title = spec.title[0]
         values = " ".join(v for _, v in spec.sku_pairs() + spec.attribute_pairs())
         return [title, f"{' '.join(title.split()[:8])} {values}".strip()]
@@ -73,7 +102,7 @@ class OracleAgent:
                    max_pages: int | None = None, n_queries: int = 2) -> list[dict[str, Any]]:
         """Products (search hit + details) that meet every constraint of `spec`."""
         found: dict[str, dict[str, Any]] = {}
-        for q in self._queries(spec)[:n_queries]:
+        for q in self._queries(spec, env)[:n_queries]:
             for page in range(1, (max_pages or self.max_pages) + 1):
                 if env.state.steps >= env.max_steps - 3:
                     return list(found.values())
@@ -81,7 +110,8 @@ class OracleAgent:
                 if not hits:
                     break
                 # Cheap checks on the hit first; only plausible hits are opened.
-                plausible = [h for h in self._title_matches(hits, spec) if h["product_id"] not in found]
+                plausible = [h for h in self._title_matches(hits[:self.visible_hits], spec)
+                             if h["product_id"] not in found]
                 self._details(env, [h["product_id"] for h in plausible], cache)
                 for h in plausible:
                     detail = cache.get(h["product_id"])
@@ -148,7 +178,8 @@ class OracleAgent:
         for spec in specs:
             shops: set[str] = set()
             for page in range(1, pages + 1):
-                hits = self._search(env, spec.title[0], page, **self._filters(spec))
+                queries = self._queries(spec, env)
+                hits = self._search(env, queries[0], page, **self._filters(spec)) if queries else []
                 shops.update(h["shop_id"] for h in self._title_matches(hits, spec))
                 if len(hits) < 10:
                     break
