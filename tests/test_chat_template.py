@@ -202,3 +202,15 @@ def test_refuses_a_tokenizer_without_chatml_tokens(unk):
     half = tiny_tokenizer(specials=["<|endoftext|>", "<|im_start|>"], eos="<|endoftext|>")
     with pytest.raises(ValueError, match=r"lacks \['<\|im_end\|>'\]"):
         use_tool_chat_template(half)
+
+
+def test_hermes_students_get_every_prompt_in_their_own_call_format():
+    from agents.react import ReactConfig
+    from agents.react.parsing import parse_native_turn
+
+    hermes = ReactConfig(system_prompt="system_hermes")
+    for name, values in (("format_error", {"error": "x"}), ("final_recommendation", {"seen_ids": "ids"})):
+        example = hermes.prompt(name, **values)
+        assert '"arguments"' in example and '"parameters"' not in example
+        assert parse_native_turn(example[example.index("<tool_call>"):], None).calls
+        assert '"parameters"' in ReactConfig().prompt(name, **values)  # the text format keeps its own

@@ -68,3 +68,7 @@ class GRPOStageConfig:
     save_steps: int = 8
     bf16: bool = True
     tasks: int = 16                   # episode GRPO: training tasks the rollouts draw from
+    # GPU: generate rollouts with vLLM (TRL's `colocate` shares the training GPU; `server` talks to
+    # `trl vllm-serve` on other GPUs). Needs the official vllm package and CUDA.
+    use_vllm: bool = False
+    vllm_mode: str = "colocate"

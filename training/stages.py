@@ -25,8 +25,14 @@ def _trainer_args(out_dir: Path, epochs: float, learning_rate: float, batch_size
     return {"output_dir": str(out_dir), "num_train_epochs": epochs, "learning_rate": learning_rate,
             "per_device_train_batch_size": batch_size, "gradient_accumulation_steps": grad_accum,
             "max_steps": max_steps, "save_steps": save_steps, "save_total_limit": 2, "logging_steps": 5,
-            "warmup_steps": warmup_ratio, "lr_scheduler_type": "cosine", "seed": seed, "use_cpu": True,
+            "warmup_steps": warmup_ratio, "lr_scheduler_type": "cosine", "seed": seed, "use_cpu": not _has_gpu(),
             "bf16": False, "report_to": "none", "dataloader_num_workers": 0, "save_only_model": False}
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _load(model_path: str, tool_chat_template: bool = False):
@@ -183,7 +189,9 @@ def run_grpo_stage(model_path: str, dataset: Dataset, out_dir: str | Path, cfg: 
     trainer_args = _trainer_args(out, 1.0, cfg.learning_rate, cfg.batch_size, cfg.grad_accum, cfg.max_steps,
                                  cfg.save_steps, seed)
     trainer_args.update(logging_steps=1, bf16=cfg.bf16, warmup_steps=0, lr_scheduler_type="constant")
-    extra = {}
+    extra: dict[str, Any] = {}
+    if cfg.use_vllm:
+        extra.update(use_vllm=True, vllm_mode=cfg.vllm_mode)
     if cfg.max_tool_calling_iterations is not None:
         extra["max_tool_calling_iterations"] = cfg.max_tool_calling_iterations
     args = GRPOConfig(**trainer_args, num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,

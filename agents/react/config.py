@@ -37,8 +37,12 @@ class ReactConfig:
         return cls(**read_section(path, "agent", cls))
 
     def prompt(self, name: str, **values: Any) -> str:
-        for folder in ([Path(self.prompt_dir)] if self.prompt_dir else []) + [PROMPT_DIR]:
-            path = folder / f"{name}.md"
+        # A system prompt `system_<style>` has its own wording of the other prompts (`<name>_<style>.md`)
+        # where the call format shows: a student trained on Hermes calls is never shown another format.
+        style = self.system_prompt.removeprefix("system_") if self.system_prompt else None
+        names = [f"{name}_{style}", name] if style and not name.startswith("system") else [name]
+        folders = ([Path(self.prompt_dir)] if self.prompt_dir else []) + [PROMPT_DIR]
+        for path in (folder / f"{n}.md" for n in names for folder in folders):
             if path.exists():
                 text = path.read_text(encoding="utf-8").strip()
                 # Plain placeholder substitution: prompts are data, never format strings with logic.
