@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test lint bench rewrite recsys clean
+.PHONY: install run test lint bench rewrite recsys distill clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -56,6 +56,11 @@ recsys: $(STAMP)
 	test -f $(DATA_DIR)/manifest.json || $(BIN)/shoplab sandbox build --data-dir $(DATA_DIR) --tasks $(TASKS) \
 		--products $(PRODUCTS) --seed 0
 	S3REC=$(S3REC) SANDBOX=$(DATA_DIR) BIN=$(BIN) bash benchmarks/run_recsys.sh
+
+distill: $(STAMP)
+	test -f $(DATA_DIR)/manifest.json || $(BIN)/shoplab sandbox build --data-dir $(DATA_DIR) --tasks $(TASKS) \
+		--products $(PRODUCTS) --seed 0
+	$(BIN)/shoplab train distill --config configs/distill_smollm2.yaml --set data_dir=$(DATA_DIR)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_build.py
