@@ -63,8 +63,11 @@ def _train(trainer, out_dir: Path, resume: bool) -> dict[str, Any]:
     result = trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.perf_counter() - started
     history = [h for h in trainer.state.log_history if "loss" in h]
+    import resource
+
     return {"train_loss": round(float(result.training_loss), 5), "steps": trainer.state.global_step,
             "seconds": round(seconds, 1), "resumed_from": checkpoint,
+            "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2),
             "first_logged_loss": history[0]["loss"] if history else None,
             "last_logged_loss": history[-1]["loss"] if history else None}
 
