@@ -334,3 +334,19 @@ def test_distill_chain_runs_end_to_end_from_the_cli(small_sandbox, tiny_student,
     # A second invocation skips finished steps instead of redoing them.
     again = _ok(CliRunner().invoke(app, ["train", "distill", "--config", str(config), "--steps", "sft"]))
     assert "done already" in again.output
+
+
+def test_distill_refuses_teacher_runs_on_evaluation_tasks(small_sandbox, world, tmp_path):
+    from training.distill import DistillConfig, DistillPipeline
+
+    dev_task = next(iter(world.tasks.values()))
+    run = tmp_path / "llm_teacher"
+    run.mkdir()
+    (run / "results.jsonl").write_text(json.dumps({"task_id": dev_task.task_id, "success": True}) + "\n")
+    cfg = DistillConfig(data_dir=str(small_sandbox), run_dir=str(tmp_path / "d"))
+    cfg.teacher.run_dirs = [str(run)]
+    with pytest.raises(ValueError, match="evaluation task"):
+        DistillPipeline(cfg).data()
+    cfg.teacher.run_dirs = []
+    with pytest.raises(FileNotFoundError, match="no teacher episodes"):
+        DistillPipeline(cfg).data()

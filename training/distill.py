@@ -35,6 +35,9 @@ class TeacherSettings:
     task_seed: int = 0
     trials: int = 1
     parallel: int = 1
+    # Extra teacher runs to distil from (any `shoplab bench run` output on training tasks, e.g. an LLM
+    # teacher served elsewhere); their successful episodes join the teacher step's.
+    run_dirs: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -200,8 +203,19 @@ class DistillPipeline:
         from training.distill_data import build_distill_datasets
 
         d = self.cfg.data
-        sft, steps, report = build_distill_datasets([self.cfg.path("teacher")], self.cfg.student_agent.react_config(),
-                                                    self.tool_specs(), unit=d.unit)
+        runs = ([self.cfg.path("teacher")] if self.cfg.path("teacher", "results.jsonl").exists() else [])
+        runs += [Path(r) for r in self.cfg.teacher.run_dirs]
+        if not runs:
+            raise FileNotFoundError("no teacher episodes: run the teacher step or list teacher.run_dirs")
+        held_out = _evaluation_ids(self.cfg.eval.task_files)
+        for run in runs:
+            from agents.trajectories import iter_episodes
+
+            leaked = next((r["task_id"] for r in iter_episodes([run]) if r["task_id"] in held_out), None)
+            if leaked:
+                raise ValueError(f"{run} holds episodes of evaluation task {leaked}; never distil from them")
+        sft, steps, report = build_distill_datasets(runs, self.cfg.student_agent.react_config(), self.tool_specs(),
+                                                    unit=d.unit)
         tokenizer = use_tool_chat_template(AutoTokenizer.from_pretrained(self.student_path))
 
         def n_tokens(row: dict[str, Any]) -> int:
