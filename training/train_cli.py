@@ -184,8 +184,10 @@ def _episode_grpo(job: StageJobConfig, resume: bool) -> Path:
 
 
 def _done(pipe, step: str) -> bool:
-    marker = {"teacher": ("teacher", "summary.json"), "data": ("data", "report.json"),
-              "eval": ("eval", "table.json")}.get(step, (step, "stage.json"))
+    """Finished training and data steps are skipped; `eval` always runs (it resumes finished episodes)."""
+    if step == "eval":
+        return False
+    marker = {"teacher": ("teacher", "summary.json"), "data": ("data", "report.json")}.get(step, (step, "stage.json"))
     return pipe.cfg.path(*marker).exists()
 
 
