@@ -182,6 +182,7 @@ class DistillPipeline:
             if not t.llm_config:
                 raise ValueError(f"teacher agent {t.agent!r} needs teacher.llm_config (a YAML with an llm: section)")
             chat = make_llm(LLMConfig.from_yaml(t.llm_config))
+            chat.expect_clients(t.parallel)  # episodes in parallel share one batching client
             kwargs = {"llm": chat}
         try:
             summary = run_benchmark(self.world, tasks, lambda: make_agent(t.agent, **kwargs), self.cfg.path("teacher"),
