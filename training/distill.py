@@ -368,13 +368,9 @@ class DistillPipeline:
 
 def student_system_prompt(settings: StudentAgentSettings) -> str:
     """The student's system prompt, exactly as its ReAct agent builds it at inference."""
-    from agents.react.graph import describe_tools
     from sandbox import TOOLS
 
-    agent_cfg = settings.react_config()
-    return agent_cfg.prompt(agent_cfg.system_prompt or "system_hermes",
-                            tools=describe_tools([TOOLS[n] for n in settings.tools], agent_cfg.tool_descriptions),
-                            max_steps=agent_cfg.max_steps)
+    return settings.react_config().system_message([TOOLS[n] for n in settings.tools], "native")
 
 
 def episode_prompt_dataset(tasks: list, settings: StudentAgentSettings):

@@ -134,17 +134,13 @@ def build_distill_datasets(run_dirs: Sequence[str | Path], agent_config: ReactCo
 
     Per-step rows carry `reference` (the teacher's turn as JSON) for step-level GRPO's reward.
     """
-    from agents.react.graph import describe_tools
-
     if unit not in ("episode", "step"):
         raise ValueError("unit must be 'episode' or 'step'")
     if unit == "episode" and not prefix_consistent(agent_config):
         raise ValueError("episode samples need old_observation_chars >= max_observation_chars in the student's "
                          "agent config (otherwise its prompts are not prefixes of the episode); use unit: step")
     agent = ReactAgent(llm=None, config=agent_config, tool_format="native")  # only its prompt shaping is used
-    system = agent_config.prompt(agent_config.system_prompt or "system_hermes",
-                                 tools=describe_tools(tool_specs, agent_config.tool_descriptions),
-                                 max_steps=agent_config.max_steps)
+    system = agent_config.system_message(tool_specs, "native")
     rows, report = shortest_successful(run_dirs)
     episodes, steps = [], []
     for row in rows:

@@ -36,6 +36,13 @@ class ReactConfig:
     def from_yaml(cls, path: str | Path) -> ReactConfig:
         return cls(**read_section(path, "agent", cls))
 
+    def system_message(self, tool_specs, tool_format: str = "text") -> str:
+        """The system prompt for these tools: what the agent shows at inference and distillation trains on."""
+        from agents.react.graph import describe_tools
+
+        name = self.system_prompt or ("system_text" if tool_format == "text" else "system_native")
+        return self.prompt(name, tools=describe_tools(tool_specs, self.tool_descriptions), max_steps=self.max_steps)
+
     def prompt(self, name: str, **values: Any) -> str:
         # A system prompt `system_<style>` has its own wording of the other prompts (`<name>_<style>.md`)
         # where the call format shows: a student trained on Hermes calls is never shown another format.

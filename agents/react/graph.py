@@ -77,7 +77,7 @@ def _compact_tool_line(spec: ToolSpec) -> str:
     return f"- {spec.name}({', '.join(params)}): {spec.description.split('. ')[0].rstrip('.')}."
 
 
-def _shorten(text: str, limit: int) -> str:
+def shorten_observation(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + f" ...[{len(text) - limit} more characters]"
 
 
@@ -99,9 +99,7 @@ class ReactAgent:
 
     # -- prompt -------------------------------------------------------------------
     def system_prompt(self, env: ShoppingEnv) -> str:
-        name = self.config.system_prompt or ("system_text" if self.tool_format == "text" else "system_native")
-        return self.config.prompt(name, tools=describe_tools(env.tool_specs(), self.config.tool_descriptions),
-                                  max_steps=self.config.max_steps)
+        return self.config.system_message(env.tool_specs(), self.tool_format)
 
     def prompt_messages(self, messages: list[Message]) -> list[Message]:
         """The conversation as the model sees it: recent observations whole, older ones shortened."""
@@ -111,7 +109,7 @@ class ReactAgent:
         for i, m in enumerate(messages):
             if m["role"] == "tool":
                 limit = self.config.max_observation_chars if i in keep else self.config.old_observation_chars
-                m = {**m, "content": _shorten(m["content"], limit)}
+                m = {**m, "content": shorten_observation(m["content"], limit)}
             out.append(m)
         return out
 
