@@ -14,13 +14,10 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from agents.react.graph import shorten_observation
 from sandbox import ShoppingEnv, ShoppingWorld
 from sandbox.scorer import TitleSimilarity
 from sandbox.tasks import Task
-
-
-def _shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:limit] + f" ...[{len(text) - limit} more characters]"
 
 
 class ShoppingToolEnv:
@@ -48,8 +45,8 @@ class ShoppingToolEnv:
     def _step(self, tool: str, arguments: dict[str, Any]) -> str:
         if self._env is None:
             return "Error: the episode has not started"
-        return _shorten(self._env.step(tool, {k: v for k, v in arguments.items() if v not in (None, "")}).observation,
-                        self._max_chars)
+        arguments = {k: v for k, v in arguments.items() if v not in (None, "")}
+        return shorten_observation(self._env.step(tool, arguments).observation, self._max_chars)
 
     def find_product(self, q: str, page: int = 1, price: str = "", service: str = "", sort: str = "default",
                      shop_id: str = "") -> str:
