@@ -109,34 +109,30 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(2) from exc
 
 
-@app.command()
-def sft(config: Path = ConfigOpt, overrides: list[str] | None = SetOpt, resume: bool = ResumeOpt) -> None:
-    """Supervised fine-tuning (TRL SFTTrainer, LoRA unless sft.full_finetune) on chat data."""
-    from training.stages import run_sft_stage
+def _run_dataset_stage(stage: str, config: Path, overrides: list[str] | None, resume: bool) -> None:
+    """sft / dpo: the job's dataset through `run_<stage>_stage` with the job's `<stage>` settings."""
+    import training.stages as stages
 
     job = load_job(config, parse_overrides(overrides))
     try:
         dataset = load_dataset_from(job.dataset)
-        out = run_sft_stage(_model_path(job.model), dataset, job.out_dir, job.sft, job.lora, seed=job.seed,
-                            resume=resume, merge=job.merge)
+        out = getattr(stages, f"run_{stage}_stage")(_model_path(job.model), dataset, job.out_dir, getattr(job, stage),
+                                                    job.lora, seed=job.seed, resume=resume, merge=job.merge)
     except (FileNotFoundError, ValueError) as exc:
         _fail(exc)
     _report(out)
+
+
+@app.command()
+def sft(config: Path = ConfigOpt, overrides: list[str] | None = SetOpt, resume: bool = ResumeOpt) -> None:
+    """Supervised fine-tuning (TRL SFTTrainer, LoRA unless sft.full_finetune) on chat data."""
+    _run_dataset_stage("sft", config, overrides, resume)
 
 
 @app.command()
 def dpo(config: Path = ConfigOpt, overrides: list[str] | None = SetOpt, resume: bool = ResumeOpt) -> None:
     """DPO (TRL DPOTrainer, LoRA; the reference is the starting model) on prompt/chosen/rejected data."""
-    from training.stages import run_dpo_stage
-
-    job = load_job(config, parse_overrides(overrides))
-    try:
-        dataset = load_dataset_from(job.dataset)
-        out = run_dpo_stage(_model_path(job.model), dataset, job.out_dir, job.dpo, job.lora, seed=job.seed,
-                            resume=resume, merge=job.merge)
-    except (FileNotFoundError, ValueError) as exc:
-        _fail(exc)
-    _report(out)
+    _run_dataset_stage("dpo", config, overrides, resume)
 
 
 @app.command()
