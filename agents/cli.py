@@ -17,7 +17,7 @@ console = Console(width=max(160, shutil.get_terminal_size().columns))
 
 
 def _select_tasks(world, task_files: list[Path] | None, intents: list[str] | None, limit: int | None):
-    from sandbox.tasks import load_tasks
+    from sandbox.tasks import first_per_intent, load_tasks
 
     if task_files:
         wanted = load_tasks(task_files)
@@ -33,14 +33,7 @@ def _select_tasks(world, task_files: list[Path] | None, intents: list[str] | Non
     if intents:
         tasks = [t for t in tasks if t.intent.value in intents]
     if limit:
-        # The first `limit` tasks of each intent, so a small run still covers every intent.
-        per: dict[str, int] = {}
-        kept = []
-        for t in tasks:
-            if per.get(t.intent.value, 0) < limit:
-                per[t.intent.value] = per.get(t.intent.value, 0) + 1
-                kept.append(t)
-        tasks = kept
+        tasks = first_per_intent(tasks, limit)
     return tasks
 
 

@@ -219,6 +219,17 @@ def load_tasks(paths: Iterable[str | Path]) -> list[Task]:
     return tasks
 
 
+def first_per_intent(tasks: Iterable[Task], limit: int) -> list[Task]:
+    """The first `limit` tasks of each intent, in order: a small run still covers every intent."""
+    seen: dict[str, int] = {}
+    kept = []
+    for t in tasks:
+        if seen.get(t.intent.value, 0) < limit:
+            seen[t.intent.value] = seen.get(t.intent.value, 0) + 1
+            kept.append(t)
+    return kept
+
+
 def write_tasks(tasks: Iterable[Task], path: str | Path) -> None:
     with Path(path).open("w", encoding="utf-8") as fh:
         for t in tasks:

@@ -323,18 +323,12 @@ class DistillPipeline:
         from agents.llm import LLMConfig, make_llm
         from agents.registry import make_agent
         from agents.runner import RunConfig, run_benchmark
-        from sandbox.tasks import load_tasks
+        from sandbox.tasks import first_per_intent, load_tasks
 
         e = self.cfg.eval
         tasks = [self.world.tasks.get(t.task_id, t) for t in load_tasks(e.task_files)]
         if e.limit_per_intent:
-            per: dict[str, int] = {}
-            kept = []
-            for t in tasks:
-                if per.get(t.intent.value, 0) < e.limit_per_intent:
-                    per[t.intent.value] = per.get(t.intent.value, 0) + 1
-                    kept.append(t)
-            tasks = kept
+            tasks = first_per_intent(tasks, e.limit_per_intent)
         table: dict[str, Any] = {}
         # The scripted agents run on every task (seconds); the students on `intents` (hours on a CPU).
         student_tasks = [t for t in tasks if not e.intents or t.intent.value in e.intents]
