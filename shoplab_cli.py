@@ -15,6 +15,7 @@ from recsys_core.cli import app as recsys_app  # noqa: E402
 from sandbox.cli import app as sandbox_app  # noqa: E402
 from training.rewrite_cli import app as rewrite_app  # noqa: E402
 from training.train_cli import app as train_app  # noqa: E402
+from ui.cli import demo as demo_command  # noqa: E402
 
 app = typer.Typer(help="shoplab: LLM shopping agents and query rewriting on a real search engine.",
                   no_args_is_help=True)
@@ -24,6 +25,7 @@ app.add_typer(llm_app, name="llm")
 app.add_typer(rewrite_app, name="rewrite")
 app.add_typer(recsys_app, name="recsys")
 app.add_typer(train_app, name="train")
+app.command("demo")(demo_command)
 
 if __name__ == "__main__":
     app()

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-RUN_SECTIONS = ("llm", "agent")
+RUN_SECTIONS = ("llm", "agent", "demo")
 
 
 def read_section(path: str | Path, section: str, config_cls: type) -> dict[str, Any]:

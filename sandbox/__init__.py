@@ -6,6 +6,7 @@ from sandbox.data_model import PRODUCT_FIELDS, SERVICES, Intent, Product, Shop, 
 from sandbox.engines.base import SearchBackend, SearchPage, SearchRequest, SortOrder, analyze, query_terms
 from sandbox.environment import ShoppingEnv, StepResult
 from sandbox.scorer import (
+    ConstraintCheck,
     EmbeddingTitleSimilarity,
     EpisodeScore,
     default_title_similarity,
@@ -17,7 +18,8 @@ from sandbox.tools import TOOLS, ToolSpec, openai_tools
 from sandbox.world import ShoppingWorld
 
 __all__ = [
-    "PRODUCT_FIELDS", "SERVICES", "TOOLS", "BuildReport", "CalculationError", "EmbeddingTitleSimilarity",
+    "PRODUCT_FIELDS", "SERVICES", "TOOLS", "BuildReport", "CalculationError", "ConstraintCheck",
+    "EmbeddingTitleSimilarity",
     "EpisodeScore", "Intent", "Product", "ProductSpec", "SearchBackend", "SearchPage", "SearchRequest", "Shop",
     "ShoppingEnv", "ShoppingWorld", "SortOrder", "StepResult", "Task", "TaskFormatError", "ToolSpec", "Voucher",
     "analyze", "build_sandbox", "calculate", "default_title_similarity", "load_task_file", "load_tasks",

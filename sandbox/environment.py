@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,8 +83,13 @@ def _compact(obj: Any) -> str:
 class ShoppingEnv:
     def __init__(self, world: ShoppingWorld, task: Task | None = None, max_steps: int = DEFAULT_MAX_STEPS,
                  tools: list[str] | None = None, max_description_chars: int | None = 1500,
-                 wallet: list[Voucher] | None = None, query_rewriter: QueryRewriter | None = None):
+                 wallet: list[Voucher] | None = None, query_rewriter: QueryRewriter | None = None,
+                 instruction: str | None = None, budget: float | None = None):
+        """`instruction` and `budget` state a shopper's own request (the demo's chat); when they are
+        not given, the task's query and its voucher's budget are used."""
         self.world = world
+        self._instruction = instruction
+        self._budget = budget
         self.query_rewriter = query_rewriter
         self.task = task
         self.max_steps = max_steps
@@ -101,19 +107,33 @@ class ShoppingEnv:
                     wallet.append(v)
         self.wallet = wallet
         self.state = EpisodeState()
+        self._step_listeners: list[Callable[[StepResult], None]] = []
 
     # -- public API -------------------------------------------------------------
     @property
     def instruction(self) -> str:
+        if self._instruction is not None:
+            return self._instruction
         return self.task.query if self.task else ""
 
     @property
     def budget(self) -> float | None:
+        if self._budget is not None:
+            return self._budget
         return self.task.voucher.budget if self.task and self.task.voucher else None
+
+    @budget.setter
+    def budget(self, value: float | None) -> None:
+        self._budget = value
 
     def reset(self) -> str:
         self.state = EpisodeState()
         return self.instruction
+
+    def add_step_listener(self, listener: Callable[[StepResult], None]) -> None:
+        """Called with every step as it is recorded (a UI showing an episode live); a failing listener
+        costs only its own update, never the step."""
+        self._step_listeners.append(listener)
 
     def register_tool(self, spec: ToolSpec, handler) -> None:
         """Extend this episode with a tool from outside the sandbox (rewriters, rankers, ...)."""
@@ -149,12 +169,17 @@ class ShoppingEnv:
         result = StepResult(tool=str(tool)[:80], arguments=args_for_log, observation=observation, ok=ok,
                             done=self.state.done, latency_ms=(time.perf_counter() - started) * 1000, data=data)
         self.state.history.append(result)
+        for listener in self._step_listeners:
+            try:
+                listener(result)
+            except Exception:  # noqa: BLE001 - an observer must not break the episode
+                pass
         return result
 
-    def score(self, similarity: TitleSimilarity | None = None) -> EpisodeScore:
+    def score(self, similarity: TitleSimilarity | None = None, with_checks: bool = False) -> EpisodeScore:
         if self.task is None:
             raise ValueError("this episode has no task to score")
-        return score_episode(self.task, self.state.recommended, self.world.products, similarity)
+        return score_episode(self.task, self.state.recommended, self.world.products, similarity, with_checks)
 
     # -- dispatch -----------------------------------------------------------------
     def _parse_arguments(self, arguments: dict[str, Any] | str | None) -> dict[str, Any]:

@@ -94,11 +94,24 @@ class _LazySimilarity:
 
 
 @dataclass
+class ConstraintCheck:
+    """One requirement of a requested product, and whether a recommended product meets it."""
+
+    field: str  # one of FIELDS
+    requirement: str
+    met: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"field": self.field, "requirement": self.requirement, "met": self.met}
+
+
+@dataclass
 class ProductScore:
     score: float
     exact: bool
     total: dict[str, int] = field(default_factory=dict)
     hit: dict[str, int] = field(default_factory=dict)
+    checks: list[ConstraintCheck] = field(default_factory=list)
 
     def field_scores(self) -> dict[str, float]:
         return {f: (self.hit.get(f, 0) / self.total[f]) if self.total.get(f) else 1.0 for f in FIELDS}
@@ -107,33 +120,44 @@ class ProductScore:
         return [f for f in FIELDS if self.total.get(f, 0) > self.hit.get(f, 0)]
 
 
-def score_product(product: Mapping[str, Any], spec: ProductSpec, similarity: TitleSimilarity) -> ProductScore:
-    if str(product.get("product_id")) == spec.product_id:
-        return ProductScore(score=1.0, exact=True)
-    total: dict[str, int] = {}
-    hit: dict[str, int] = {}
+def constraint_checks(product: Mapping[str, Any], spec: ProductSpec,
+                      similarity: TitleSimilarity) -> list[ConstraintCheck]:
+    """Every constraint of `spec` against `product`, the unit both the score and its breakdown count.
 
-    def count(name: str, ok: bool) -> None:
-        total[name] = total.get(name, 0) + 1
-        hit[name] = hit.get(name, 0) + int(ok)
-
-    for title in spec.title:
-        count("title", similarity(str(product.get("title", "")), title) >= TITLE_THRESHOLD)
+    SKU and attribute pairs are checked against the attributes plus the one SKU option that meets
+    the most of them: a shopper buys one variant, so pairs from different variants do not add up.
+    """
+    checks = [ConstraintCheck("title", f"title like '{title}'",
+                              similarity(str(product.get("title", "")), title) >= TITLE_THRESHOLD)
+              for title in spec.title]
     price = float(product.get("price") or 0.0)
     for constraint in spec.price:
-        count("price", parse_price_constraint(constraint).contains(price))
+        mode, bounds = next(iter(constraint.items()))
+        checks.append(ConstraintCheck("price", f"price {mode} {bounds}", parse_price_constraint(constraint).contains(price)))
     services = set(product.get("service") or [])
-    for s in spec.service:
-        count("service", s in services)
+    checks += [ConstraintCheck("service", f"service {s}", s in services) for s in spec.service]
     attr_pairs = {(k, v) for k, vs in (product.get("attributes") or {}).items() for v in vs}
     sku_sets = [set()] + [set(o.items()) for o in (product.get("sku_options") or {}).values()]
     wanted = spec.sku_pairs() + spec.attribute_pairs()
     if wanted:
-        best = max(sum(1 for pair in wanted if pair in sku or pair in attr_pairs) for sku in sku_sets)
-        total["sku & attrs"] = len(wanted)
-        hit["sku & attrs"] = best
-    n_total = sum(total.values())
-    return ProductScore(score=(sum(hit.values()) / n_total) if n_total else 1.0, exact=False, total=total, hit=hit)
+        best = max(sku_sets, key=lambda sku: sum(1 for pair in wanted if pair in sku or pair in attr_pairs))
+        checks += [ConstraintCheck("sku & attrs", f"{k}: {v}", (k, v) in best or (k, v) in attr_pairs)
+                   for k, v in wanted]
+    return checks
+
+
+def score_product(product: Mapping[str, Any], spec: ProductSpec, similarity: TitleSimilarity) -> ProductScore:
+    if str(product.get("product_id")) == spec.product_id:
+        return ProductScore(score=1.0, exact=True)
+    checks = constraint_checks(product, spec, similarity)
+    total: dict[str, int] = {}
+    hit: dict[str, int] = {}
+    for check in checks:
+        total[check.field] = total.get(check.field, 0) + 1
+        hit[check.field] = hit.get(check.field, 0) + int(check.met)
+    n_total = len(checks)
+    return ProductScore(score=(sum(hit.values()) / n_total) if n_total else 1.0, exact=False, total=total, hit=hit,
+                        checks=checks)
 
 
 def budget_satisfied(products: Sequence[Mapping[str, Any]], voucher: TaskVoucher) -> bool:
@@ -183,7 +207,8 @@ ProductLookup = Callable[[Sequence[str]], Mapping[str, Mapping[str, Any]]]
 
 
 def score_episode(task: Task, recommended: str | Sequence[str] | None, lookup: ProductLookup,
-                  similarity: TitleSimilarity | None = None) -> EpisodeScore:
+                  similarity: TitleSimilarity | None = None, with_checks: bool = False) -> EpisodeScore:
+    """`with_checks` adds each product's constraint-by-constraint breakdown to `per_product`."""
     similarity = similarity or _LazySimilarity()
     ids = parse_recommendation(recommended)
     found = lookup(ids) if ids else {}
@@ -220,6 +245,10 @@ def score_episode(task: Task, recommended: str | Sequence[str] | None, lookup: P
     fields = {f: sum(s.field_scores()[f] for s in scores if s) / n for f in FIELDS}
     per_product = [{"product_id": ids[i] if i < len(ids) else None, "score": s.score if s else 0.0,
                     "unmet": s.unmet() if s else ["missing"]} for i, s in enumerate(scores)]
+    if with_checks:
+        for row, s in zip(per_product, scores, strict=True):
+            row["exact"] = bool(s and s.exact)
+            row["checks"] = [c.as_dict() for c in s.checks] if s else []
     all_found = len(matched) == n
     shop_ok = all_found and len({str(p.get("shop_id")) for p in matched}) == 1
     success = rule >= 1.0 - 1e-9

@@ -431,3 +431,22 @@ def test_tool_kinds():
 def test_unknown_tool_names_are_refused_at_construction(world):
     with pytest.raises(ValueError):
         ShoppingEnv(world, tools=["find_product", "rm"])
+
+
+def test_a_shoppers_own_request_budget_and_live_steps(world):
+    env = ShoppingEnv(world, instruction="a red mug", budget=50.0)
+    assert env.instruction == "a red mug" and env.budget == 50.0
+    seen = []
+    env.add_step_listener(seen.append)
+    env.add_step_listener(lambda step: 1 / 0)  # a broken observer costs nothing
+    result = env.step("find_product", VALID_SEARCH)
+    assert seen == [result] and result.ok
+    product_id = result.data[0]["product_id"]
+    env.step("add_to_cart", {"product_id": product_id, "quantity": 1})
+    summary = env.cart_summary()
+    assert summary["budget"] == 50.0 and summary["within_budget"] == (summary["total_after_voucher"] <= 50.0)
+    env.budget = None
+    assert "budget" not in env.cart_summary()
+    task = next(t for t in world.tasks.values() if t.voucher is not None)
+    assert ShoppingEnv(world, task).budget == task.voucher.budget
+    assert ShoppingEnv(world, task, instruction="other").instruction == "other"

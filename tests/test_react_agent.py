@@ -286,3 +286,38 @@ def test_run_trajectories_load_as_one_sft_dataset(world, similarity, tmp_path):
     assert call["name"] == "recommend_product" and json.loads(call["arguments"])["product_ids"]
     ok = load_trajectories([tmp_path / "react", tmp_path / "heur"], successful_only=True)
     assert len(ok) == 3 + sum(1 for r in ds if r["agent"] == "heuristic" and r["success"])
+
+
+def test_stream_episode_yields_each_message_as_it_happens_then_the_episode_info(world):
+    task = gold_product_task(world)
+    gold = task.reward[0].product_id
+    replies = [call("find_product", q=task.reward[0].title[:60]), "no call here",
+               call("recommend_product", product_ids=gold), call("terminate", status="success")]
+    env = ShoppingEnv(world, task)
+    history = [{"role": "user", "content": "earlier question"}, {"role": "assistant", "content": "earlier answer"}]
+    model = Scripted(list(replies))
+    events = list(ReactAgent(model, ReactConfig()).stream_episode(env, history))
+    kinds = [e["event"] for e in events]
+    assert kinds == ["assistant", "tool", "assistant", "user", "assistant", "tool", "assistant", "tool", "done"]
+    assert events[0]["tool_calls"][0]["function"]["name"] == "find_product"
+    assert events[1]["name"] == "find_product" and events[1]["tool_call_id"] == events[0]["tool_calls"][0]["id"]
+    assert "no <tool_call> block" in events[3]["content"]
+    info = events[-1]["info"]
+    assert info["finish"] == "terminate" and info["llm_turns"] == 4 and env.state.recommended == [gold]
+    # The earlier turns sit between the system prompt and this request.
+    assert [m["content"] for m in model.prompts[0][1:4]] == ["earlier question", "earlier answer", task.query]
+    # run_episode is the same stream, consumed.
+    again = ReactAgent(Scripted(list(replies)), ReactConfig()).run_episode(ShoppingEnv(world, task))
+    assert {k: v for k, v in again.items() if "seconds" not in k} == \
+        {k: v for k, v in info.items() if "seconds" not in k} | {"messages": again["messages"]}
+    assert len(again["messages"]) == len(info["messages"]) - 2
+
+
+def test_a_backend_error_is_streamed_before_the_episode_ends(world):
+    class Failing(Scripted):
+        def chat(self, messages, tools=None, sampling=None):
+            return ChatResult(text="", error="connection refused")
+
+    events = list(ReactAgent(Failing([]), ReactConfig()).stream_episode(ShoppingEnv(world, gold_product_task(world))))
+    assert [e["event"] for e in events] == ["llm_error", "done"]
+    assert events[0]["error"] == "connection refused" and events[-1]["info"]["finish"] == "llm_error"

@@ -396,3 +396,18 @@ def test_pass_hat_k_closed_form():
 def test_pass_hat_k_skips_tasks_with_too_few_trials():
     assert pass_hat_k({"a": [True, True], "b": [False]}, 2) == 1.0
     assert math.isnan(pass_hat_k({"b": [False]}, 2))
+
+
+def test_constraint_checks_are_what_the_score_counts():
+    task = _product_task()
+    near = product(pid="N", title="Red Mug", price=120, attributes={"color": ["red"]},
+                   sku_options={"1": {"color": "blue"}})
+    score = score_episode(task, "N", lookup_of(near), SIM, with_checks=True)
+    checks = score.per_product[0]["checks"]
+    assert [(c["field"], c["met"]) for c in checks] == [("title", True), ("price", False), ("sku & attrs", True)]
+    assert checks[1]["requirement"] == "price less than [None, 100]"
+    assert score.constraint_score == pytest.approx(sum(c["met"] for c in checks) / len(checks))
+    assert score.per_product[0]["exact"] is False
+    exact = score_episode(task, "G1", lookup_of(product(pid="G1", title="x", price=1)), SIM, with_checks=True)
+    assert exact.per_product[0]["exact"] is True and exact.per_product[0]["checks"] == []
+    assert "checks" not in score_episode(task, "N", lookup_of(near), SIM).per_product[0]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import operator
 import time
+from collections.abc import Iterator
 from typing import Annotated, Any, Protocol, TypedDict
 
 from langchain_core.runnables import RunnableConfig
@@ -238,7 +239,22 @@ class ReactAgent:
         graph.add_edge("finalize", END)
         return graph.compile()
 
-    def run_episode(self, env: ShoppingEnv) -> dict[str, Any]:
+    def run_episode(self, env: ShoppingEnv, history: list[Message] | None = None) -> dict[str, Any]:
+        info: dict[str, Any] = {}
+        for event in self.stream_episode(env, history):
+            if event["event"] == "done":
+                info = event["info"]
+        return info
+
+    def stream_episode(self, env: ShoppingEnv, history: list[Message] | None = None) -> Iterator[dict[str, Any]]:
+        """Run one episode, yielding each message as the graph produces it, then the episode's info.
+
+        Events: `{"event": "assistant", "content", "tool_calls"}`, `{"event": "tool", "name",
+        "tool_call_id", "content"}`, `{"event": "user", "content"}` (a correction or the request
+        for a final recommendation), `{"event": "llm_error", "error"}`, and last `{"event": "done",
+        "info"}` with what `run_episode` returns. `history` is earlier user/assistant turns of a
+        conversation (the demo's chat), placed between the system prompt and this request.
+        """
         unknown = [t for t in self.config.tools if t not in env.tool_names]
         if unknown:
             raise ValueError(f"tools {unknown} are not offered by this environment")
@@ -251,13 +267,25 @@ class ReactAgent:
             attach_agent_tools(env, self.config.extra_tools)
         started = time.perf_counter()
         init: dict[str, Any] = {"messages": [{"role": "system", "content": self.system_prompt(env)},
+                                             *(history or []),
                                              {"role": "user", "content": env.instruction}],
                                 "turns": [], "format_errors": 0}
+        final: dict[str, Any] = init
         # Each turn is at most agent -> tools: 2 graph steps, plus finalize.
-        final = self.graph.invoke(init, config={"configurable": {"env": env},
-                                                "recursion_limit": 2 * self.config.max_steps + 6})
+        for mode, chunk in self.graph.stream(init, config={"configurable": {"env": env},
+                                                           "recursion_limit": 2 * self.config.max_steps + 6},
+                                             stream_mode=["updates", "values"]):
+            if mode == "values":
+                final = chunk
+                continue
+            for update in chunk.values():
+                for record in (update or {}).get("turns", []):
+                    if record.get("error"):
+                        yield {"event": "llm_error", "error": record["error"]}
+                for message in (update or {}).get("messages", []):
+                    yield _message_event(message)
         turns = final.get("turns", [])
-        return {
+        yield {"event": "done", "info": {
             "messages": final["messages"],
             "turns": turns,
             "finish": final.get("finish", "unknown"),
@@ -269,7 +297,17 @@ class ReactAgent:
             "llm_seconds": round(sum(t["latency_s"] for t in turns), 3),
             "format_errors": sum(not t["format_ok"] for t in turns),
             "episode_seconds": round(time.perf_counter() - started, 3),
-        }
+        }}
+
+
+def _message_event(message: Message) -> dict[str, Any]:
+    if message["role"] == "assistant":
+        return {"event": "assistant", "content": message.get("content") or "",
+                "tool_calls": message.get("tool_calls") or []}
+    if message["role"] == "tool":
+        return {"event": "tool", "name": message.get("name", ""), "tool_call_id": message.get("tool_call_id"),
+                "content": message.get("content", "")}
+    return {"event": "user", "content": message.get("content", "")}
 
 
 def _searched_ids(env: ShoppingEnv, limit: int = 10) -> list[str]:

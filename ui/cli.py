@@ -1,0 +1,56 @@
+"""`shoplab demo`: serve the Gradio shopping assistant on this machine."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import typer
+
+DEFAULT_CONFIG = Path("configs/demo/default.yaml")
+
+
+def demo(
+    config: Path = typer.Option(None, help="A demo YAML (llm:/agent:/demo: sections); default "
+                                           "configs/demo/default.yaml when present."),
+    data_dir: Path = typer.Option(None, help="The sandbox to shop in (default: the config's, runs/sandbox)."),
+    llm_config: Path = typer.Option(None, help="An agent YAML (configs/agents/*.yaml) for the llm: and agent: "
+                                               "sections."),
+    llm: str = typer.Option(None, "--llm", help="LLM backend: transformers, vllm or openai."),
+    model: str = typer.Option(None, help="Model: the bundled alias, an HF folder, or a served model's name."),
+    base_url: str = typer.Option(None, help="openai backend: the server's /v1 address."),
+    rewriter: str = typer.Option(None, help="`rule`, a trained rewrite stage folder, or `none` for no panel."),
+    host: str = typer.Option(None, help="Address to listen on (default 127.0.0.1: this machine only)."),
+    port: int = typer.Option(None, help="Port (default 7860)."),
+    concurrency: int = typer.Option(None, min=1, help="Episodes run at once across all users."),
+) -> None:
+    """Chat with the shopping agent, watch it solve benchmark tasks, see rewrites and the cart."""
+    try:
+        from ui.app import launch_demo
+    except ImportError as exc:
+        raise typer.BadParameter(f"the demo needs Gradio ({exc}): pip install -e '.[ui]'") from exc
+    from agents.llm import LLMConfig
+    from agents.react import ReactConfig
+    from ui.config import DEMO_TOOLS, DemoConfig
+    from ui.session import DemoError
+
+    path = config or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
+    cfg = DemoConfig.from_yaml(path) if path else DemoConfig()
+    if llm_config:
+        cfg.llm = LLMConfig.from_yaml(llm_config)
+        agent = ReactConfig.from_yaml(llm_config)
+        if agent.tools == ReactConfig().tools:
+            agent.tools = list(DEMO_TOOLS)  # a benchmark config's default tools, plus the cart
+        cfg.agent = agent
+    llm_overrides = {k: v for k, v in {"backend": llm, "model": model, "base_url": base_url}.items() if v is not None}
+    if llm_overrides:
+        cfg.llm = dataclasses.replace(cfg.llm, **llm_overrides)
+    demo_overrides = {k: v for k, v in {"data_dir": str(data_dir) if data_dir else None, "host": host, "port": port,
+                                        "concurrency": concurrency}.items() if v is not None}
+    if rewriter is not None:
+        demo_overrides["rewriter"] = None if rewriter.lower() in ("", "none", "off") else rewriter
+    cfg.demo = dataclasses.replace(cfg.demo, **demo_overrides)
+    try:
+        launch_demo(cfg)
+    except DemoError as exc:
+        raise typer.BadParameter(str(exc)) from exc

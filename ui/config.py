@@ -1,0 +1,53 @@
+"""What the demo serves: which sandbox, which agent and model, which rewriter, how many users at once.
+
+A demo YAML has up to three sections: `llm:` and `agent:` exactly as in `configs/agents/*.yaml`
+(so any benchmark agent config runs in the demo), and `demo:` for the fields below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agents.llm import LLMConfig
+from agents.react import ReactConfig
+from agents.react.config import SHOPPINGBENCH_TOOLS
+from agents.run_config import read_section
+
+CART_TOOLS = ["add_to_cart", "remove_from_cart", "view_cart"]
+DEMO_TOOLS = SHOPPINGBENCH_TOOLS + CART_TOOLS
+
+
+@dataclass
+class DemoSettings:
+    data_dir: str = "runs/sandbox"
+    host: str = "127.0.0.1"
+    port: int = 7860
+    # Episodes running at once across all users; further requests wait in Gradio's queue.
+    concurrency: int = 4
+    max_queue: int = 64
+    # `rule`, a trained rewrite stage folder (runs/rewrite/align_pro), or null for no rewrite panel.
+    rewriter: str | None = "rule"
+    rewrite_hits: int = 5  # products shown for the original query and for each rewrite
+    # Vouchers in a chat shopper's wallet: the platform vouchers of the sandbox with the lowest thresholds.
+    wallet_size: int = 3
+    budget: float | None = None  # a chat shopper's default budget (editable in the cart panel)
+    tasks_per_intent: int = 30  # benchmark tasks offered per intent
+    max_steps: int = 12  # default of the settings slider; a task episode may raise it to the agent's max
+    history_turns: int = 3  # earlier chat exchanges the agent sees
+    session_ttl_s: int = 3600  # a closed tab's episode state is dropped after this long
+
+
+@dataclass
+class DemoConfig:
+    demo: DemoSettings = field(default_factory=DemoSettings)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    agent: ReactConfig = field(default_factory=lambda: ReactConfig(tools=list(DEMO_TOOLS)))
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> DemoConfig:
+        demo = DemoSettings(**read_section(path, "demo", DemoSettings))
+        llm = LLMConfig(**read_section(path, "llm", LLMConfig))
+        agent_raw = read_section(path, "agent", ReactConfig)
+        agent_raw.setdefault("tools", list(DEMO_TOOLS))
+        return cls(demo=demo, llm=llm, agent=ReactConfig(**agent_raw))

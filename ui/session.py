@@ -1,0 +1,465 @@
+"""The demo's state: one `DemoBackend` per process, one `DemoSession` per browser tab.
+
+The backend holds what every user shares and nobody changes: the sandbox world, loaded LLMs
+(a `BatchingChat` batches concurrent users' turns on a local engine), the rewriter and the
+title-similarity model. A session holds one shopper's cart, chat history and running episode, so
+two tabs never see each other's cart. Sessions yield chat messages as an episode runs; Gradio
+streams each yield to the browser.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import re
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from agents.llm import BACKENDS, LLMConfig, LLMError, SamplingConfig, make_llm
+from agents.react import ReactAgent
+from agents.react.config import SHOPPINGBENCH_TOOLS
+from agents.react.graph import ChatClient
+from agents.registry import agent_needs_llm, make_agent
+from sandbox import ShoppingEnv, ShoppingWorld, StepResult, Task
+from sandbox.data_model import VoucherType
+from sandbox.engines.base import SearchRequest, query_terms
+from sandbox.tasks import first_per_intent
+from ui import render
+from ui.config import CART_TOOLS, DemoConfig
+
+logger = logging.getLogger("shoplab.demo")
+
+DEMO_AGENTS = ("react", "heuristic", "oracle")
+MAX_LOADED_LLMS = 2
+_RESPONSE = re.compile(r"<response>(.*?)</response>", re.S)
+_THINK = re.compile(r"<think>(.*?)</think>", re.S)
+_CALL_BLOCK = re.compile(r"<tool_call>.*?(</tool_call>|$)", re.S)
+
+Message = dict[str, Any]
+LLMFactory = Callable[[LLMConfig], ChatClient]
+
+
+class DemoError(ValueError):
+    """A setting or request the demo cannot serve; its message is shown to the user."""
+
+
+@dataclass
+class TurnSettings:
+    """What the settings panel selects for one turn (validated: it comes from the browser)."""
+
+    agent: str = "react"
+    backend: str = "transformers"
+    model: str = "smollm2-135m-instruct"
+    temperature: float = 0.0
+    max_steps: int = 12
+
+    def validated(self, max_steps_cap: int) -> TurnSettings:
+        if self.agent not in DEMO_AGENTS:
+            raise DemoError(f"unknown agent {str(self.agent)[:40]!r}; choose one of {', '.join(DEMO_AGENTS)}")
+        if self.backend not in BACKENDS:
+            raise DemoError(f"unknown backend {str(self.backend)[:40]!r}; choose one of {', '.join(BACKENDS)}")
+        model = str(self.model or "").strip()
+        if not model or len(model) > 300:
+            raise DemoError("give a model: the bundled alias smollm2-135m-instruct, an HF folder or a model name")
+        try:
+            temperature = min(2.0, max(0.0, float(self.temperature)))
+            max_steps = min(max_steps_cap, max(1, int(self.max_steps)))
+        except (TypeError, ValueError) as exc:
+            raise DemoError("temperature and max steps must be numbers") from exc
+        return TurnSettings(self.agent, self.backend, model, temperature, max_steps)
+
+
+class DemoBackend:
+    """Shared by every session of one demo process."""
+
+    def __init__(self, config: DemoConfig, world: ShoppingWorld | None = None,
+                 llm_factory: LLMFactory | None = None):
+        self.config = config
+        if world is None:
+            world = open_world(config.demo.data_dir)
+        self.world = world
+        self.llm_factory = llm_factory or make_llm
+        self._llms: dict[tuple[str, str], ChatClient] = {}
+        self._llm_lock = threading.Lock()
+        platform = [v for v in world.vouchers.values() if v.voucher_type == VoucherType.platform]
+        self.wallet = sorted(platform, key=lambda v: (v.threshold, v.voucher_id))[: config.demo.wallet_size]
+        tasks = first_per_intent(world.tasks.values(), config.demo.tasks_per_intent)
+        self.tasks: dict[str, Task] = {t.task_id: t for t in tasks}
+        self._rewriter = None
+        self._similarity = None
+        self._lazy_lock = threading.Lock()
+
+    @property
+    def intents(self) -> list[str]:
+        return list(dict.fromkeys(t.intent.value for t in self.tasks.values()))
+
+    def task_choices(self, intent: str) -> list[tuple[str, str]]:
+        return [(f"{t.query[:90]}{'…' if len(t.query) > 90 else ''}", t.task_id)
+                for t in self.tasks.values() if t.intent.value == intent]
+
+    def default_settings(self) -> TurnSettings:
+        return TurnSettings(backend=self.config.llm.backend, model=self.config.llm.model,
+                            temperature=self.config.llm.sampling.temperature,
+                            max_steps=min(self.config.demo.max_steps, self.config.agent.max_steps))
+
+    def llm(self, settings: TurnSettings) -> ChatClient:
+        """The chat client for a backend and model, loaded once and shared by all sessions."""
+        key = (settings.backend, settings.model)
+        with self._llm_lock:
+            if key not in self._llms:
+                if len(self._llms) >= MAX_LOADED_LLMS:
+                    _, oldest = self._llms.popitem()
+                    _close_quietly(oldest)
+                config = replace(self.config.llm, backend=settings.backend, model=settings.model)
+                self._llms[key] = self.llm_factory(config)
+            return self._llms[key]
+
+    def similarity(self):
+        with self._lazy_lock:
+            if self._similarity is None:
+                from sandbox.scorer import default_title_similarity
+
+                self._similarity = default_title_similarity()
+            return self._similarity
+
+    @property
+    def has_rewriter(self) -> bool:
+        return bool(self.config.demo.rewriter)
+
+    def rewriter(self):
+        with self._lazy_lock:
+            if self._rewriter is None:
+                from rewrite import load_rewriter
+
+                self._rewriter = load_rewriter(self.config.demo.rewriter)
+            return self._rewriter
+
+    def rewrite_rows(self, query: str) -> list[dict[str, Any]]:
+        """The original query and each rewrite with its top hits, from the sandbox's engine."""
+        query = str(query or "").strip()[:500]
+        if not query_terms(query):
+            raise DemoError("type a query with at least one word")
+        rewrites = [r for r in self.rewriter()(query) if isinstance(r, str) and r.strip() and r != query]
+        rows = []
+        for text, original in [(query, True)] + [(r, False) for r in dict.fromkeys(rewrites)]:
+            terms = query_terms(text)
+            page = self.world.search(SearchRequest(terms=tuple(terms))) if terms else None
+            hits = [{k: h.product[k] for k in ("product_id", "title", "price")} for h in page.hits] if page else []
+            rows.append({"query": text, "original": original, "total": page.total if page else 0,
+                         "hits": hits[: self.config.demo.rewrite_hits]})
+        return rows
+
+    def new_session(self) -> DemoSession:
+        return DemoSession(self)
+
+    def close(self) -> None:
+        with self._llm_lock:
+            for llm in self._llms.values():
+                _close_quietly(llm)
+            self._llms.clear()
+
+
+def open_world(data_dir: str | Path) -> ShoppingWorld:
+    if not (Path(data_dir) / "manifest.json").exists():
+        raise DemoError(f"no sandbox in {data_dir}: build one with `shoplab sandbox build --data-dir {data_dir} "
+                        "--tasks data/shoppingbench/*.jsonl --products 20000` (or `make run`), or pass --data-dir")
+    return ShoppingWorld.open(data_dir)
+
+
+def _close_quietly(llm: Any) -> None:
+    try:
+        close = getattr(llm, "close", None)
+        if close:
+            close()
+    except Exception:  # noqa: BLE001
+        logger.exception("closing an LLM failed")
+
+
+class EpisodeView:
+    """Turns an episode's events into Gradio chat messages: each tool call a collapsible step."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self.response = ""  # the agent's closing words (<response>...</response>), if it gave any
+        self._pending: dict[str, int] = {}
+
+    def thought(self, text: str) -> None:
+        self.messages.append({"role": "assistant", "content": render._e(text),
+                              "metadata": {"title": "💭 thinking", "status": "done"}})
+
+    def call_started(self, call_id: str, name: str, arguments: Any) -> None:
+        self._pending[call_id] = len(self.messages)
+        self.messages.append({"role": "assistant", "content": "…",
+                              "metadata": {"title": render.tool_step_title(name, arguments), "status": "pending"}})
+
+    def call_finished(self, call_id: str | None, name: str, arguments: Any, observation: str,
+                      seconds: float | None = None) -> None:
+        index = self._pending.pop(call_id, None) if call_id else None
+        failed = observation.startswith("Error:")
+        metadata: dict[str, Any] = {"title": ("⚠️ " if failed else "") + render.tool_step_title(name, arguments),
+                                    "status": "done"}
+        if seconds is not None:
+            metadata["duration"] = round(seconds, 3)
+        message = {"role": "assistant", "content": render.tool_step_body(name, observation), "metadata": metadata}
+        if index is None:
+            self.messages.append(message)
+        else:
+            self.messages[index] = message
+
+    def notice(self, text: str) -> None:
+        self.messages.append({"role": "assistant", "content": render._e(text),
+                              "metadata": {"title": "↩️ note to the agent", "status": "done"}})
+
+    def say(self, content: str) -> None:
+        self.messages.append({"role": "assistant", "content": content})
+
+
+_END = object()
+
+
+def _in_thread(produce: Callable[[Callable[[dict[str, Any]], None]], None]) -> Iterator[dict[str, Any]]:
+    """Run `produce(emit)` in its own thread and yield what it emits as it comes.
+
+    Gradio may resume a generator on a different worker thread each time; the episode keeps one
+    thread of its own, so LangGraph and the engines never see a thread switch mid-episode.
+    """
+    events: queue.Queue = queue.Queue()
+
+    def work() -> None:
+        try:
+            produce(events.put)
+        except Exception as exc:  # noqa: BLE001 - shown to the user, logged in full here
+            logger.exception("episode failed")
+            events.put({"event": "crash", "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
+        finally:
+            events.put(_END)
+
+    threading.Thread(target=work, name="shoplab-episode", daemon=True).start()
+    while True:
+        item = events.get()
+        if item is _END:
+            return
+        yield item
+
+
+class DemoSession:
+    """One shopper: a cart that outlives episodes, the chat so far, at most one running episode."""
+
+    def __init__(self, backend: DemoBackend):
+        self.id = uuid.uuid4().hex[:12]
+        self.backend = backend
+        demo = backend.config.demo
+        # The cart lives in an episode of its own that only has the cart tools: the panel's buttons
+        # go through the sandbox's cart tools (same validation as an agent's calls), and every chat
+        # episode is handed the same cart.
+        self.cart_env = ShoppingEnv(backend.world, tools=CART_TOOLS, max_steps=10**9, wallet=list(backend.wallet),
+                                    budget=demo.budget, instruction="")
+        self.history: list[Message] = []  # what the agent sees of earlier turns
+        self.transcript: list[Message] = []  # what the chat shows, steps included
+        self.last_message = ""
+        self.shown: dict[str, dict[str, Any]] = {}
+        self._busy = threading.Lock()
+
+    def new_chat(self) -> None:
+        """Forget the conversation; the cart stays, as in a shop."""
+        self.history, self.transcript, self.last_message = [], [], ""
+
+    def __deepcopy__(self, memo: dict) -> DemoSession:
+        # gr.State deep-copies its initial value; each session is already built fresh for its tab, and
+        # the world and models it points to are shared on purpose.
+        return self
+
+    # -- cart ---------------------------------------------------------------------------------
+    def cart_summary(self) -> dict[str, Any]:
+        return self.cart_env.cart_summary()
+
+    def set_budget(self, budget: float | None) -> None:
+        try:
+            value = None if budget in (None, "") else float(budget)
+        except (TypeError, ValueError) as exc:
+            raise DemoError("the budget must be a number") from exc
+        self.cart_env.budget = value if value is None or value > 0 else None
+
+    def _cart_step(self, tool: str, arguments: dict[str, Any]) -> str:
+        result = self.cart_env.step(tool, arguments)
+        self.cart_env.state.history.clear()  # the panel's clicks are not an episode to keep
+        return result.observation
+
+    def add_to_cart(self, product_id: str, quantity: Any = 1) -> str | None:
+        """None when added, else the sandbox's readable error."""
+        observation = self._cart_step("add_to_cart", {"product_id": str(product_id or "").strip(),
+                                                      "quantity": quantity})
+        return observation if observation.startswith("Error:") else None
+
+    def remove_from_cart(self, product_id: str) -> str | None:
+        observation = self._cart_step("remove_from_cart", {"product_id": str(product_id or "").strip()})
+        return observation if observation.startswith("Error:") else None
+
+    def cart_choices(self) -> list[tuple[str, str]]:
+        """Products this shopper has seen, most recent first, for the cart panel's picker."""
+        return [(f"{p['title'][:60]} · {p['price']:g} ({pid})", pid) for pid, p in reversed(self.shown.items())]
+
+    def _remember(self, products: list[dict[str, Any]]) -> None:
+        for p in products:
+            if isinstance(p, dict) and "product_id" in p and "title" in p:
+                self.shown.pop(p["product_id"], None)
+                self.shown[p["product_id"]] = {"title": str(p["title"]), "price": float(p.get("price") or 0)}
+        while len(self.shown) > 30:
+            self.shown.pop(next(iter(self.shown)))
+
+    # -- episodes -----------------------------------------------------------------------------
+    def chat(self, message: str, settings: TurnSettings) -> Iterator[list[Message]]:
+        """One chat turn: yields this turn's assistant messages so far, each time they change."""
+        message = str(message or "").strip()
+        if not message:
+            return
+        if not self._busy.acquire(blocking=False):
+            yield [{"role": "assistant", "content": "⏳ The previous request is still running; wait for it to finish."}]
+            return
+        try:
+            self.last_message = message[:2000]
+            env = ShoppingEnv(self.backend.world, instruction=message[:2000], wallet=list(self.backend.wallet),
+                              budget=self.cart_env.budget)
+            env.state.cart = self.cart_env.state.cart
+            view = EpisodeView()
+            yield from self._run(env, settings, view, chat=True)
+            summary = self._final_message(env, view)
+            self.history += [{"role": "user", "content": message[:2000]}, {"role": "assistant", "content": summary}]
+            self.history = self.history[-2 * self.backend.config.demo.history_turns:]
+            yield view.messages
+        finally:
+            self._busy.release()
+
+    def run_task(self, task_id: str, settings: TurnSettings) -> Iterator[tuple[list[Message], str, str]]:
+        """A benchmark task: yields (steps so far, score HTML, gold HTML); the last two fill in at the end."""
+        task = self.backend.tasks.get(str(task_id or ""))
+        if task is None:
+            raise DemoError("pick a task first")
+        if not self._busy.acquire(blocking=False):
+            raise DemoError("an episode is still running in this tab; wait for it to finish")
+        try:
+            # The benchmark's own protocol: ShoppingBench's tools only, and the task's voucher.
+            env = ShoppingEnv(self.backend.world, task, max_steps=settings.max_steps, tools=list(SHOPPINGBENCH_TOOLS))
+            view = EpisodeView()
+            for messages in self._run(env, settings, view, chat=False):
+                yield messages, "", ""
+            self._final_message(env, view)
+            score = env.score(self.backend.similarity(), with_checks=True).as_dict()
+            gold_ids = [s.product_id for s in task.reward]
+            found = self.backend.world.products(gold_ids)
+            gold = render.gold_panel([found[i] for i in gold_ids if i in found], task.knowledge_attribute)
+            yield view.messages, render.score_panel(score), gold
+        finally:
+            self._busy.release()
+
+    def _run(self, env: ShoppingEnv, settings: TurnSettings, view: EpisodeView,
+             chat: bool) -> Iterator[list[Message]]:
+        try:
+            agent = self._agent(settings, chat)
+        except (DemoError, LLMError) as exc:
+            view.say(f"⚠️ {render._e(exc)}")
+            yield view.messages
+            return
+        except Exception as exc:  # noqa: BLE001 - e.g. a model that fails to load
+            logger.exception("building the agent failed")
+            view.say(f"⚠️ Could not start the {settings.agent} agent ({type(exc).__name__}: {render._e(str(exc)[:300])}). "
+                     "Check the backend and model in Settings.")
+            yield view.messages
+            return
+        yield from self._stream(agent, env, view, chat)
+
+    def _agent(self, settings: TurnSettings, chat: bool):
+        config = self.backend.config
+        if settings.agent == "oracle" and chat:
+            raise DemoError("the oracle agent knows the gold answer of a benchmark task, so it only runs "
+                            "in the Benchmark task tab; pick react or heuristic for the chat")
+        if not agent_needs_llm(settings.agent):
+            return make_agent(settings.agent)
+        tools = config.agent.tools if chat else [t for t in config.agent.tools if t not in CART_TOOLS]
+        agent_config = replace(config.agent, tools=list(tools), max_steps=settings.max_steps)
+        sampling = SamplingConfig(**{**config.llm.sampling.__dict__, "temperature": settings.temperature})
+        return ReactAgent(self.backend.llm(settings), agent_config, tool_format=config.llm.tool_format,
+                          sampling=sampling)
+
+    def _stream(self, agent, env: ShoppingEnv, view: EpisodeView, chat: bool) -> Iterator[list[Message]]:
+        streaming = hasattr(agent, "stream_episode")
+        history = list(self.history) if chat else None
+
+        def produce(emit: Callable[[dict[str, Any]], None]) -> None:
+            if streaming:
+                for event in agent.stream_episode(env, history):
+                    emit(event)
+                return
+
+            def on_step(step: StepResult) -> None:
+                emit({"event": "step", "name": step.tool, "arguments": step.arguments,
+                      "content": step.observation, "seconds": step.latency_ms / 1000})
+
+            env.add_step_listener(on_step)
+            emit({"event": "done", "info": agent.run_episode(env) or {}})
+
+        arguments: dict[str, Any] = {}
+        for event in _in_thread(produce):
+            kind = event["event"]
+            if kind == "assistant":
+                thought = _visible_thought(event["content"])
+                if thought:
+                    view.thought(thought)
+                for call in event["tool_calls"]:
+                    function = call.get("function", {})
+                    arguments[call.get("id")] = function.get("arguments")
+                    view.call_started(call.get("id"), function.get("name", "?"), function.get("arguments"))
+            elif kind == "tool":
+                view.call_finished(event.get("tool_call_id"), event["name"], arguments.get(event.get("tool_call_id")),
+                                   event["content"])
+                self._remember_hits(event["name"], env)
+            elif kind == "step":
+                view.call_finished(None, event["name"], event["arguments"], event["content"], event["seconds"])
+                self._remember_hits(event["name"], env)
+            elif kind == "user":
+                view.notice(event["content"])
+            elif kind == "llm_error":
+                view.say("⚠️ The language model failed on this turn: "
+                         f"{render._e(str(event['error'])[:300])}. The demo is still running: try again, "
+                         "or pick another backend or model in Settings.")
+            elif kind == "crash":
+                view.say(f"⚠️ The agent stopped with an error ({render._e(event['error'])}). "
+                         "The demo is still running; try again.")
+            elif kind == "done":
+                last = next((m.get("content") or "" for m in reversed(event["info"].get("messages") or [])
+                             if m.get("role") == "assistant"), "")
+                view.response = " ".join(r.strip() for r in _RESPONSE.findall(last) if r.strip())
+            yield view.messages
+
+    def _remember_hits(self, tool: str, env: ShoppingEnv) -> None:
+        last = env.state.history[-1] if env.state.history else None
+        if tool == "find_product" and last is not None and last.tool == tool and isinstance(last.data, list):
+            self._remember(last.data)
+
+    def _final_message(self, env: ShoppingEnv, view: EpisodeView) -> str:
+        """Show the recommendation as product cards; return a one-line summary for the chat history."""
+        response = view.response
+        ids = env.state.recommended
+        found = self.backend.world.products(ids) if ids else {}
+        products = [found[i] for i in ids if i in found]
+        if products:
+            self._remember(products)
+            intro = render._e(response) if response else "Here is what I recommend:"
+            view.say(f"{intro}\n\n{render.product_cards(products)}")
+            return "I recommended " + "; ".join(f"{p['title']} (id {p['product_id']}, price {p['price']:g})"
+                                                for p in products)
+        text = response or "I could not find a product that fits. Try other words, or fewer requirements."
+        view.say(render._e(text))
+        return text
+
+
+def _visible_thought(text: str) -> str:
+    thinks = " ".join(t.strip() for t in _THINK.findall(text or ""))
+    if thinks:
+        return thinks
+    rest = _CALL_BLOCK.sub("", _RESPONSE.sub("", text or "")).strip()
+    return rest[:600]
