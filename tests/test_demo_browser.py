@@ -92,9 +92,13 @@ def test_a_message_streams_tool_steps_then_product_cards(browser, scripted_app, 
     step = page.get_by_text('find_product(q="stainless steel water bottle")').first
     step.click()
     page.wait_for_function("/· id \\d+/.test(document.querySelector('#chat').innerText)", timeout=STEP_TIMEOUT_MS)
-    # The recommended products can go in the cart from the panel.
     assert cart_items(page) == 0
     page.screenshot(path=str(tmp_path / "chat.png"), full_page=True)
+    # The rewrite panel shows how the configured rewriter rewrote the message, and what each query finds.
+    page.get_by_role("tab", name="Rewrite").click()
+    page.wait_for_selector("#rewrite-out .sl-rewrite >> text=stainless steel water bottle", timeout=STEP_TIMEOUT_MS)
+    assert page.locator("#rewrite-out ol li").count() >= 1
+    page.get_by_role("tab", name="Chat").click()
 
     # A failing LLM shows a message, and the same tab keeps working.
     send(page, "this request will fail")

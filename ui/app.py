@@ -51,7 +51,8 @@ def build_demo(backend: DemoBackend) -> gr.Blocks:
     n_products = manifest.get("n_products") or 0
 
     with gr.Blocks(title="shoplab · shopping assistant") as demo:
-        session = gr.State(lambda: backend.new_session(), time_to_live=config.demo.session_ttl_s)
+        # No time_to_live: it would expire an open but idle tab's cart. Gradio drops a closed tab's state.
+        session = gr.State(lambda: backend.new_session())
         gr.Markdown(f"## 🛍️ shoplab shopping assistant\nAn LLM agent shopping in a sandbox of "
                     f"**{n_products:,} products** ({render._e(manifest.get('backend', 'tantivy'))}). "
                     "Each tool call it makes appears as a step you can expand.", elem_id="header")

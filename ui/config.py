@@ -35,7 +35,6 @@ class DemoSettings:
     tasks_per_intent: int = 30  # benchmark tasks offered per intent
     max_steps: int = 12  # default of the settings slider; a task episode may raise it to the agent's max
     history_turns: int = 3  # earlier chat exchanges the agent sees
-    session_ttl_s: int = 3600  # a closed tab's episode state is dropped after this long
 
 
 @dataclass

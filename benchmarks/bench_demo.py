@@ -1,0 +1,174 @@
+"""The demo under concurrent users, measured in a real browser; also saves the README screenshots.
+
+The same work twice, in one run: one user sends N messages one after another (the baseline), then N
+users each send one at the same moment. With a local model, `BatchingChat` batches the users'
+turns, so the concurrent run should take less wall time than the sequential one. Reported: time to
+the first streamed step, time to the final message, and episodes per minute.
+
+    python benchmarks/bench_demo.py --data-dir runs/sandbox --users 4
+    python benchmarks/bench_demo.py --llm-config configs/agents/react_smollm2_distilled.yaml \
+        --llm transformers --model runs/distill/sft/merged --users 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import socket
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from playwright.sync_api import sync_playwright  # noqa: E402
+
+from agents.llm import LLMConfig  # noqa: E402
+from agents.react import ReactConfig  # noqa: E402
+from ui import DemoConfig  # noqa: E402
+from ui.app import launch_demo, warm_up  # noqa: E402
+from ui.config import DEMO_TOOLS  # noqa: E402
+
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+# The last assistant message of a finished turn is not a step (steps are collapsible thought groups).
+TURN_DONE = """n => {
+  const users = document.querySelectorAll('#chat [data-testid="user"]').length;
+  const bots = [...document.querySelectorAll('#chat [data-testid="bot"]')];
+  const last = bots[bots.length - 1];
+  return users >= n && !!last && !last.querySelector('.thought-group') && users <= bots.length;
+}"""
+FIRST_STEP = "n => document.querySelectorAll('#chat .thought-group').length > n"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def open_page(browser, url: str):
+    page = browser.new_context(viewport={"width": 1400, "height": 1100}).new_page()
+    page.goto(url)
+    page.wait_for_selector("#chat-input textarea")
+    return page
+
+
+def send(page, text: str) -> None:
+    page.fill("#chat-input textarea", text)
+    page.click("#chat-send")
+
+
+def steps_now(page) -> int:
+    return page.evaluate("() => document.querySelectorAll('#chat .thought-group').length")
+
+
+def watch(pages: list, sent: list[int], steps_before: list[int], timeout_s: float) -> list[dict[str, float]]:
+    """Poll every page until its turn is done; the times are from the moment each message was sent."""
+    started = time.perf_counter()
+    out: list[dict[str, float]] = [{} for _ in pages]
+    while time.perf_counter() - started < timeout_s:
+        now = time.perf_counter() - started
+        for i, page in enumerate(pages):
+            if "first_step_s" not in out[i] and page.evaluate(FIRST_STEP, steps_before[i]):
+                out[i]["first_step_s"] = now
+            if "done_s" not in out[i] and page.evaluate(TURN_DONE, sent[i]):
+                out[i]["done_s"] = now
+                out[i].setdefault("first_step_s", now)  # a turn may finish between two polls
+        if all("done_s" in r for r in out):
+            return out
+        time.sleep(0.05)
+    raise TimeoutError(f"turns not done after {timeout_s:.0f} s")
+
+
+def summarize(rows: list[dict[str, float]], wall_s: float) -> dict[str, float]:
+    return {"episodes": len(rows), "wall_s": round(wall_s, 2),
+            "episodes_per_min": round(60 * len(rows) / wall_s, 2),
+            "first_step_p50_s": round(statistics.median(r["first_step_s"] for r in rows), 2),
+            "done_p50_s": round(statistics.median(r["done_s"] for r in rows), 2),
+            "done_max_s": round(max(r["done_s"] for r in rows), 2)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--config", default="configs/demo/default.yaml")
+    ap.add_argument("--data-dir", default="runs/sandbox")
+    ap.add_argument("--llm-config", default=None)
+    ap.add_argument("--llm", default=None, help="backend override")
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--users", type=int, default=4)
+    ap.add_argument("--max-steps", type=int, default=6)
+    ap.add_argument("--message", default="stainless steel water bottle")
+    ap.add_argument("--timeout", type=float, default=1800)
+    ap.add_argument("--out", default="benchmarks/results/demo_concurrency.json")
+    ap.add_argument("--screenshots", default="benchmarks/results", help="folder for demo_*.png ('' for none)")
+    args = ap.parse_args()
+
+    config = DemoConfig.from_yaml(args.config)
+    if args.llm_config:
+        config.llm = LLMConfig.from_yaml(args.llm_config)
+        config.agent = ReactConfig.from_yaml(args.llm_config)
+        config.agent.tools = [t for t in DEMO_TOOLS if t in config.agent.tools] or list(DEMO_TOOLS)
+    overrides = {k: v for k, v in {"backend": args.llm, "model": args.model}.items() if v}
+    config.llm = dataclasses.replace(config.llm, **overrides)
+    config.demo = dataclasses.replace(config.demo, data_dir=args.data_dir, port=free_port(),
+                                      concurrency=max(args.users, 1), max_steps=args.max_steps)
+    app, backend = launch_demo(config, block=False, warm=False, quiet=True)
+    load_started = time.perf_counter()
+    warm_up(backend).join()
+    load_s = time.perf_counter() - load_started
+    url = f"http://127.0.0.1:{config.demo.port}/"
+    result: dict = {"bench": "demo_concurrency", "llm_backend": config.llm.backend, "model": config.llm.model,
+                    "users": args.users, "max_steps": args.max_steps, "message": args.message,
+                    "n_products": backend.world.manifest.get("n_products"), "model_load_s": round(load_s, 1)}
+    shots = Path(args.screenshots) if args.screenshots else None
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=os.environ.get("SHOPLAB_CHROMIUM", "/usr/bin/chromium"),
+                                         args=CHROMIUM_ARGS)
+            # Baseline: one user, the same number of episodes one after another.
+            solo = open_page(browser, url)
+            rows = []
+            started = time.perf_counter()
+            for k in range(args.users):
+                before = steps_now(solo)
+                send(solo, args.message)
+                rows += watch([solo], [k + 1], [before], args.timeout)
+            result["sequential"] = summarize(rows, time.perf_counter() - started)
+            # The same episodes from `users` tabs (sessions) at once.
+            pages = [open_page(browser, url) for _ in range(args.users)]
+            started = time.perf_counter()
+            for page in pages:
+                send(page, args.message)
+            rows = watch(pages, [1] * len(pages), [0] * len(pages), args.timeout)
+            result["concurrent"] = summarize(rows, time.perf_counter() - started)
+            result["speedup"] = round(result["sequential"]["wall_s"] / result["concurrent"]["wall_s"], 2)
+            if shots:
+                shots.mkdir(parents=True, exist_ok=True)
+                page = pages[0]
+                page.locator("#chat .thought-group .title").first.click()  # one step opened, as a user would
+                page.wait_for_timeout(500)
+                page.screenshot(path=str(shots / "demo_chat.png"), full_page=True)
+                task_page = open_page(browser, url)
+                task_page.get_by_role("tab", name="Benchmark task").click()
+                task_page.click("#task-run")
+                task_page.wait_for_selector("#task-score .sl-score", timeout=args.timeout * 1000)
+                task_page.wait_for_timeout(500)
+                task_page.screenshot(path=str(shots / "demo_task.png"), full_page=True)
+            browser.close()
+    finally:
+        app.close()
+        backend.close()
+    print(json.dumps(result))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
