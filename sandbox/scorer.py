@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sandbox.data_model import Intent
-from sandbox.tasks import ProductSpec, Task, TaskVoucher, parse_price_constraint
+from sandbox.tasks import PriceRange, ProductSpec, Task, TaskVoucher, parse_price_constraint
 
 TITLE_THRESHOLD = 0.5
 WEB_TITLE_THRESHOLD = 0.8
@@ -132,8 +132,8 @@ def constraint_checks(product: Mapping[str, Any], spec: ProductSpec,
               for title in spec.title]
     price = float(product.get("price") or 0.0)
     for constraint in spec.price:
-        mode, bounds = next(iter(constraint.items()))
-        checks.append(ConstraintCheck("price", f"price {mode} {bounds}", parse_price_constraint(constraint).contains(price)))
+        wanted_range = parse_price_constraint(constraint)
+        checks.append(ConstraintCheck("price", _price_requirement(wanted_range), wanted_range.contains(price)))
     services = set(product.get("service") or [])
     checks += [ConstraintCheck("service", f"service {s}", s in services) for s in spec.service]
     attr_pairs = {(k, v) for k, vs in (product.get("attributes") or {}).items() for v in vs}
@@ -144,6 +144,12 @@ def constraint_checks(product: Mapping[str, Any], spec: ProductSpec,
         checks += [ConstraintCheck("sku & attrs", f"{k}: {v}", (k, v) in best or (k, v) in attr_pairs)
                    for k, v in wanted]
     return checks
+
+
+def _price_requirement(wanted: PriceRange) -> str:
+    if wanted.low is not None and wanted.high is not None:
+        return f"price {wanted.low:g} to {wanted.high:g}"
+    return f"price at most {wanted.high:g}" if wanted.high is not None else f"price at least {wanted.low:g}"
 
 
 def score_product(product: Mapping[str, Any], spec: ProductSpec, similarity: TitleSimilarity) -> ProductScore:

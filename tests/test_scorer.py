@@ -405,7 +405,7 @@ def test_constraint_checks_are_what_the_score_counts():
     score = score_episode(task, "N", lookup_of(near), SIM, with_checks=True)
     checks = score.per_product[0]["checks"]
     assert [(c["field"], c["met"]) for c in checks] == [("title", True), ("price", False), ("sku & attrs", True)]
-    assert checks[1]["requirement"] == "price less than [None, 100]"
+    assert checks[1]["requirement"] == "price at most 100"
     assert score.constraint_score == pytest.approx(sum(c["met"] for c in checks) / len(checks))
     assert score.per_product[0]["exact"] is False
     exact = score_episode(task, "G1", lookup_of(product(pid="G1", title="x", price=1)), SIM, with_checks=True)

@@ -20,9 +20,9 @@ from ui.session import DEMO_AGENTS, DemoBackend, DemoError, DemoSession, LLMFact
 
 logger = logging.getLogger("shoplab.demo")
 
-EXAMPLES = ["I need a stainless steel water bottle under 20 with free shipping",
-            "Find me a phone case from an official store",
-            "A pair of running shoes, size 42, under 60"]
+EXAMPLES = ["A stainless steel water bottle under 300 with free shipping",
+            "A 12 inch heavy-duty rubber wheel for a pushcart",
+            "Building blocks for kids from an official store"]
 
 
 def _warning(exc: BaseException) -> str:
