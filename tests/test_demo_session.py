@@ -200,3 +200,47 @@ def test_demo_cli_explains_a_missing_sandbox(tmp_path):
     assert result.exit_code != 0
     assert "no sandbox in" in result.output and "shoplab sandbox build" in result.output
     assert "Traceback" not in result.output
+
+
+def test_demo_command_serves_the_app_on_localhost(world):
+    """`shoplab demo` as a user runs it: a real process, bound to 127.0.0.1, answering until stopped."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-c", "from shoplab_cli import app; app()", "demo", "--data-dir", str(world.data_dir),
+           "--port", str(port), "--rewriter", "none"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
+    try:
+        deadline = time.time() + 120
+        page = None
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                page = httpx.get(f"http://127.0.0.1:{port}/config", timeout=2)
+                break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        assert page is not None and page.status_code == 200, proc.stdout.read() if proc.poll() is not None else ""
+        config = page.text
+        assert "shoplab" in config and "chat-input" in config and "task-run" in config
+        import psutil
+
+        listening = {c.laddr.ip for c in psutil.Process(proc.pid).net_connections(kind="tcp")
+                     if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
+        assert listening == {"127.0.0.1"}, "the demo must not listen beyond this machine by default"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    assert proc.returncode is not None
