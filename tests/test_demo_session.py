@@ -244,3 +244,26 @@ def test_demo_command_serves_the_app_on_localhost(world):
         except subprocess.TimeoutExpired:
             proc.kill()
     assert proc.returncode is not None
+
+
+def test_at_most_two_models_stay_loaded_and_the_oldest_is_closed(world):
+    loaded = []
+
+    class Tracked(ScriptedShopper):
+        def __init__(self, model):
+            super().__init__()
+            self.model, self.closed = model, False
+            loaded.append(self)
+
+        def close(self):
+            self.closed = True
+
+    backend = DemoBackend(DemoConfig(demo=DemoSettings(data_dir=str(world.data_dir))), world=world,
+                          llm_factory=lambda cfg: Tracked(cfg.model))
+    first = backend.llm(TurnSettings(model="a"))
+    assert backend.llm(TurnSettings(model="a")) is first, "a loaded model is shared, not reloaded"
+    backend.llm(TurnSettings(model="b"))
+    backend.llm(TurnSettings(model="c"))
+    assert [(m.model, m.closed) for m in loaded] == [("a", True), ("b", False), ("c", False)]
+    backend.close()
+    assert all(m.closed for m in loaded)

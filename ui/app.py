@@ -26,7 +26,7 @@ EXAMPLES = ["A stainless steel water bottle under 300 with free shipping",
 
 
 def _warning(exc: BaseException) -> str:
-    return f"⚠️ {render._e(exc)}" if isinstance(exc, DemoError) else \
+    return f"⚠️ {render.esc(exc)}" if isinstance(exc, DemoError) else \
         f"⚠️ Something went wrong ({type(exc).__name__}); the demo is still running, try again."
 
 
@@ -54,7 +54,7 @@ def build_demo(backend: DemoBackend) -> gr.Blocks:
         # No time_to_live: it would expire an open but idle tab's cart. Gradio drops a closed tab's state.
         session = gr.State(lambda: backend.new_session())
         gr.Markdown(f"## 🛍️ shoplab shopping assistant\nAn LLM agent shopping in a sandbox of "
-                    f"**{n_products:,} products** ({render._e(manifest.get('backend', 'tantivy'))}). "
+                    f"**{n_products:,} products** ({render.esc(manifest.get('backend', 'tantivy'))}). "
                     "Each tool call it makes appears as a step you can expand.", elem_id="header")
         with gr.Row(equal_height=False):
             with gr.Column(scale=3):
@@ -87,7 +87,7 @@ def build_demo(backend: DemoBackend) -> gr.Blocks:
                             score = gr.HTML(elem_id="task-score")
                             gold = gr.HTML(elem_id="task-gold")
                     with gr.Tab("Rewrite", id="rewrite", visible=backend.has_rewriter):
-                        gr.Markdown(f"Query rewriter: `{render._e(config.demo.rewriter)}`. Each chat message is "
+                        gr.Markdown(f"Query rewriter: `{render.esc(config.demo.rewriter)}`. Each chat message is "
                                     "rewritten here too.")
                         with gr.Row():
                             rewrite_query = gr.Textbox(show_label=False, placeholder="A long-tail query",
@@ -132,7 +132,7 @@ def build_demo(backend: DemoBackend) -> gr.Blocks:
             if not text:
                 yield sess.transcript, gr.update(), *cart_outputs(sess)
                 return
-            before = list(sess.transcript) + [{"role": "user", "content": render._e(text)}]
+            before = list(sess.transcript) + [{"role": "user", "content": render.esc(text)}]
             yield before, "", *cart_outputs(sess)
             try:
                 settings = settings_of(*values)
@@ -161,11 +161,11 @@ def build_demo(backend: DemoBackend) -> gr.Blocks:
 
         def add_to_cart(sess: DemoSession, product_id: str, qty: Any) -> tuple:
             error = sess.add_to_cart(product_id, qty)
-            return cart_outputs(sess, render._e(error) if error else "Added.")
+            return cart_outputs(sess, render.esc(error) if error else "Added.")
 
         def remove_from_cart(sess: DemoSession, product_id: str) -> tuple:
             error = sess.remove_from_cart(product_id)
-            return cart_outputs(sess, render._e(error) if error else "Removed.")
+            return cart_outputs(sess, render.esc(error) if error else "Removed.")
 
         def set_budget(sess: DemoSession, value: Any) -> tuple:
             sess.set_budget(value)
@@ -214,7 +214,7 @@ def _task_markdown(backend: DemoBackend, task_id: str | None) -> str:
     if chosen is None:
         return ""
     budget = f" · budget {chosen.voucher.budget:g}" if chosen.voucher else ""
-    return f"**Request** ({chosen.intent.value}{budget}, {chosen.n_products} product(s)): {render._e(chosen.query)}"
+    return f"**Request** ({chosen.intent.value}{budget}, {chosen.n_products} product(s)): {render.esc(chosen.query)}"
 
 
 def _voucher_label(voucher) -> str:

@@ -48,7 +48,8 @@ CSS = """
 """.replace("PLACEHOLDER", PLACEHOLDER_SVG)
 
 
-def _e(value: Any) -> str:
+def esc(value: Any) -> str:
+    """HTML-escaped text: for anything from the catalogue, a task or the model."""
     return escape(str(value), quote=True)
 
 
@@ -56,7 +57,7 @@ def _price(value: Any) -> str:
     try:
         return f"{float(value):,.2f}"
     except (TypeError, ValueError):
-        return _e(value)
+        return esc(value)
 
 
 def _image_url(url: Any) -> str | None:
@@ -81,51 +82,51 @@ def tool_step_title(name: str, arguments: dict[str, Any] | str | None) -> str:
 def tool_step_body(name: str, observation: str) -> str:
     """What a tool returned, compactly: search hits as a list, errors in bold, the rest as text."""
     if observation.startswith("Error:"):
-        return f"**{_e(observation[:MAX_STEP_BODY_CHARS])}**"
+        return f"**{esc(observation[:MAX_STEP_BODY_CHARS])}**"
     data: Any = None
     try:
         data = json.loads(observation)
     except json.JSONDecodeError:
         pass
     if name == "find_product" and isinstance(data, list):
-        lines = [f"{i + 1}. {_e(p.get('title', ''))} · **{_price(p.get('price'))}** · id `{_e(p.get('product_id'))}`"
+        lines = [f"{i + 1}. {esc(p.get('title', ''))} · **{_price(p.get('price'))}** · id `{esc(p.get('product_id'))}`"
                  for i, p in enumerate(data) if isinstance(p, dict)]
-        return "\n".join(lines) or _e(observation)
+        return "\n".join(lines) or esc(observation)
     if name == "view_product_information" and isinstance(data, list):
         parts = []
         for p in data:
             if not isinstance(p, dict):
                 continue
             if "error" in p:
-                parts.append(f"`{_e(p.get('product_id'))}`: {_e(p['error'])}")
+                parts.append(f"`{esc(p.get('product_id'))}`: {esc(p['error'])}")
                 continue
-            attrs = "; ".join(f"{_e(k)}: {_e(', '.join(map(str, v)) if isinstance(v, list) else v)}"
+            attrs = "; ".join(f"{esc(k)}: {esc(', '.join(map(str, v)) if isinstance(v, list) else v)}"
                               for k, v in (p.get("attributes") or {}).items())
-            skus = "; ".join(" / ".join(f"{_e(k)}: {_e(v)}" for k, v in o.items())
+            skus = "; ".join(" / ".join(f"{esc(k)}: {esc(v)}" for k, v in o.items())
                              for o in (p.get("sku_options") or {}).values() if isinstance(o, dict))
-            parts.append(f"`{_e(p.get('product_id'))}`: {_e(str(p.get('description', ''))[:240])}"
+            parts.append(f"`{esc(p.get('product_id'))}`: {esc(str(p.get('description', ''))[:240])}"
                          + (f"<br>attributes: {attrs}" if attrs else "") + (f"<br>options: {skus}" if skus else ""))
-        return "\n\n".join(parts) or _e(observation)
+        return "\n\n".join(parts) or esc(observation)
     text = observation if len(observation) <= MAX_STEP_BODY_CHARS else observation[:MAX_STEP_BODY_CHARS] + " …"
-    return _e(text)
+    return esc(text)
 
 
 def product_card(product: dict[str, Any]) -> str:
     url = _image_url(product.get("main_image_url"))
     # alt="" keeps a broken remote image invisible, so the placeholder behind it shows instead.
-    image = f'<img src="{_e(url)}" alt="" loading="lazy">' if url else ""
-    services = "".join(f'<span class="sl-badge">{_e(SERVICE_LABELS.get(s, s))}</span>'
+    image = f'<img src="{esc(url)}" alt="" loading="lazy">' if url else ""
+    services = "".join(f'<span class="sl-badge">{esc(SERVICE_LABELS.get(s, s))}</span>'
                        for s in product.get("service") or [])
-    attrs = "; ".join(f"{_e(k)}: {_e(', '.join(map(str, v)) if isinstance(v, list) else v)}"
+    attrs = "; ".join(f"{esc(k)}: {esc(', '.join(map(str, v)) if isinstance(v, list) else v)}"
                       for k, v in list((product.get("attributes") or {}).items())[:4])
-    options = [" / ".join(f"{_e(v)}" for v in o.values()) for o in (product.get("sku_options") or {}).values()
+    options = [" / ".join(f"{esc(v)}" for v in o.values()) for o in (product.get("sku_options") or {}).values()
                if isinstance(o, dict)]
     option_line = f'<div class="sl-attrs">options: {"; ".join(options[:4])}</div>' if options else ""
-    return (f'<div class="sl-card" data-product-id="{_e(product.get("product_id"))}">'
+    return (f'<div class="sl-card" data-product-id="{esc(product.get("product_id"))}">'
             f'<div class="sl-thumb">{image}</div>'
-            f'<div class="sl-title">{_e(product.get("title", ""))}</div>'
+            f'<div class="sl-title">{esc(product.get("title", ""))}</div>'
             f'<div class="sl-price">{_price(product.get("price"))}</div>'
-            f'<div class="sl-meta">shop {_e(product.get("shop_id", ""))} · id {_e(product.get("product_id", ""))}'
+            f'<div class="sl-meta">shop {esc(product.get("shop_id", ""))} · id {esc(product.get("product_id", ""))}'
             f' · {int(product.get("sold_count") or 0):,} sold</div>'
             f"<div>{services}</div>"
             + (f'<div class="sl-attrs">{attrs}</div>' if attrs else "") + option_line + "</div>")
@@ -140,12 +141,12 @@ def cart_panel(summary: dict[str, Any]) -> str:
     if not items:
         rows = '<tr><td colspan="4">Your cart is empty.</td></tr>'
     else:
-        rows = "".join(f'<tr data-product-id="{_e(i["product_id"])}"><td>{_e(i["title"])}</td>'
+        rows = "".join(f'<tr data-product-id="{esc(i["product_id"])}"><td>{esc(i["title"])}</td>'
                        f'<td>{int(i["quantity"])}</td><td>{_price(i["price"])}</td><td>{_price(i["subtotal"])}</td></tr>'
                        for i in items)
     lines = [f'<div>Total: <b>{_price(summary.get("total", 0))}</b></div>']
     if summary.get("voucher"):
-        lines.append(f'<div>Best voucher: {_e(summary["voucher"])} (−{_price(summary.get("discount", 0))})</div>')
+        lines.append(f'<div>Best voucher: {esc(summary["voucher"])} (−{_price(summary.get("discount", 0))})</div>')
     elif items:
         lines.append("<div>No voucher in your wallet applies yet.</div>")
     lines.append(f'<div class="sl-total">To pay: <span id="sl-to-pay">{_price(summary.get("total_after_voucher", 0))}'
@@ -161,7 +162,7 @@ def cart_panel(summary: dict[str, Any]) -> str:
 def wallet_panel(vouchers: list[str]) -> str:
     if not vouchers:
         return ""
-    return "<div class='sl-meta'>Wallet: " + " · ".join(_e(v) for v in vouchers) + "</div>"
+    return "<div class='sl-meta'>Wallet: " + " · ".join(esc(v) for v in vouchers) + "</div>"
 
 
 def score_panel(score: dict[str, Any]) -> str:
@@ -171,7 +172,7 @@ def score_panel(score: dict[str, Any]) -> str:
 
     head = (f'<div class="sl-score" data-success="{str(bool(score["success"])).lower()}">'
             f'<h3>{"✅ Success" if score["success"] else "❌ Not solved"}</h3>'
-            f'<div>intent {_e(score["intent"])} · constraint score <b>{score["constraint_score"]:.2f}</b> · '
+            f'<div>intent {esc(score["intent"])} · constraint score <b>{score["constraint_score"]:.2f}</b> · '
             f'exact gold {score["gt"]:.2f}</div>')
     extra = []
     for key, label in (("shop_ok", "all products from one shop"), ("budget_ok", "within the budget after voucher"),
@@ -186,24 +187,24 @@ def score_panel(score: dict[str, Any]) -> str:
         elif not checks:
             body = '<tr><td colspan="2"><span class="sl-bad">✗</span> no product recommended here</td></tr>'
         else:
-            body = "".join(f"<tr><td>{mark(c['met'])}</td><td>{_e(c['requirement'])}</td></tr>" for c in checks)
-        tables.append(f"<h4>Product {i + 1}: {_e(row.get('product_id') or '—')} "
+            body = "".join(f"<tr><td>{mark(c['met'])}</td><td>{esc(c['requirement'])}</td></tr>" for c in checks)
+        tables.append(f"<h4>Product {i + 1}: {esc(row.get('product_id') or '—')} "
                       f"(score {row.get('score', 0):.2f})</h4><table>{body}</table>")
     return head + "".join(extra) + "".join(tables) + "</div>"
 
 
 def gold_panel(gold_products: list[dict[str, Any]], knowledge_attribute: str | None = None) -> str:
-    note = f"<div>Knowledge attribute: <b>{_e(knowledge_attribute)}</b></div>" if knowledge_attribute else ""
+    note = f"<div>Knowledge attribute: <b>{esc(knowledge_attribute)}</b></div>" if knowledge_attribute else ""
     return f"<div class='sl-gold'><h3>Gold answer</h3>{note}{product_cards(gold_products)}</div>"
 
 
 def rewrite_panel(query: str, rows: list[dict[str, Any]]) -> str:
     """The original query and each rewrite, with what it retrieves (`rows[0]` is the original)."""
-    parts = [f"<div class='sl-rewrite'><h3>Rewrites of “{_e(query)}”</h3>"]
+    parts = [f"<div class='sl-rewrite'><h3>Rewrites of “{esc(query)}”</h3>"]
     for row in rows:
         label = "original" if row["original"] else "rewrite"
-        hits = "".join(f"<li>{_e(h['title'])} · {_price(h['price'])} · <code>{_e(h['product_id'])}</code></li>"
+        hits = "".join(f"<li>{esc(h['title'])} · {_price(h['price'])} · <code>{esc(h['product_id'])}</code></li>"
                        for h in row["hits"]) or "<li>nothing found</li>"
-        parts.append(f"<h4>{label}: {_e(row['query'])} <span class='sl-meta'>({row['total']:,} matches)</span></h4>"
+        parts.append(f"<h4>{label}: {esc(row['query'])} <span class='sl-meta'>({row['total']:,} matches)</span></h4>"
                      f"<ol>{hits}</ol>")
     return "".join(parts) + "</div>"

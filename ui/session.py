@@ -112,7 +112,7 @@ class DemoBackend:
         with self._llm_lock:
             if key not in self._llms:
                 if len(self._llms) >= MAX_LOADED_LLMS:
-                    _, oldest = self._llms.popitem()
+                    oldest = self._llms.pop(next(iter(self._llms)))  # the first loaded
                     _close_quietly(oldest)
                 config = replace(self.config.llm, backend=settings.backend, model=settings.model)
                 self._llms[key] = self.llm_factory(config)
@@ -188,7 +188,7 @@ class EpisodeView:
         self._pending: dict[str, int] = {}
 
     def thought(self, text: str) -> None:
-        self.messages.append({"role": "assistant", "content": render._e(text),
+        self.messages.append({"role": "assistant", "content": render.esc(text),
                               "metadata": {"title": "💭 thinking", "status": "done"}})
 
     def call_started(self, call_id: str, name: str, arguments: Any) -> None:
@@ -211,7 +211,7 @@ class EpisodeView:
             self.messages[index] = message
 
     def notice(self, text: str) -> None:
-        self.messages.append({"role": "assistant", "content": render._e(text),
+        self.messages.append({"role": "assistant", "content": render.esc(text),
                               "metadata": {"title": "↩️ note to the agent", "status": "done"}})
 
     def say(self, content: str) -> None:
@@ -361,12 +361,12 @@ class DemoSession:
         try:
             agent = self._agent(settings, chat)
         except (DemoError, LLMError) as exc:
-            view.say(f"⚠️ {render._e(exc)}")
+            view.say(f"⚠️ {render.esc(exc)}")
             yield view.messages
             return
         except Exception as exc:  # noqa: BLE001 - e.g. a model that fails to load
             logger.exception("building the agent failed")
-            view.say(f"⚠️ Could not start the {settings.agent} agent ({type(exc).__name__}: {render._e(str(exc)[:300])}). "
+            view.say(f"⚠️ Could not start the {settings.agent} agent ({type(exc).__name__}: {render.esc(str(exc)[:300])}). "
                      "Check the backend and model in Settings.")
             yield view.messages
             return
@@ -424,10 +424,10 @@ class DemoSession:
                 view.notice(event["content"])
             elif kind == "llm_error":
                 view.say("⚠️ The language model failed on this turn: "
-                         f"{render._e(str(event['error'])[:300])}. The demo is still running: try again, "
+                         f"{render.esc(str(event['error'])[:300])}. The demo is still running: try again, "
                          "or pick another backend or model in Settings.")
             elif kind == "crash":
-                view.say(f"⚠️ The agent stopped with an error ({render._e(event['error'])}). "
+                view.say(f"⚠️ The agent stopped with an error ({render.esc(event['error'])}). "
                          "The demo is still running; try again.")
             elif kind == "done":
                 last = next((m.get("content") or "" for m in reversed(event["info"].get("messages") or [])
@@ -448,12 +448,12 @@ class DemoSession:
         products = [found[i] for i in ids if i in found]
         if products:
             self._remember(products)
-            intro = render._e(response) if response else "Here is what I recommend:"
+            intro = render.esc(response) if response else "Here is what I recommend:"
             view.say(f"{intro}\n\n{render.product_cards(products)}")
             return "I recommended " + "; ".join(f"{p['title']} (id {p['product_id']}, price {p['price']:g})"
                                                 for p in products)
         text = response or "I could not find a product that fits. Try other words, or fewer requirements."
-        view.say(render._e(text))
+        view.say(render.esc(text))
         return text
 
 
