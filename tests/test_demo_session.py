@@ -202,8 +202,9 @@ def test_demo_cli_explains_a_missing_sandbox(tmp_path):
     assert "Traceback" not in result.output
 
 
-def test_demo_command_serves_the_app_on_localhost_until_ctrl_c(world, tmp_path):
-    """`shoplab demo` as a user runs it: a real process, bound to 127.0.0.1, stopped by Ctrl-C."""
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_demo_command_serves_on_localhost_and_stops_cleanly(world, tmp_path, stop):
+    """`shoplab demo` as a user runs it: a real process, bound to 127.0.0.1, closed by Ctrl-C or SIGTERM."""
     import os
     import signal
     import socket
@@ -221,8 +222,10 @@ def test_demo_command_serves_the_app_on_localhost_until_ctrl_c(world, tmp_path):
            "--port", str(port), "--rewriter", "none"]
     log_path = tmp_path / "demo.log"
     with open(log_path, "w") as log:  # a file, not a pipe: a full pipe would block the server's writes
+        # SIGINT ignored, as a background job of a non-interactive shell inherits it.
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
+                                env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"},
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         deadline = time.time() + 120
         page = None
@@ -238,9 +241,9 @@ def test_demo_command_serves_the_app_on_localhost_until_ctrl_c(world, tmp_path):
         listening = {c.laddr.ip for c in psutil.Process(proc.pid).net_connections(kind="tcp")
                      if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
         assert listening == {"127.0.0.1"}, "the demo must not listen beyond this machine by default"
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
-        assert f"http://127.0.0.1:{port}" in log_path.read_text()
+        proc.send_signal(getattr(signal, stop))
+        assert proc.wait(timeout=60) == 0
+        assert "closing server" in log_path.read_text()
     finally:
         if proc.poll() is None:
             proc.kill()

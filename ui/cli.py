@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
+import signal
 from pathlib import Path
 
 import typer
 
 DEFAULT_CONFIG = Path("configs/demo/default.yaml")
+
+
+def _stop_cleanly_on_signals() -> None:
+    """Ctrl-C and SIGTERM (a service manager's stop) both close the server cleanly.
+
+    A process started in the background by a non-interactive shell inherits SIGINT as ignored, and
+    SIGTERM would otherwise end it at once; both become the KeyboardInterrupt Gradio handles.
+    """
+    def stop(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
 
 
 def demo(
@@ -50,6 +64,7 @@ def demo(
     if rewriter is not None:
         demo_overrides["rewriter"] = None if rewriter.lower() in ("", "none", "off") else rewriter
     cfg.demo = dataclasses.replace(cfg.demo, **demo_overrides)
+    _stop_cleanly_on_signals()
     try:
         launch_demo(cfg)
     except DemoError as exc:
