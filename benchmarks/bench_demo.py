@@ -16,7 +16,6 @@ import argparse
 import dataclasses
 import json
 import os
-import socket
 import statistics
 import sys
 import time
@@ -26,16 +25,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from playwright.sync_api import sync_playwright  # noqa: E402
-
 from agents.llm import LLMConfig  # noqa: E402
 from agents.react import ReactConfig  # noqa: E402
 from ui import DemoConfig  # noqa: E402
 from ui.app import launch_demo, warm_up  # noqa: E402
+from ui.browser import free_port, launch_chromium, open_page, send  # noqa: E402
 from ui.config import DEMO_TOOLS  # noqa: E402
 
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
 # A turn is done when the last assistant message after the shopper's n-th message is not a step (steps
 # are collapsible thought groups; the closing message, cards or text, is not).
 _AFTER_LAST_USER = """
@@ -53,24 +49,6 @@ FULL_HEIGHT_CHAT = "#chat, #chat * {max-height: none !important;} #chat, #chat .
 TASK_DONE = """() => !!document.querySelector('#task-score .sl-score') || [...document.querySelectorAll(
   '#task-chat [data-testid="bot"]')].some(b => !b.querySelector('.thought-group') && b.innerText.includes('⚠️'))"""
 FIRST_STEP = "n => {" + _AFTER_LAST_USER + " return users.length >= n && bots.length > 0; }"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def open_page(browser, url: str):
-    page = browser.new_context(viewport={"width": 1400, "height": 1100}).new_page()
-    page.goto(url)
-    page.wait_for_selector("#chat-input textarea")
-    return page
-
-
-def send(page, text: str) -> None:
-    page.fill("#chat-input textarea", text)
-    page.click("#chat-send")
 
 
 def watch(pages: list, sent: list[int], timeout_s: float) -> list[dict[str, float]]:
@@ -144,23 +122,21 @@ def main() -> None:
                     "n_products": backend.world.manifest.get("n_products"), "model_load_s": round(load_s, 1)}
     shots = Path(args.screenshots) if args.screenshots else None
     try:
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=os.environ.get("SHOPLAB_CHROMIUM", "/usr/bin/chromium"),
-                                         args=CHROMIUM_ARGS)
+        with launch_chromium() as browser:
             # Unmeasured: the first turn after start-up pays one-off costs (allocator, kernels, caches).
-            warm = open_page(browser, url)
+            warm = open_page(browser, url, height=1100)
             send(warm, args.message)
             watch([warm], [1], args.timeout)
             # Baseline: the same episodes, one tab (session) after another.
             rows = []
             started = time.perf_counter()
             for _ in range(args.users):
-                solo = open_page(browser, url)
+                solo = open_page(browser, url, height=1100)
                 send(solo, args.message)
                 rows += watch([solo], [1], args.timeout)
             result["sequential"] = summarize(rows, time.perf_counter() - started)
             # The same episodes from `users` tabs (sessions) at once.
-            pages = [open_page(browser, url) for _ in range(args.users)]
+            pages = [open_page(browser, url, height=1100) for _ in range(args.users)]
             started = time.perf_counter()
             for page in pages:
                 send(page, args.message)
@@ -177,7 +153,7 @@ def main() -> None:
                 page.add_style_tag(content=FULL_HEIGHT_CHAT)
                 page.wait_for_timeout(800)
                 page.screenshot(path=str(shots / "demo_chat.png"), full_page=True)
-                task_page = open_page(browser, url)
+                task_page = open_page(browser, url, height=1100)
                 task_page.get_by_role("tab", name="Benchmark task").click()
                 if args.task_index:
                     task_page.locator("#task-pick input").click()
@@ -192,7 +168,6 @@ def main() -> None:
                 task_page.add_style_tag(content=FULL_HEIGHT_CHAT.replace("#chat", "#task-chat"))
                 task_page.wait_for_timeout(800)
                 task_page.screenshot(path=str(shots / "demo_task.png"), full_page=True)
-            browser.close()
     finally:
         app.close()
         backend.close()

@@ -6,39 +6,23 @@ default model (SmolLM2-135M-Instruct on transformers) through the same page.
 
 from __future__ import annotations
 
-import os
 import re
-import socket
 
 import pytest
 
 from agents.llm import LLMConfig, SamplingConfig
 from tests.scripted_shopper import ScriptedShopper
 from ui import DemoConfig
+from ui.browser import cart_items, free_port, launch_chromium, open_page, send
 from ui.config import DemoSettings
 
-CHROMIUM = os.environ.get("SHOPLAB_CHROMIUM", "/usr/bin/chromium")
-# Without the background-networking flags Chromium keeps dialling out, and this network refuses it.
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
 STEP_TIMEOUT_MS = 60_000
-
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+    with launch_chromium() as chromium:
         yield chromium
-        chromium.close()
 
 
 def serve(world, llm_factory, **demo):
@@ -61,23 +45,6 @@ def scripted_app(world, shopper):
     app, url = serve(world, lambda cfg: shopper)
     yield url
     app.close()
-
-
-def open_page(browser, url):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.goto(url)
-    page.wait_for_selector("#chat-input textarea")
-    return page
-
-
-def send(page, text: str) -> None:
-    page.fill("#chat-input textarea", text)
-    page.click("#chat-send")
-
-
-def cart_items(page) -> int:
-    return int(page.get_attribute("#cart .sl-cart", "data-items"))
 
 
 def test_a_message_streams_tool_steps_then_product_cards(browser, scripted_app, tmp_path):

@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 from agents.llm import LLMError
 from tests.scripted_shopper import ScriptedShopper
 from ui import DemoBackend, DemoConfig, DemoError, TurnSettings, render
+from ui.browser import free_port
 from ui.config import DemoSettings
 
 REACT = TurnSettings(agent="react", max_steps=8)
@@ -207,7 +208,6 @@ def test_demo_command_serves_on_localhost_and_stops_cleanly(world, tmp_path, sto
     """`shoplab demo` as a user runs it: a real process, bound to 127.0.0.1, closed by Ctrl-C or SIGTERM."""
     import os
     import signal
-    import socket
     import subprocess
     import sys
     import time
@@ -215,9 +215,7 @@ def test_demo_command_serves_on_localhost_and_stops_cleanly(world, tmp_path, sto
     import httpx
     import psutil
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     cmd = [sys.executable, "-c", "from shoplab_cli import app; app()", "demo", "--data-dir", str(world.data_dir),
            "--port", str(port), "--rewriter", "none"]
     log_path = tmp_path / "demo.log"
