@@ -25,12 +25,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agents.llm import LLMConfig  # noqa: E402
-from agents.react import ReactConfig  # noqa: E402
 from ui import DemoConfig  # noqa: E402
 from ui.app import launch_demo, warm_up  # noqa: E402
 from ui.browser import free_port, launch_chromium, open_page, send  # noqa: E402
-from ui.config import DEMO_TOOLS  # noqa: E402
 
 # A turn is done when the last assistant message after the shopper's n-th message is not a step (steps
 # are collapsible thought groups; the closing message, cards or text, is not).
@@ -104,9 +101,7 @@ def main() -> None:
         torch.set_num_threads(args.torch_threads)
     config = DemoConfig.from_yaml(args.config)
     if args.llm_config:
-        config.llm = LLMConfig.from_yaml(args.llm_config)
-        config.agent = ReactConfig.from_yaml(args.llm_config)
-        config.agent.tools = [t for t in DEMO_TOOLS if t in config.agent.tools] or list(DEMO_TOOLS)
+        config.use_agent_config(args.llm_config)
     overrides = {k: v for k, v in {"backend": args.llm, "model": args.model}.items() if v}
     config.llm = dataclasses.replace(config.llm, **overrides)
     config.demo = dataclasses.replace(config.demo, data_dir=args.data_dir, port=free_port(),

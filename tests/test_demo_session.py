@@ -269,3 +269,16 @@ def test_at_most_two_models_stay_loaded_and_the_oldest_is_closed(world):
     assert [(m.model, m.closed) for m in loaded] == [("a", True), ("b", False), ("c", False)]
     backend.close()
     assert all(m.closed for m in loaded)
+
+
+def test_a_benchmark_agent_config_runs_in_the_demo():
+    from pathlib import Path
+
+    configs = Path(__file__).resolve().parent.parent / "configs" / "agents"
+    default_tools = DemoConfig()
+    default_tools.use_agent_config(configs / "react_smollm2_transformers.yaml")
+    assert default_tools.llm.backend == "transformers" and "add_to_cart" in default_tools.agent.tools
+    student = DemoConfig()
+    student.use_agent_config(configs / "react_smollm2_distilled.yaml")
+    assert student.agent.tools == ["find_product", "view_product_information", "recommend_product", "terminate"]
+    assert student.llm.chat_template == "tool" and student.agent.system_prompt == "system_hermes"

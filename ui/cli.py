@@ -43,19 +43,13 @@ def demo(
         from ui.app import launch_demo
     except ImportError as exc:
         raise typer.BadParameter(f"the demo needs Gradio ({exc}): pip install -e '.[ui]'") from exc
-    from agents.llm import LLMConfig
-    from agents.react import ReactConfig
-    from ui.config import DEMO_TOOLS, DemoConfig
+    from ui.config import DemoConfig
     from ui.session import DemoError
 
     path = config or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
     cfg = DemoConfig.from_yaml(path) if path else DemoConfig()
     if llm_config:
-        cfg.llm = LLMConfig.from_yaml(llm_config)
-        agent = ReactConfig.from_yaml(llm_config)
-        if agent.tools == ReactConfig().tools:
-            agent.tools = list(DEMO_TOOLS)  # a benchmark config's default tools, plus the cart
-        cfg.agent = agent
+        cfg.use_agent_config(llm_config)
     llm_overrides = {k: v for k, v in {"backend": llm, "model": model, "base_url": base_url}.items() if v is not None}
     if llm_overrides:
         cfg.llm = dataclasses.replace(cfg.llm, **llm_overrides)

@@ -50,3 +50,15 @@ class DemoConfig:
         agent_raw = read_section(path, "agent", ReactConfig)
         agent_raw.setdefault("tools", list(DEMO_TOOLS))
         return cls(demo=demo, llm=llm, agent=ReactConfig(**agent_raw))
+
+    def use_agent_config(self, path: str | Path) -> None:
+        """Serve a benchmark agent config (`configs/agents/*.yaml`): its llm: and agent: sections.
+
+        A config that keeps ShoppingBench's default tools gains the cart tools; one that lists its own
+        tools (a distilled student trained on four) keeps exactly those.
+        """
+        self.llm = LLMConfig.from_yaml(path)
+        agent = ReactConfig.from_yaml(path)
+        if agent.tools == ReactConfig().tools:
+            agent.tools = list(DEMO_TOOLS)
+        self.agent = agent
