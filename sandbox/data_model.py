@@ -108,6 +108,14 @@ class Voucher(BaseModel):
         cap = float(self.cap) if self.cap is not None else float("inf")
         return max(total * (1.0 - rate), total - cap)
 
+    def describe(self) -> str:
+        """What a shopper reads, e.g. `34 off all products from 170` or `50% off ... from 28, at most 19`."""
+        scope = "all products" if self.voucher_type == VoucherType.platform else "products of one shop"
+        if self.discount_type == DiscountType.fixed:
+            return f"{self.face_value:g} off {scope} from {self.threshold:g}"
+        cap = f", at most {self.cap:g}" if self.cap is not None else ""
+        return f"{100 * (self.discount or 0):g}% off {scope} from {self.threshold:g}{cap}"
+
 
 class Intent(str, Enum):
     product = "product"

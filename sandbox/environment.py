@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from sandbox.calculator import CalculationError, calculate
-from sandbox.data_model import DETAIL_FIELDS, SEARCH_HIT_FIELDS, DiscountType, Voucher, VoucherType
+from sandbox.data_model import DETAIL_FIELDS, SEARCH_HIT_FIELDS, Voucher
 from sandbox.engines.base import SearchRequest, SortOrder, query_terms
 from sandbox.rewrite_stage import QueryRewriter, search_with_rewrites
 from sandbox.scorer import EpisodeScore, TitleSimilarity, score_episode
@@ -313,7 +313,7 @@ class ShoppingEnv:
                 if after < best_after:
                     best, best_after = v, after
         summary: dict[str, Any] = {"items": items, "total": total,
-                                   "voucher": None if best is None else _voucher_text(best),
+                                   "voucher": None if best is None else f"{best.voucher_id}: {best.describe()}",
                                    "discount": round(total - best_after, 2), "total_after_voucher": round(best_after, 2)}
         if self.budget is not None:
             summary["budget"] = self.budget
@@ -323,14 +323,6 @@ class ShoppingEnv:
     def _cart_view(self) -> tuple[str, Any]:
         summary = self.cart_summary()
         return _compact(summary), summary
-
-
-def _voucher_text(v: Voucher) -> str:
-    scope = "all products" if v.voucher_type == VoucherType.platform else "products of one shop"
-    if v.discount_type == DiscountType.fixed:
-        return f"{v.voucher_id}: {v.face_value:g} off {scope} from {v.threshold:g}"
-    cap = f", at most {v.cap:g}" if v.cap is not None else ""
-    return f"{v.voucher_id}: {100 * (v.discount or 0):g}% off {scope} from {v.threshold:g}{cap}"
 
 
 def _validation_message(exc: ValidationError) -> str:

@@ -97,7 +97,7 @@ def build_demo(backend: DemoBackend) -> gr.Blocks:
             with gr.Column(scale=2):
                 cart = gr.HTML(render.cart_panel({"items": [], "total": 0, "total_after_voucher": 0,
                                                   "budget": config.demo.budget}), elem_id="cart")
-                gr.HTML(render.wallet_panel([_voucher_label(v) for v in backend.wallet]), elem_id="wallet")
+                gr.HTML(render.wallet_panel([v.describe() for v in backend.wallet]), elem_id="wallet")
                 with gr.Row():
                     pick = gr.Dropdown([], label="Product", allow_custom_value=True, elem_id="cart-pick", scale=3)
                     quantity = gr.Number(1, label="Qty", precision=0, minimum=1, maximum=99, elem_id="cart-qty",
@@ -215,13 +215,6 @@ def _task_markdown(backend: DemoBackend, task_id: str | None) -> str:
         return ""
     budget = f" · budget {chosen.voucher.budget:g}" if chosen.voucher else ""
     return f"**Request** ({chosen.intent.value}{budget}, {chosen.n_products} product(s)): {render.esc(chosen.query)}"
-
-
-def _voucher_label(voucher) -> str:
-    if voucher.discount_type.value == "fixed":
-        return f"{voucher.face_value:g} off from {voucher.threshold:g}"
-    cap = f" (at most {voucher.cap:g})" if voucher.cap is not None else ""
-    return f"{100 * (voucher.discount or 0):g}% off from {voucher.threshold:g}{cap}"
 
 
 def warm_up(backend: DemoBackend) -> threading.Thread:
