@@ -241,6 +241,12 @@ def launch_demo(config: DemoConfig, world: ShoppingWorld | None = None, llm_fact
         warm_up(backend)
     demo = build_demo(backend)
     demo.queue(default_concurrency_limit=config.demo.concurrency, max_size=config.demo.max_queue)
-    demo.launch(server_name=config.demo.host, server_port=config.demo.port, prevent_thread_lock=not block,
-                css=render.CSS, show_error=False, quiet=quiet, inbrowser=False)
+    try:
+        demo.launch(server_name=config.demo.host, server_port=config.demo.port, prevent_thread_lock=not block,
+                    css=render.CSS, show_error=False, quiet=quiet, inbrowser=False)
+    except KeyboardInterrupt:
+        # Gradio closes on Ctrl-C once it waits; one that comes while the server is still starting lands here.
+        print("Interrupted while starting... closing server.")
+        demo.close()
+        backend.close()
     return demo, backend
