@@ -164,10 +164,10 @@ class DemoBackend:
 
 
 def open_world(data_dir: str | Path) -> ShoppingWorld:
-    if not (Path(data_dir) / "manifest.json").exists():
-        raise DemoError(f"no sandbox in {data_dir}: build one with `shoplab sandbox build --data-dir {data_dir} "
-                        "--tasks data/shoppingbench/*.jsonl --products 20000` (or `make run`), or pass --data-dir")
-    return ShoppingWorld.open(data_dir)
+    try:
+        return ShoppingWorld.open(data_dir)
+    except FileNotFoundError as exc:
+        raise DemoError(f"no sandbox in {data_dir}: {exc} (`make run` builds runs/sandbox), or pass --data-dir") from exc
 
 
 def _close_quietly(llm: Any) -> None:
