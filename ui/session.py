@@ -314,21 +314,21 @@ class DemoSession:
     # -- episodes -----------------------------------------------------------------------------
     def chat(self, message: str, settings: TurnSettings) -> Iterator[list[Message]]:
         """One chat turn: yields this turn's assistant messages so far, each time they change."""
-        message = str(message or "").strip()
+        message = str(message or "").strip()[:2000]
         if not message:
             return
         if not self._busy.acquire(blocking=False):
             yield [{"role": "assistant", "content": "⏳ The previous request is still running; wait for it to finish."}]
             return
         try:
-            self.last_message = message[:2000]
-            env = ShoppingEnv(self.backend.world, instruction=message[:2000], wallet=list(self.backend.wallet),
+            self.last_message = message
+            env = ShoppingEnv(self.backend.world, instruction=message, wallet=list(self.backend.wallet),
                               budget=self.cart_env.budget)
             env.state.cart = self.cart_env.state.cart
             view = EpisodeView()
             yield from self._run(env, settings, view, chat=True)
             summary = self._final_message(env, view)
-            self.history += [{"role": "user", "content": message[:2000]}, {"role": "assistant", "content": summary}]
+            self.history += [{"role": "user", "content": message}, {"role": "assistant", "content": summary}]
             self.history = self.history[-2 * self.backend.config.demo.history_turns:]
             yield view.messages
         finally:
