@@ -17,7 +17,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test lint bench rewrite recsys distill demo clean
+.PHONY: install run test test-fast lint bench rewrite recsys distill demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -47,6 +47,11 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -x --durations=15
+
+# Local iteration: everything but the tests marked `slow` (LLM generation, vLLM, browsers, training runs).
+test-fast: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -x -m "not slow" --durations=10
 
 # BEQUE query rewriting end to end on the sandbox (data → SFT → feedback → PRO and DPO → eval), < 1 hour here.
 rewrite: $(STAMP)

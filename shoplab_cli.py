@@ -13,7 +13,7 @@ from agents.cli import app as bench_app  # noqa: E402
 from agents.llm.cli import app as llm_app  # noqa: E402
 from recsys_core.cli import app as recsys_app  # noqa: E402
 from sandbox.cli import app as sandbox_app  # noqa: E402
-from training.rewrite_cli import app as rewrite_app  # noqa: E402
+from training.beque.cli import app as rewrite_app  # noqa: E402
 from training.train_cli import app as train_app  # noqa: E402
 from ui.cli import demo as demo_command  # noqa: E402
 

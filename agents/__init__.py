@@ -1,20 +1,16 @@
 """Agents that act in the sandbox: scripted baselines, the LangGraph ReAct agent over any LLM
-backend, the tool registry other packages plug into, the benchmark runner and run reports."""
+backend, the benchmark runner and run reports."""
 
 from agents.base import Agent, AgentFactory, trajectory_messages
 from agents.llm import BatchingChat, ChatResult, LLMConfig, LLMError, SamplingConfig, make_llm
 from agents.react import ReactAgent, ReactConfig
-from agents.recsys_tools import configure_recsys_tools
 from agents.registry import agent_names, agent_needs_llm, make_agent, register_agent
-from agents.rewrite_tool import configure_rewrite_tool
 from agents.runner import RunConfig, run_benchmark, summarize
 from agents.scripted import HeuristicAgent, OracleAgent
-from agents.tool_registry import agent_tool_names, attach_agent_tools, register_agent_tool
 from agents.trajectories import load_trajectories
 
 __all__ = ["Agent", "AgentFactory", "BatchingChat", "ChatResult", "HeuristicAgent", "LLMConfig", "LLMError",
            "OracleAgent", "ReactAgent", "ReactConfig", "RunConfig", "SamplingConfig", "agent_names",
-           "agent_needs_llm", "agent_tool_names", "attach_agent_tools", "configure_recsys_tools",
-           "configure_rewrite_tool", "load_trajectories",
+           "agent_needs_llm", "load_trajectories",
            "make_agent", "make_llm", "register_agent",
-           "register_agent_tool", "run_benchmark", "summarize", "trajectory_messages"]
+           "run_benchmark", "summarize", "trajectory_messages"]

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sandbox.cli import MULTI_VALUE, extra_task_files
+from shoplab_core.config import ConfigError, cli_config, split_sections
 
 app = typer.Typer(help="Run agents on benchmark tasks and compare runs.", no_args_is_help=True)
 # Wide enough for the comparison table when output goes to a file or CI log (rich assumes 80 there).
@@ -77,15 +78,19 @@ def run(
     trials: int = typer.Option(1, "--trials", min=1),
     parallel: int = typer.Option(1, "--parallel", min=1),
     limit: int | None = typer.Option(None, "--limit", min=1, help="At most N tasks per intent."),
-    max_steps: int = typer.Option(30, "--max-steps", min=1),
+    max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="Steps per episode (default: the "
+                                         "agent config's max_steps, 30 without one)."),
     llm: str | None = typer.Option(None, "--llm", help="LLM backend: transformers | vllm | openai."),
     model: str | None = typer.Option(None, "--model", help="HF folder, hub name, or smollm2-135m-instruct "
                                      "(the bundled default); for openai, the served model name."),
     base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint, e.g. "
                                         "http://localhost:8000/v1 (or env OPENAI_BASE_URL)."),
-    llm_config: Path | None = typer.Option(None, "--llm-config", help="YAML with an `llm:` section "
-                                           "(and optionally `agent:`); flags override it."),
-    agent_config: Path | None = typer.Option(None, "--agent-config", help="YAML with an `agent:` section."),
+    llm_config: Path | None = typer.Option(None, "--llm-config", "--config", help="YAML with an `llm:` "
+                                           "section (and optionally `agent:`); --set and flags override it."),
+    agent_config: Path | None = typer.Option(None, "--agent-config", help="YAML with an `agent:` section "
+                                             "(default: the --llm-config file's)."),
+    overrides: list[str] | None = typer.Option(None, "--set", help="Override a config key (repeatable): "
+                                               "--set agent.max_steps=8, --set llm.sampling.temperature=0.7."),
     tool_format: str | None = typer.Option(None, "--tool-format", help="text (ShoppingBench tags) | native."),
     lora: Path | None = typer.Option(None, "--lora", help="A PEFT LoRA adapter folder to serve."),
     temperature: float | None = typer.Option(None, "--temperature", min=0.0),
@@ -98,7 +103,7 @@ def run(
     """Run an agent on tasks; prints a scorecard per intent and writes RUN_DIR/{results.jsonl,summary.json}."""
     from agents.registry import agent_names, agent_needs_llm, make_agent
     from agents.runner import RunConfig, run_benchmark
-    from sandbox import ShoppingWorld
+    from sandbox import ShoppingWorld, load_toolkits
 
     tasks = extra_task_files(ctx, tasks) or None
     if agent not in agent_names():
@@ -108,13 +113,21 @@ def run(
     selected = _select_tasks(world, tasks, intent, limit)
     chat = None
     llm_settings = None
+    toolkits: list = []
     kwargs: dict = {}
     if agent_needs_llm(agent):
         from agents.llm import LLMError, make_llm
 
-        cfg = _llm_config(llm_config, llm, model, base_url, tool_format, lora, temperature, max_new_tokens,
-                          batch_size)
-        kwargs = {"config": _agent_config(agent_config or llm_config, max_steps), "tool_format": cfg.tool_format}
+        cfg, agent_cfg = run_configs(llm_config, agent_config, overrides, {
+            "backend": llm, "model": model, "base_url": base_url, "tool_format": tool_format, "lora_path": lora,
+            "max_batch_size": batch_size, "sampling.temperature": temperature,
+            "sampling.max_new_tokens": max_new_tokens}, {"max_steps": max_steps})
+        kwargs = {"config": agent_cfg, "tool_format": cfg.tool_format}
+        try:  # plug-in toolkits (rewrite, recsys, ...) the agent config names: built once, shared by episodes
+            toolkits = load_toolkits(agent_cfg.toolkits, world)
+        except (ValueError, TypeError) as exc:
+            raise typer.BadParameter(str(exc), param_hint="--agent-config") from exc
+        max_steps = agent_cfg.max_steps
         llm_settings = cfg.as_dict()
         console.print(f"[bold]{agent}[/bold] with {cfg.backend}:{cfg.model} ({cfg.tool_format} tool calls)")
         try:
@@ -124,18 +137,21 @@ def run(
             raise typer.Exit(2) from exc
         chat.expect_clients(parallel)
         kwargs["llm"] = chat
-    elif llm or model or base_url:
-        raise typer.BadParameter(f"agent {agent!r} does not use an LLM", param_hint="--llm")
-    config = RunConfig(agent=agent, trials=trials, parallel=parallel, max_steps=max_steps, llm=llm_settings,
-                       rewriter=rewriter)
+    elif llm or model or base_url or llm_config or agent_config or overrides:
+        raise typer.BadParameter(f"agent {agent!r} does not use an LLM (nor its configs)", param_hint="--llm")
+    config = cli_config(RunConfig, flags={"agent": agent, "trials": trials, "parallel": parallel,
+                                          "max_steps": max_steps, "llm": llm_settings, "rewriter": rewriter})
     query_rewriter = None
     if rewriter:
-        from rewrite import load_rewriter
+        from sandbox.rewrite_stage import load_query_rewriter
 
-        query_rewriter = load_rewriter(rewriter)
+        try:
+            query_rewriter = load_query_rewriter(rewriter)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--rewriter") from exc
     try:
         summary = run_benchmark(world, selected, lambda: make_agent(agent, **kwargs), out, config,
-                                query_rewriter=query_rewriter)
+                                query_rewriter=query_rewriter, toolkits=toolkits)
     finally:
         if chat is not None:
             chat.close()
@@ -146,32 +162,22 @@ def run(
                       f"{eph:.0f} episodes/hour")
 
 
-def _llm_config(path, backend, model, base_url, tool_format, lora, temperature, max_new_tokens, batch_size):
+def run_configs(llm_config: Path | None, agent_config: Path | None, overrides: list[str] | None = None,
+                llm_flags: dict | None = None, agent_flags: dict | None = None):
+    """The LLMConfig and ReactConfig of `bench run`: defaults < YAML < --set llm.*/agent.* < given flags.
+
+    The agent section comes from --agent-config, else from the --llm-config file (its `agent:` section)."""
     from agents.llm import LLMConfig
-
-    overrides = {"backend": backend, "model": model, "base_url": base_url, "tool_format": tool_format,
-                 "lora_path": str(lora) if lora else None, "max_batch_size": batch_size}
-    try:
-        cfg = LLMConfig.from_yaml(path, **overrides) if path else LLMConfig(
-            **{k: v for k, v in overrides.items() if v is not None})
-    except (ValueError, TypeError) as exc:
-        raise typer.BadParameter(str(exc), param_hint="--llm-config") from exc
-    if temperature is not None:
-        cfg.sampling.temperature = temperature
-    if max_new_tokens is not None:
-        cfg.sampling.max_new_tokens = max_new_tokens
-    return cfg
-
-
-def _agent_config(path, max_steps):
     from agents.react import ReactConfig
 
     try:
-        cfg = ReactConfig.from_yaml(path) if path else ReactConfig()
-    except (ValueError, TypeError) as exc:
-        raise typer.BadParameter(str(exc), param_hint="--agent-config") from exc
-    cfg.max_steps = max_steps
-    return cfg
+        sets = split_sections(overrides, ("llm", "agent"))
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--set") from exc
+    llm_cfg = cli_config(LLMConfig, llm_config, "llm", sets["llm"], llm_flags, param_hint="--llm-config/--set")
+    agent_cfg = cli_config(ReactConfig, agent_config or llm_config, "agent", sets["agent"], agent_flags,
+                           param_hint="--agent-config/--set")
+    return llm_cfg, agent_cfg
 
 
 @app.command()

@@ -16,7 +16,7 @@ from typing import Any
 from tqdm import tqdm
 
 from agents.base import Agent, trajectory_messages
-from sandbox import ShoppingEnv, ShoppingWorld, Task, pass_hat_k
+from sandbox import ShoppingEnv, ShoppingWorld, Task, Toolkit, pass_hat_k
 from sandbox.environment import DEFAULT_MAX_STEPS
 from sandbox.rewrite_stage import QueryRewriter
 from sandbox.scorer import TitleSimilarity, default_title_similarity
@@ -103,8 +103,9 @@ def summarize(rows: Sequence[dict[str, Any]], trials: int | None = None) -> dict
 
 
 def run_episode(world: ShoppingWorld, task: Task, agent: Agent, trial: int, max_steps: int,
-                similarity: TitleSimilarity, query_rewriter: QueryRewriter | None = None) -> dict[str, Any]:
-    env = ShoppingEnv(world, task, max_steps=max_steps, query_rewriter=query_rewriter)
+                similarity: TitleSimilarity, query_rewriter: QueryRewriter | None = None,
+                toolkits: Sequence[Toolkit] = ()) -> dict[str, Any]:
+    env = ShoppingEnv(world, task, max_steps=max_steps, query_rewriter=query_rewriter, toolkits=toolkits)
     env.reset()
     started = time.perf_counter()
     error = None
@@ -132,8 +133,9 @@ def run_episode(world: ShoppingWorld, task: Task, agent: Agent, trial: int, max_
 
 def run_benchmark(world: ShoppingWorld, tasks: Sequence[Task], agent_factory: Callable[[], Agent], out_dir: str | Path,
                   config: RunConfig, similarity: TitleSimilarity | None = None, progress: bool = True,
-                  query_rewriter: QueryRewriter | None = None) -> dict[str, Any]:
-    """Run (or resume) every task x trial; `query_rewriter` turns on the search's rewrite stage."""
+                  query_rewriter: QueryRewriter | None = None, toolkits: Sequence[Toolkit] = ()) -> dict[str, Any]:
+    """Run (or resume) every task x trial; `query_rewriter` turns on the search's rewrite stage, and
+    `toolkits` (plug-ins built once, e.g. by `sandbox.load_toolkits`) join every episode's tools."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.jsonl"
@@ -160,7 +162,8 @@ def run_benchmark(world: ShoppingWorld, tasks: Sequence[Task], agent_factory: Ca
         return local.agent
 
     def work(task: Task, trial: int) -> dict[str, Any]:
-        return run_episode(world, task, agent_for_thread(), trial, config.max_steps, similarity, query_rewriter)
+        return run_episode(world, task, agent_for_thread(), trial, config.max_steps, similarity, query_rewriter,
+                           toolkits)
 
     with results_path.open("a", encoding="utf-8") as fh, tqdm(
             total=len(todo), desc=f"{config.agent}", unit="ep", disable=not progress, mininterval=1.0) as bar:

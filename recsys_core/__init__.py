@@ -15,9 +15,10 @@ from recsys_core.registry import (
     register_task,
     task_names,
 )
+from recsys_core.tools import RecsysToolkit
 from recsys_core.trainer import Trainer, evaluate_run, load_run
 
 __all__ = [
-    "ExperimentConfig", "TrainSettings", "Trainer", "build_model", "evaluate_run", "get_model", "get_task",
+    "ExperimentConfig", "RecsysToolkit", "TrainSettings", "Trainer", "build_model", "evaluate_run", "get_model", "get_task",
     "load_run", "model_names", "register_model", "register_task", "task_names",
 ]

@@ -11,21 +11,19 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from shoplab_core.config import cli_config, load_config, set_option
+
 app = typer.Typer(help="Recommender zoo: train | eval | list | simulate | build-service.", no_args_is_help=True)
 console = Console(width=max(140, shutil.get_terminal_size().columns))
 
-SetOpt = typer.Option(None, "--set", help="Override a config key, e.g. --set train.epochs=3 (repeatable).")
+SetOpt = set_option()
 
 
-def _config(config: Path, overrides: list[str] | None):
+def _config(config: Path, overrides: list[str] | None, out_dir: Path | None = None):
     from recsys_core.config import ExperimentConfig
 
-    try:
-        return ExperimentConfig.from_yaml(config, overrides)
-    except FileNotFoundError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--config") from exc
-    except (ValueError, TypeError) as exc:
-        raise typer.BadParameter(str(exc), param_hint="--config/--set") from exc
+    return cli_config(ExperimentConfig, config, overrides=overrides,
+                      flags={"source": str(config), "out_dir": out_dir})
 
 
 def _fail(exc: Exception) -> None:
@@ -52,8 +50,8 @@ def train(config: Path = typer.Option(..., "--config", help="Experiment YAML (se
     """Train one model; with several --seed, one run folder per seed plus summary.json."""
     from recsys_core.trainer import Trainer
 
-    cfg = _config(config, overrides)
-    base_dir = Path(out_dir or cfg.out_dir)
+    cfg = _config(config, overrides, out_dir)
+    base_dir = Path(cfg.out_dir)
     results = []
     for seed in seeds or [cfg.train.seed]:
         cfg.train.seed = seed
@@ -116,23 +114,15 @@ def simulate(data_dir: Path = typer.Option(..., "--data-dir", help="A built sand
                                                    "(default: a ~20,000-item universe)."),
              seed: int = typer.Option(0, "--seed"),
              sessions_per_user: int = typer.Option(8, "--sessions-per-user", min=1),
-             params: list[str] | None = typer.Option(None, "--param", help="Simulator parameter, e.g. "
-                                                     "--param click_bias=-3.5 (repeatable; see SimulatorParams)."),
+             params: list[str] | None = typer.Option(None, "--set", "--param", help="Simulator parameter, e.g. "
+                                                     "--set click_bias=-3.5 (repeatable; see SimulatorParams)."),
              progress: bool = typer.Option(True, "--progress/--no-progress")) -> None:
     """Simulate shoppers' impressions, clicks and purchases over a sandbox's catalogue."""
-    import yaml
-
     from recsys_core.simulate import SimulatorParams
     from recsys_core.simulate import simulate as run
 
-    raw = {}
-    for item in params or []:
-        if "=" not in item:
-            raise typer.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--param")
-        key, value = item.split("=", 1)
-        raw[key.strip()] = yaml.safe_load(value)
     try:
-        sim_params = SimulatorParams.from_dict(raw)
+        sim_params = load_config(SimulatorParams, overrides=params, where="--set", label="simulator parameters")
         sim_params.validate()
         manifest = run(data_dir, out, users, n_fillers=items, seed=seed, sessions_per_user=sessions_per_user,
                        params=sim_params, progress=progress)
@@ -150,7 +140,7 @@ def build_service(sim: Path = typer.Option(..., "--sim", help="The simulator fol
                   out: Path = typer.Option(..., "--out", help="Service folder to write (service.json).")) -> None:
     """Bundle a ranker, tokenizer and retriever trained on one simulation for the agent tools.
 
-    The agent config then names the folder: `recsys: <out>` with the tools in `extra_tools`."""
+    The agent config then names the folder: `toolkits: {recsys: {service: <out>}}`, with `recsys` in `tools`."""
     from recsys_core.service import write_service
 
     try:

@@ -7,12 +7,11 @@ the tests). A config may `base:` another file and override any key; the CLI over
 
 from __future__ import annotations
 
-import copy
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from shoplab_core.config import load_config
 
 
 @dataclass
@@ -31,6 +30,7 @@ class TrainSettings:
     max_steps: int = 0  # 0 = no limit (smoke configs set it)
     num_threads: int = 0  # torch intra-op threads; 0 = torch's default
     mixed_precision: str = "no"  # accelerate: no | fp16 | bf16 (GPUs)
+    device: str = "auto"  # auto (CUDA when present, else CPU) | cpu | cuda | cuda:N (shoplab_core.devices)
     progress: bool = True
 
 
@@ -47,62 +47,14 @@ class ExperimentConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "") -> ExperimentConfig:
-        raw = copy.deepcopy(raw)
-        unknown = set(raw) - {f.name for f in fields(cls)} - {"base"}
-        if unknown:
-            raise ValueError(f"{source or 'config'}: unknown keys {sorted(unknown)}")
-        for key in ("model", "task"):
-            if not raw.get(key):
-                raise ValueError(f"{source or 'config'}: `{key}` is required")
-        train_raw = raw.pop("train", {}) or {}
-        bad = set(train_raw) - {f.name for f in fields(TrainSettings)}
-        if bad:
-            raise ValueError(f"{source or 'config'}: unknown train settings {sorted(bad)}")
-        raw.pop("base", None)
-        return cls(**raw, train=TrainSettings(**train_raw), source=source)
+        return load_config(cls, {k: v for k, v in raw.items() if k != "base"}, flags={"source": source},
+                           where=source or None)
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-        raw = load_yaml_with_base(Path(path))
-        for item in overrides or []:
-            apply_override(raw, item)
-        return cls.from_dict(raw, source=str(path))
+        return load_config(cls, path, overrides=overrides, flags={"source": str(path)})
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("source")
         return out
-
-
-def load_yaml_with_base(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        raise FileNotFoundError(f"config {path} does not exist")
-    raw = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: a config is a mapping")
-    base = raw.get("base")
-    if base:
-        parent = load_yaml_with_base((path.parent / base).resolve())
-        raw = deep_merge(parent, {k: v for k, v in raw.items() if k != "base"})
-    return raw
-
-
-def deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(a)
-    for k, v in b.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def apply_override(raw: dict[str, Any], item: str) -> None:
-    """`train.epochs=3` or `data.path=/x`: the value is parsed as YAML (numbers, lists, booleans)."""
-    if "=" not in item:
-        raise ValueError(f"override {item!r} is not KEY=VALUE")
-    key, value = item.split("=", 1)
-    node = raw
-    parts = key.strip().split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ValueError(f"override {item!r}: {part} is not a section")
-    node[parts[-1]] = yaml.safe_load(value)

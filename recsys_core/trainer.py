@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from recsys_core.config import ExperimentConfig
 from recsys_core.registry import get_task
+from shoplab_core.devices import resolve_device
 
 
 def seed_everything(seed: int) -> np.random.Generator:
@@ -83,7 +84,10 @@ class Trainer:
         rng = seed_everything(t.seed)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=t.mixed_precision)
+        device = resolve_device(t.device)  # auto: CUDA when present, else the CPU
+        if device.type == "cuda" and device.index is not None:
+            torch.cuda.set_device(device)  # Accelerate places a single process on the current CUDA device
+        accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision=t.mixed_precision)
         model = self.task.build_model()
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
@@ -178,7 +182,8 @@ class Trainer:
 
 
 def load_run(run_dir: str | Path, map_location: str = "cpu"):
-    """(config, task, model with its best weights) of a finished run folder."""
+    """(config, task, model with its best weights) of a finished run folder; the model stays on
+    `map_location` (tasks build their inputs on the model's device, whichever it is)."""
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.exists():
@@ -190,6 +195,7 @@ def load_run(run_dir: str | Path, map_location: str = "cpu"):
     if not weights.exists():
         raise FileNotFoundError(f"{run_dir} has no best.pt: the run did not finish an evaluation")
     model.load_state_dict(torch.load(weights, map_location=map_location))
+    model.to(map_location)
     model.eval()
     return cfg, task, model
 

@@ -13,6 +13,7 @@ from rewrite.model import RewriteModel, TableRewriter, resolve_stage
 from rewrite.prompts import prompt_messages
 from rewrite.retrieval import RetrievalJudge, RewardWeights, RewriteScores, partial_order
 from rewrite.rules import RuleRewriter
+from rewrite.tool import RewriteToolkit
 
 
 def load_rewriter(spec: str, **kwargs):
@@ -24,7 +25,7 @@ def load_rewriter(spec: str, **kwargs):
 
 __all__ = [
     "DataConfig", "EvalSettings", "FeedbackSettings", "LongTailGenerator", "LongTailQuery", "RetrievalJudge",
-    "RewardWeights", "RewriteModel", "RewriteScores", "RuleRewriter", "TableRewriter", "build_rewrite_data",
+    "RewardWeights", "RewriteModel", "RewriteScores", "RewriteToolkit", "RuleRewriter", "TableRewriter", "build_rewrite_data",
     "clean_rewrite", "collect_feedback", "load_rewriter", "partial_order", "preference_rows", "prompt_messages",
     "read_queries", "resolve_stage", "retrieval_metrics",
 ]

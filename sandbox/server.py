@@ -17,11 +17,13 @@ Every error answer is JSON ``{"error": "<readable message>"}``; no stack trace l
 
 from __future__ import annotations
 
+import inspect
 import json
 import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +37,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from sandbox.data_model import Intent
 from sandbox.environment import DEFAULT_MAX_STEPS, ShoppingEnv
 from sandbox.scorer import TitleSimilarity, default_title_similarity
-from sandbox.tools import TOOLS
+from sandbox.toolkit import Toolkit, ToolSpec, collect_tools
+from sandbox.tools import BUILTIN_TOOLKITS
 from sandbox.world import ShoppingWorld
 
 DEFAULT_PORT = 5631
@@ -46,23 +49,6 @@ MAX_BODY_BYTES = 1_000_000
 # -- request / response models (they make /openapi.json document the API) ----------------------
 class ErrorResponse(BaseModel):
     error: str = Field(description="A readable message; never a stack trace.")
-
-
-class SearchHitModel(BaseModel):
-    product_id: str
-    shop_id: str
-    title: str
-    price: float
-    service: list[str]
-    sold_count: int
-
-
-class ProductDetailModel(BaseModel):
-    product_id: str
-    short_description: str
-    description: str
-    sku_options: dict[str, dict[str, str]]
-    attributes: dict[str, list[str]]
 
 
 class CreateEpisodeRequest(BaseModel):
@@ -97,6 +83,9 @@ class StepResponse(BaseModel):
     latency_ms: float
     steps: int = Field(description="Tool calls made in the episode so far.")
     error: str | None = Field(None, description="The error message when ok is false.")
+    error_kind: str | None = Field(None, description="Why the call failed when ok is false: invalid_arguments, "
+                                                     "unknown_tool, not_found, rejected, episode_over, unavailable "
+                                                     "or internal.")
 
 
 class EpisodeStateResponse(BaseModel):
@@ -205,16 +194,36 @@ class _EpisodeStore:
             return len(self._episodes)
 
 
-def _tool_description(name: str) -> dict[str, Any]:
-    spec = TOOLS[name]
+def _tool_description(spec: ToolSpec) -> dict[str, Any]:
     return {**spec.openai_schema(), "kind": spec.kind, "group": spec.group}
+
+
+def _stateless_route(spec: ToolSpec, run: Any) -> Any:
+    """A GET endpoint whose query parameters are the tool's arguments, validated by the sandbox.
+
+    Every parameter arrives as optional text (URLs carry text; `?page=2`), so a missing or badly
+    typed value is judged by the tool's own schema and answered with its readable message.
+    """
+    params = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=str | None,
+                                default=Query(None, description=info.description))
+              for name, info in spec.parameters()]
+
+    def endpoint(**arguments: Any) -> JSONResponse:
+        return run(spec.name, arguments)
+
+    endpoint.__name__ = spec.name
+    endpoint.__signature__ = inspect.Signature(params, return_annotation=JSONResponse)
+    return endpoint
 
 
 # -- the app -----------------------------------------------------------------------------------
 def create_app(world: ShoppingWorld, max_episodes: int = 1000, *,
-               similarity: TitleSimilarity | None = None) -> FastAPI:
+               similarity: TitleSimilarity | None = None, toolkits: Sequence[Toolkit] = ()) -> FastAPI:
     """The HTTP API over one opened sandbox. `similarity` overrides the scorer's title model
-    (loaded on the first score request otherwise)."""
+    (loaded on the first score request otherwise); `toolkits` adds plug-in toolkits to every
+    episode, to `/tools` and, for their read tools, to the stateless `GET /<tool>` routes."""
+    toolkits = tuple(toolkits)
+    available = collect_tools([*BUILTIN_TOOLKITS, *toolkits])
     store = _EpisodeStore(max_episodes)
     _ = world.tasks, world.vouchers  # load once here rather than racing in the threadpool
     similarity_lock = threading.Lock()
@@ -265,39 +274,25 @@ def create_app(world: ShoppingWorld, max_episodes: int = 1000, *,
 
     # -- ShoppingBench-compatible, stateless ------------------------------------------------
     def run_stateless(tool: str, arguments: dict[str, Any]) -> JSONResponse:
-        env = ShoppingEnv(world, max_description_chars=None)
+        env = ShoppingEnv(world, max_description_chars=None, toolkits=toolkits)
         result = env.step(tool, {k: v for k, v in arguments.items() if v is not None})
-        if not result.ok:
-            message = result.observation.removeprefix("Error: ")
-            status = 500 if message.startswith(f"{tool} failed (") else 422
-            return _error(status, message)
-        data = result.data if isinstance(result.data, list) else []
-        return JSONResponse([item for item in data if "error" not in item])
+        if result.error is not None:
+            return _error(result.error.kind.http_status, result.error.message)
+        if isinstance(result.data, list):  # ShoppingBench's answer: the found items, never per-id errors
+            return JSONResponse([item for item in result.data if not (isinstance(item, dict) and "error" in item)])
+        return JSONResponse(result.data)
 
-    @app.get("/find_product", response_model=list[SearchHitModel], responses=errors, tags=["shoppingbench"],
-             summary="Search products (ShoppingBench's search API)")
-    def find_product(
-        q: str = Query(description="The search words; '+' in the URL means a space."),
-        page: int = Query(1, description="Result page, 1 to 5, 10 products per page."),
-        shop_id: str | None = Query(None, description="Only products of this shop."),
-        price: str | None = Query(None, description="Price range: '10-500', '100-' or '-50'."),
-        sort: str | None = Query(None, description="default | priceasc | pricedesc | order (sales)."),
-        service: str | None = Query(None, description="Comma-separated, all required: official, freeShipping, "
-                                                      "COD, flashsale."),
-    ) -> JSONResponse:
-        """A JSON list of up to 10 products (`product_id, shop_id, title, price, service, sold_count`);
-        `[]` when nothing matches."""
-        return run_stateless("find_product", {"q": q, "page": page, "shop_id": shop_id, "price": price,
-                                              "sort": sort, "service": service})
-
-    @app.get("/view_product_information", response_model=list[ProductDetailModel], responses=errors,
-             tags=["shoppingbench"], summary="Product details (ShoppingBench's product API)")
-    def view_product_information(
-        product_ids: str = Query(description="Comma-separated product ids, at most 20."),
-    ) -> JSONResponse:
-        """A JSON list of `{product_id, short_description, description, sku_options, attributes}` for the ids
-        that exist, in the order asked; unknown ids are left out."""
-        return run_stateless("view_product_information", {"product_ids": product_ids})
+    # Read tools answer as stateless GET routes with query parameters (ShoppingBench's search service
+    # for find_product and view_product_information): each route is derived from the tool's own
+    # declaration (parameters, descriptions), never restated here. Tools that read episode state
+    # (the cart) have no stateless form.
+    for bound in available.values():
+        spec = bound.spec
+        if spec.kind == "read" and bound.toolkit.stateless:
+            app.add_api_route(f"/{spec.name}", _stateless_route(spec, run_stateless), methods=["GET"],
+                              response_model=spec.returns, responses=errors,
+                              tags=[spec.group], summary=spec.description.split(". ")[0],
+                              description=spec.description)
 
     # -- catalogue of tasks and tools -----------------------------------------------------------
     @app.get("/health", tags=["meta"])
@@ -308,7 +303,7 @@ def create_app(world: ShoppingWorld, max_episodes: int = 1000, *,
     @app.get("/tools", response_model=list[ToolDescription], tags=["meta"])
     def tools() -> list[dict[str, Any]]:
         """Every tool as OpenAI tool JSON, plus its kind (read / write) and group."""
-        return [_tool_description(name) for name in TOOLS]
+        return [_tool_description(bound.spec) for bound in available.values()]
 
     @app.get("/tasks", response_model=list[TaskSummary], responses=errors, tags=["meta"])
     def tasks(intent: str | None = Query(None, description="product | shop | voucher | web")) -> list[dict[str, Any]]:
@@ -331,9 +326,10 @@ def create_app(world: ShoppingWorld, max_episodes: int = 1000, *,
             if task is None:
                 raise _ApiError(404, f"unknown task {_clip(body.task_id)}; see GET /tasks")
         try:
-            env = ShoppingEnv(world, task=task, max_steps=body.max_steps or DEFAULT_MAX_STEPS, tools=body.tools)
+            env = ShoppingEnv(world, task=task, max_steps=body.max_steps or DEFAULT_MAX_STEPS, tools=body.tools,
+                              toolkits=toolkits)
         except ValueError as exc:
-            raise _ApiError(422, f"{exc}; choose from {', '.join(TOOLS)}") from exc
+            raise _ApiError(422, str(exc)) from exc
         episode = store.add(env)
         return {"episode_id": episode.episode_id, "task_id": task.task_id if task else None,
                 "intent": task.intent.value if task else None, "instruction": env.instruction,
@@ -354,8 +350,8 @@ def create_app(world: ShoppingWorld, max_episodes: int = 1000, *,
             result = episode.env.step(body.tool, arguments)
             steps = episode.env.state.steps
         out = {**result.as_dict(), "steps": steps}
-        if not result.ok:
-            out["error"] = result.observation.removeprefix("Error: ")
+        if result.error is not None:
+            out["error"] = result.error.message
         return out
 
     @app.get("/episodes/{episode_id}", response_model=EpisodeStateResponse, responses=not_found,
@@ -395,13 +391,17 @@ def create_app(world: ShoppingWorld, max_episodes: int = 1000, *,
 
 
 def serve(data_dir: str | Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT, backend: str | None = None,
-          max_episodes: int = 1000, log_level: str = "info") -> None:
-    """Open the sandbox at `data_dir` and serve it until interrupted."""
+          max_episodes: int = 1000, log_level: str = "info",
+          toolkits: dict[str, dict[str, Any] | None] | None = None) -> None:
+    """Open the sandbox at `data_dir` and serve it until interrupted; `toolkits` names plug-in
+    toolkits and their options (`sandbox.load_toolkits`)."""
     import uvicorn
+
+    from sandbox.toolkit import load_toolkits
 
     world = ShoppingWorld.open(data_dir, backend=backend)
     try:
-        app = create_app(world, max_episodes=max_episodes)
+        app = create_app(world, max_episodes=max_episodes, toolkits=load_toolkits(toolkits, world))
         url = f"http://{host}:{port}"
         print(f"shoplab sandbox ({world.backend.name}, {len(world.tasks)} tasks) at {url}  "
               f"- ShoppingBench API: {url}/find_product, API docs: {url}/docs", flush=True)

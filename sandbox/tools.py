@@ -1,29 +1,47 @@
-"""The agent-facing tools: pydantic argument schemas (exported as OpenAI tool JSON), tagged read or write.
+"""The sandbox's own toolkits, each tool declared once as a `@tool` method (see `sandbox.toolkit`).
 
-ShoppingBench's tools (`find_product`, `view_product_information`, `recommend_product`,
-`terminate`), a safe `calculate`, and a cart (`add_to_cart`, `view_cart`, `remove_from_cart`).
+- `ShoppingBenchTools`: ShoppingBench's tools (`find_product`, `view_product_information`,
+  `recommend_product`, `terminate`) and a safe `calculate` (group `utility`).
+- `CartTools`: a cart (`add_to_cart`, `view_cart`, `remove_from_cart`) over the episode's `Cart`,
+  which owns voucher pricing.
+
+Arguments that need validators of their own are `ToolArgs` models here; their field descriptions
+and the methods' docstrings are what the LLM reads.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
-from sandbox.data_model import SERVICES, ToolKind
+from sandbox.calculator import CalculationError, calculate
+from sandbox.data_model import DETAIL_FIELDS, SEARCH_HIT_FIELDS, SERVICES, Voucher
+from sandbox.engines.base import SearchRequest, SortOrder, query_terms
+from sandbox.toolkit import (
+    ErrorKind,
+    ToolArgs,
+    ToolError,
+    Toolkit,
+    ToolOutput,
+    ToolSpec,
+    collect_tools,
+    select_tools,
+    tool,
+)
+
+if TYPE_CHECKING:
+    from sandbox.environment import ShoppingEnv
 
 MAX_QUERY_CHARS = 500
 MAX_PAGE = 5
 MAX_VIEW_IDS = 20
 _PRICE = re.compile(r"^\s*(\d+(?:\.\d+)?)?\s*-\s*(\d+(?:\.\d+)?)?\s*$")
 _ID = re.compile(r"^[A-Za-z0-9_\-]{1,40}$")
-
-
-class ToolArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 def _split_ids(value: Any) -> list[str]:
@@ -190,56 +208,214 @@ class RemoveFromCartArgs(AddToCartArgs):
     quantity: int | None = Field(None, ge=1, le=99, description="How many to remove; all when omitted.")
 
 
-class NoArgs(ToolArgs):
-    pass
+class SearchHit(BaseModel):
+    """One `find_product` hit, as ShoppingBench's search service answers it."""
+
+    product_id: str
+    shop_id: str
+    title: str
+    price: float
+    service: list[str]
+    sold_count: int
 
 
-@dataclass(frozen=True)
-class ToolSpec:
-    name: str
+class ProductDetail(BaseModel):
+    """One `view_product_information` answer, as ShoppingBench's product service answers it."""
+
+    product_id: str
+    short_description: str
     description: str
-    args_model: type[ToolArgs]
-    kind: ToolKind
-    group: str = "shoppingbench"
-
-    def openai_schema(self) -> dict[str, Any]:
-        schema = self.args_model.model_json_schema()
-        _strip_titles(schema)
-        schema.setdefault("properties", {})
-        schema.pop("additionalProperties", None)
-        return {"type": "function", "function": {"name": self.name, "description": self.description,
-                                                 "parameters": schema}}
+    sku_options: dict[str, dict[str, str]]
+    attributes: dict[str, list[str]]
 
 
-def _strip_titles(node: Any) -> None:
-    if isinstance(node, dict):
-        node.pop("title", None)
-        for v in node.values():
-            _strip_titles(v)
-    elif isinstance(node, list):
-        for v in node:
-            _strip_titles(v)
+def _compact(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
-TOOLS: dict[str, ToolSpec] = {t.name: t for t in [
-    ToolSpec("find_product", "Search for products and return up to 10 products, each with product_id, shop_id, "
-             "title, price, service and sold_count.", FindProductArgs, "read"),
-    ToolSpec("view_product_information", "Given product_ids, fetch their descriptions, SKU options and "
-             "attributes.", ViewProductArgs, "read"),
-    ToolSpec("recommend_product", "Recommend products to the user. The last recommendation is the answer.",
-             RecommendArgs, "write"),
-    ToolSpec("terminate", "End the conversation once the task is done or cannot be done.", TerminateArgs, "write"),
-    ToolSpec("calculate", "Evaluate an arithmetic expression (prices, vouchers, budgets).", CalculateArgs, "read",
-             group="utility"),
-    ToolSpec("add_to_cart", "Put a product in the cart.", AddToCartArgs, "write", group="cart"),
-    ToolSpec("view_cart", "Show the cart: items, total, the best valid voucher applied, and the budget.", NoArgs,
-             "read", group="cart"),
-    ToolSpec("remove_from_cart", "Take a product (or some of its quantity) out of the cart.", RemoveFromCartArgs,
-             "write", group="cart"),
-]}
+# -- the cart -----------------------------------------------------------------------------------
+MAX_CART_QUANTITY = 99
 
-ToolHandler = Callable[[ToolArgs], Any]
+
+@dataclass
+class CartLine:
+    product: dict[str, Any]
+    quantity: int
+
+
+@dataclass
+class Cart:
+    """One episode's cart. It owns pricing: the total, and the best voucher of a wallet applied."""
+
+    lines: dict[str, CartLine] = field(default_factory=dict)
+
+    def add(self, product: dict[str, Any], quantity: int) -> None:
+        pid = product["product_id"]
+        line = self.lines.get(pid)
+        total = (line.quantity if line else 0) + quantity
+        if total > MAX_CART_QUANTITY:
+            raise ToolError(f"at most {MAX_CART_QUANTITY} of one product in the cart", ErrorKind.rejected)
+        self.lines[pid] = CartLine(product=product, quantity=total)
+
+    def remove(self, product_id: str, quantity: int | None = None) -> None:
+        line = self.lines.get(product_id)
+        if line is None:
+            raise ToolError(f"product {product_id} is not in the cart", ErrorKind.not_found)
+        if quantity is None or quantity >= line.quantity:
+            del self.lines[product_id]
+        else:
+            line.quantity -= quantity
+
+    def summary(self, wallet: list[Voucher], budget: float | None = None) -> dict[str, Any]:
+        """Items, total, the voucher that lowers the total most, and whether it fits the budget."""
+        items = [{"product_id": pid, "title": line.product["title"], "shop_id": line.product["shop_id"],
+                  "price": line.product["price"], "quantity": line.quantity,
+                  "subtotal": round(line.product["price"] * line.quantity, 2)} for pid, line in self.lines.items()]
+        total = round(sum(i["subtotal"] for i in items), 2)
+        shops = {i["shop_id"] for i in items}
+        best: Voucher | None = None
+        best_after = total
+        for v in wallet:
+            if items and v.applies_to(shops, total):
+                after = max(0.0, v.price_after(total))
+                if after < best_after:
+                    best, best_after = v, after
+        summary: dict[str, Any] = {"items": items, "total": total,
+                                   "voucher": None if best is None else f"{best.voucher_id}: {best.describe()}",
+                                   "discount": round(total - best_after, 2), "total_after_voucher": round(best_after, 2)}
+        if budget is not None:
+            summary["budget"] = budget
+            summary["within_budget"] = best_after <= budget
+        return summary
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def __contains__(self, product_id: object) -> bool:
+        return product_id in self.lines
+
+    def __iter__(self):
+        return iter(self.lines)
+
+    def get(self, product_id: str) -> CartLine | None:
+        return self.lines.get(product_id)
+
+    def items(self):
+        return self.lines.items()
+
+
+# -- the toolkits ---------------------------------------------------------------------------------
+class ShoppingBenchTools(Toolkit):
+    """ShoppingBench's tools, as its agents see them, plus `calculate`."""
+
+    group = "shoppingbench"
+
+    @tool("read", icon="🔎", returns=list[SearchHit])
+    def find_product(self, env: ShoppingEnv, a: FindProductArgs) -> ToolOutput:
+        """Search for products and return up to 10 products, each with product_id, shop_id, title, price, service and sold_count."""
+        terms = query_terms(a.q)
+        if not terms:
+            raise ToolError("q has no searchable words (letters or digits)", ErrorKind.invalid_arguments)
+        low, high = parse_price_filter(a.price) if a.price else (None, None)
+        request = SearchRequest(terms=tuple(terms), page=a.page, shop_id=a.shop_id, price_min=low, price_max=high,
+                                services=a.services(), sort=SortOrder(a.sort))
+        page = env.search(a.q, request)
+        products = [{k: h.product[k] for k in SEARCH_HIT_FIELDS} for h in page.hits]
+        if not products:
+            hint = "Try fewer or different words, or remove filters." if page.total == 0 else \
+                f"Only {page.total} products match; there is no page {a.page}."
+            return ToolOutput(f"No products found. {hint}", [])
+        return ToolOutput(_compact(products), products)
+
+    @tool("read", icon="📄", returns=list[ProductDetail])
+    def view_product_information(self, env: ShoppingEnv, a: ViewProductArgs) -> list[dict[str, Any]]:
+        """Given product_ids, fetch their descriptions, SKU options and attributes."""
+        ids = a.ids()
+        found = env.world.products(ids)
+        out = []
+        for pid in ids:
+            p = found.get(pid)
+            if p is None:
+                out.append({"product_id": pid, "error": "no such product"})
+                continue
+            item = {k: p[k] for k in DETAIL_FIELDS}
+            if env.max_description_chars and len(item["description"]) > env.max_description_chars:
+                item["description"] = item["description"][: env.max_description_chars] + "…"
+            out.append(item)
+        return out
+
+    @tool("write", icon="⭐")
+    def recommend_product(self, env: ShoppingEnv, a: RecommendArgs) -> ToolOutput:
+        """Recommend products to the user. The last recommendation is the answer."""
+        ids = a.ids()
+        if not ids:
+            raise ToolError("give at least one product id", ErrorKind.invalid_arguments)
+        found = env.world.products(ids)
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise ToolError(f"unknown product ids: {', '.join(missing[:5])}; recommend ids returned by find_product",
+                            ErrorKind.not_found)
+        env.state.recommended = ids
+        env.state.recommend_calls += 1
+        return ToolOutput(f"Having recommended the products to the user: {','.join(ids)}.", ids)
+
+    @tool("write", icon="🏁")
+    def terminate(self, env: ShoppingEnv, a: TerminateArgs) -> ToolOutput:
+        """End the conversation once the task is done or cannot be done."""
+        env.state.done = True
+        env.state.terminate_status = a.status
+        return ToolOutput("The conversation has ended.", a.status)
+
+    @tool("read", group="utility", icon="🧮")
+    def calculate(self, a: CalculateArgs) -> ToolOutput:
+        """Evaluate an arithmetic expression (prices, vouchers, budgets)."""
+        try:
+            value = calculate(a.expression)
+        except CalculationError as exc:
+            raise ToolError(str(exc), ErrorKind.rejected) from exc
+        return ToolOutput(f"{value:g}" if isinstance(value, float) else str(value), value)
+
+
+class CartTools(Toolkit):
+    """A shopper's cart in the episode, priced with the best voucher of the episode's wallet."""
+
+    group = "cart"
+    stateless = False  # every tool reads or changes the episode's cart
+
+    @tool("write", icon="🛒")
+    def add_to_cart(self, env: ShoppingEnv, a: AddToCartArgs) -> dict[str, Any]:
+        """Put a product in the cart."""
+        product = env.world.products([a.product_id]).get(a.product_id)
+        if product is None:
+            raise ToolError(f"no such product {a.product_id}", ErrorKind.not_found)
+        env.state.cart.add(product, a.quantity)
+        return env.cart_summary()
+
+    @tool("read", icon="🛒")
+    def view_cart(self, env: ShoppingEnv) -> dict[str, Any]:
+        """Show the cart: items, total, the best valid voucher applied, and the budget."""
+        return env.cart_summary()
+
+    @tool("write", icon="🛒")
+    def remove_from_cart(self, env: ShoppingEnv, a: RemoveFromCartArgs) -> dict[str, Any]:
+        """Take a product (or some of its quantity) out of the cart."""
+        env.state.cart.remove(a.product_id, a.quantity)
+        return env.cart_summary()
+
+
+BUILTIN_TOOLKITS: tuple[Toolkit, ...] = (ShoppingBenchTools(), CartTools())
+TOOLS = {spec.name: spec for kit in BUILTIN_TOOLKITS for spec in kit.specs()}
+"""The sandbox's own tools by name (derived from the toolkits; read-only by convention)."""
+
+
+def tool_specs(selection: list[str] | None = None, toolkits: Sequence[Toolkit] = ()) -> list[ToolSpec]:
+    """The specs of a tool selection (names or groups, as `ShoppingEnv(tools=...)` takes), in the
+    order an episode lists them: without building an episode (prompts, training data)."""
+    available = collect_tools([*BUILTIN_TOOLKITS, *toolkits])
+    return [available[name].spec for name in select_tools(available, selection)]
 
 
 def openai_tools(names: list[str] | None = None) -> list[dict[str, Any]]:
     return [TOOLS[n].openai_schema() for n in (names or list(TOOLS))]
+
+

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from agents.llm.chat_templates import TOOL_CHAT_TEMPLATE
+from shoplab_core.models import ensure_pad_token
 
 __all__ = ["TOOL_CHAT_TEMPLATE", "use_tool_chat_template"]
 
@@ -15,8 +16,7 @@ def use_tool_chat_template(tokenizer: Any) -> Any:
     if missing:
         raise ValueError(f"the tool chat template needs a ChatML tokenizer; this one lacks {missing}")
     tokenizer.chat_template = TOOL_CHAT_TEMPLATE
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    ensure_pad_token(tokenizer)
     from trl.chat_template_utils import _SUPPORTS_RESPONSE_TEMPLATE, qwen3_schema, qwen3_template
 
     if _SUPPORTS_RESPONSE_TEMPLATE:

@@ -10,35 +10,40 @@ the sandbox scorer's verdict on the episode.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
 from agents.react.graph import shorten_observation
-from sandbox import ShoppingEnv, ShoppingWorld
+from sandbox import ShoppingEnv, ShoppingWorld, Toolkit, tool_specs, trl_environment_class
 from sandbox.scorer import TitleSimilarity
 from sandbox.tasks import Task
 
+DEFAULT_EPISODE_TOOLS = ["shoppingbench"]  # ShoppingBench's four tools, as the distilled student has them
 
-class ShoppingToolEnv:
-    """One rollout's shopping episode. Public methods are the tools the model may call."""
+
+class _EpisodeBase:
+    """One rollout's shopping episode; the subclass made by `tool_env_class` adds the tool methods."""
 
     def __init__(self, world: ShoppingWorld, tasks: dict[str, Task], similarity: TitleSimilarity,
-                 max_steps: int = 12, max_observation_chars: int = 600, success_weight: float = 0.5):
+                 max_steps: int = 12, max_observation_chars: int = 600, success_weight: float = 0.5,
+                 tools: list[str] | None = None, toolkits: Sequence[Toolkit] = ()):
         self._world = world
         self._tasks = tasks
         self._similarity = similarity
         self._max_steps = max_steps
         self._max_chars = max_observation_chars
         self._success_weight = success_weight
+        self._tools = list(tools or DEFAULT_EPISODE_TOOLS)
+        self._toolkits = tuple(toolkits)
         self._env: ShoppingEnv | None = None
 
     def reset(self, task_id: str, **_: Any) -> None:
         """Start the episode of the row's task; the prompt already holds the instruction."""
         if task_id not in self._tasks:
             raise KeyError(f"task {task_id} is not among the environment's training tasks")
-        self._env = ShoppingEnv(self._world, self._tasks[task_id], max_steps=self._max_steps,
-                                tools=["find_product", "view_product_information", "recommend_product", "terminate"])
+        self._env = ShoppingEnv(self._world, self._tasks[task_id], max_steps=self._max_steps, tools=self._tools,
+                                toolkits=self._toolkits)
         self._env.reset()
         return None
 
@@ -47,45 +52,6 @@ class ShoppingToolEnv:
             return "Error: the episode has not started"
         arguments = {k: v for k, v in arguments.items() if v not in (None, "")}
         return shorten_observation(self._env.step(tool, arguments).observation, self._max_chars)
-
-    def find_product(self, q: str, page: int = 1, price: str = "", service: str = "", sort: str = "default",
-                     shop_id: str = "") -> str:
-        """Search for products and return up to 10 products, each with product_id, shop_id, title, price, service and sold_count.
-
-        Args:
-            q: The query used to search for products.
-            page: Result page, 1 to 5.
-            price: Price range such as "0-100" or "1000-".
-            service: Comma-separated services: official, freeShipping, COD, flashsale.
-            sort: default, priceasc, pricedesc or order.
-            shop_id: Only search within this shop.
-        """
-        return self._step("find_product", {"q": q, "page": page, "price": price, "service": service, "sort": sort,
-                                           "shop_id": shop_id})
-
-    def view_product_information(self, product_ids: str) -> str:
-        """Given product_ids, fetch their descriptions, SKU options and attributes.
-
-        Args:
-            product_ids: A comma-separated list of product_ids.
-        """
-        return self._step("view_product_information", {"product_ids": product_ids})
-
-    def recommend_product(self, product_ids: str) -> str:
-        """Recommend products to the user. The last recommendation is the answer.
-
-        Args:
-            product_ids: A comma-separated list of product_ids.
-        """
-        return self._step("recommend_product", {"product_ids": product_ids})
-
-    def terminate(self, status: str = "success") -> str:
-        """End the conversation once the task is done or cannot be done.
-
-        Args:
-            status: Whether the task was accomplished.
-        """
-        return self._step("terminate", {"status": status})
 
     def get_reward(self) -> float:
         """The sandbox's score of the episode: success (0/1) and the rule score, weighted."""
@@ -96,7 +62,19 @@ class ShoppingToolEnv:
         return w * float(score.success) + (1 - w) * float(score.constraint_score)
 
 
+def tool_env_class(tools: list[str] | None = None, toolkits: Sequence[Toolkit] = ()) -> type:
+    """The episode class for these tools: its public methods are generated from the tools' own
+    declarations (`sandbox.trl_environment_class`), so TRL sees exactly what the agents see."""
+    methods = trl_environment_class(tool_specs(list(tools or DEFAULT_EPISODE_TOOLS), toolkits))
+    return type("ShoppingToolEnv", (_EpisodeBase, methods), {"__doc__": _EpisodeBase.__doc__})
+
+
+ShoppingToolEnv = tool_env_class()
+
+
 def environment_factory(world: ShoppingWorld, tasks: list[Task], similarity: TitleSimilarity,
-                        **kwargs: Any) -> Callable[[], ShoppingToolEnv]:
+                        tools: list[str] | None = None, toolkits: Sequence[Toolkit] = (),
+                        **kwargs: Any) -> Callable[[], Any]:
     """What `GRPOTrainer(environment_factory=...)` takes: a no-argument constructor."""
-    return partial(ShoppingToolEnv, world, {t.task_id: t for t in tasks}, similarity, **kwargs)
+    cls = tool_env_class(tools, toolkits)
+    return partial(cls, world, {t.task_id: t for t in tasks}, similarity, tools=tools, toolkits=toolkits, **kwargs)

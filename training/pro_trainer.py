@@ -19,8 +19,9 @@ from typing import Any
 
 import torch
 from datasets import Dataset
-from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase, Trainer
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
 
+from shoplab_core.models import ensure_pad_token, load_causal_lm
 from training.pro_config import PROConfig
 
 
@@ -81,14 +82,14 @@ class PROTrainer(Trainer):
     def __init__(self, model: str | PreTrainedModel, args: PROConfig, train_dataset: Dataset,
                  processing_class: PreTrainedTokenizerBase, peft_config: Any | None = None, **kwargs: Any):
         if isinstance(model, str):
-            model = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+            # The Trainer places the model; float32 weights as every stage trains them.
+            model, _ = load_causal_lm(model, device=None, dtype="float32")
         if peft_config is not None:
             from peft import get_peft_model
 
             model = get_peft_model(model, peft_config)
         self.pro_args = args
-        if processing_class.pad_token_id is None:
-            processing_class.pad_token = processing_class.eos_token
+        ensure_pad_token(processing_class)
         train_dataset = self.tokenize(train_dataset, processing_class, args.max_length)
         super().__init__(model=model, args=args, train_dataset=train_dataset, processing_class=processing_class,
                          data_collator=PROCollator(processing_class.pad_token_id), **kwargs)

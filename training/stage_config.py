@@ -33,7 +33,10 @@ class SFTStageConfig:
     tool_chat_template: bool = False  # training.chat_template: tool calls, generation markers (assistant-only loss)
     padding_free: bool = False        # one row per batch, no padding (flash-attention style); CPU: keep False
     logging_steps: int = 5
-    bf16: bool = False                # bf16 autocast: faster on CPUs with AVX512-BF16 / AMX, and on GPUs
+    # bf16 autocast: faster on CPUs with AVX512-BF16 / AMX, and on GPUs. None = auto: on where the
+    # training device is a CUDA GPU with bf16 support, off on the CPU.
+    bf16: bool | None = None
+    device: str = "auto"              # auto | cpu | cuda (shoplab_core.devices); the CPU unless CUDA is present
 
 
 @dataclass
@@ -48,6 +51,8 @@ class AlignStageConfig:
     max_pairs_per_query: int = 3     # DPO: the best level against each worse level, at most this many
     max_steps: int = -1
     save_steps: int = 200
+    bf16: bool | None = None          # None = auto: bf16 autocast on a CUDA GPU with bf16 support, else off
+    device: str = "auto"              # auto | cpu | cuda
 
 
 @dataclass
@@ -66,7 +71,8 @@ class GRPOStageConfig:
     top_p: float = 0.9
     beta: float = 0.001               # KL to the reference (the stage's starting model)
     save_steps: int = 8
-    bf16: bool = True
+    bf16: bool | None = True          # None = auto (on where CUDA has bf16, off on the CPU)
+    device: str = "auto"              # auto | cpu | cuda
     tasks: int = 16                   # episode GRPO: training tasks the rollouts draw from
     # GPU: generate rollouts with vLLM (TRL's `colocate` shares the training GPU; `server` talks to
     # `trl vllm-serve` on other GPUs). Needs the official vllm package and CUDA.

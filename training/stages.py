@@ -9,45 +9,53 @@ Trainer's `checkpoint-*` folders for `--resume`, and `stage.json` naming the bas
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 from datasets import Dataset
 
-from rewrite.model import STAGE_FILE  # the stage-folder format `RewriteModel.load` reads
+from shoplab_core.models import (  # the stage-folder format `RewriteModel.load` reads
+    STAGE_FILE,
+    stage_merged_model,
+)
 from training.stage_config import AlignStageConfig, GRPOStageConfig, LoraSettings, SFTStageConfig
 
 
 def _trainer_args(out_dir: Path, epochs: float, learning_rate: float, batch_size: int, grad_accum: int,
-                  max_steps: int, save_steps: int, seed: int, warmup_ratio: float = 0.0) -> dict[str, Any]:
+                  max_steps: int, save_steps: int, seed: int, warmup_ratio: float = 0.0, device: str = "auto",
+                  bf16: bool | None = None) -> dict[str, Any]:
+    use_cpu, use_bf16 = _placement(device, bf16)
     return {"output_dir": str(out_dir), "num_train_epochs": epochs, "learning_rate": learning_rate,
             "per_device_train_batch_size": batch_size, "gradient_accumulation_steps": grad_accum,
             "max_steps": max_steps, "save_steps": save_steps, "save_total_limit": 2, "logging_steps": 5,
-            "warmup_steps": warmup_ratio, "lr_scheduler_type": "cosine", "seed": seed, "use_cpu": not _has_gpu(),
-            "bf16": False, "report_to": "none", "dataloader_num_workers": 0, "save_only_model": False}
+            "warmup_steps": warmup_ratio, "lr_scheduler_type": "cosine", "seed": seed, "use_cpu": use_cpu,
+            "bf16": use_bf16, "report_to": "none", "dataloader_num_workers": 0, "save_only_model": False}
 
 
-def _has_gpu() -> bool:
+def _placement(device: str = "auto", bf16: bool | None = None) -> tuple[bool, bool]:
+    """(use_cpu, bf16) of the HF Trainer for a stage's `device` and `bf16` settings: the CPU unless the
+    device resolves to an accelerator; bf16 None = autocast where the device is CUDA with bf16 support
+    (`shoplab_core.devices.resolve_dtype("auto", ...)`), off on the CPU. Weights stay float32."""
     import torch
 
-    return torch.cuda.is_available()
+    from shoplab_core.devices import resolve_device, resolve_dtype
+
+    resolved = resolve_device(device)
+    if bf16 is None:
+        bf16 = resolve_dtype("auto", resolved) == torch.bfloat16
+    return resolved.type == "cpu", bool(bf16)
 
 
 def _load(model_path: str, tool_chat_template: bool = False):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """(model, tokenizer) to train: float32 weights on the CPU (the Trainer places them), pad-token fallback."""
+    from shoplab_core.models import load_causal_lm
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model, tokenizer = load_causal_lm(model_path, device=None, dtype="float32", offline=True)
     if tool_chat_template:
         from training.chat_template import use_tool_chat_template
 
         use_tool_chat_template(tokenizer)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
     return model, tokenizer
 
 
@@ -96,10 +104,7 @@ def save_stage(trainer, tokenizer, out_dir: Path, base_model: str, lora: bool, m
 
 def stage_policy_model(stage_dir: str | Path) -> str:
     """The weights a later stage starts from: the merged (or fully fine-tuned) model of a stage."""
-    info = json.loads((Path(stage_dir) / STAGE_FILE).read_text())
-    if not info.get("merged"):
-        raise ValueError(f"{stage_dir} has no merged model; rerun that stage with merge=True")
-    return info["merged"]
+    return stage_merged_model(stage_dir)  # ValueError (ModelRefError) when the stage kept no merged model
 
 
 def run_sft_stage(model_path: str, dataset: Dataset, out_dir: str | Path, cfg: SFTStageConfig,
@@ -115,9 +120,8 @@ def run_sft_stage(model_path: str, dataset: Dataset, out_dir: str | Path, cfg: S
     dataset = dataset.select_columns(keep)
     conversations = "messages" in keep
     trainer_args = _trainer_args(out, cfg.epochs, cfg.learning_rate, cfg.batch_size, cfg.grad_accum,
-                                 cfg.max_steps, cfg.save_steps, seed, cfg.warmup_ratio)
+                                 cfg.max_steps, cfg.save_steps, seed, cfg.warmup_ratio, cfg.device, cfg.bf16)
     trainer_args["logging_steps"] = cfg.logging_steps
-    trainer_args["bf16"] = cfg.bf16
     args = SFTConfig(**trainer_args, max_length=cfg.max_length,
                      completion_only_loss=True if "prompt" in keep else None,
                      assistant_only_loss=conversations and cfg.tool_chat_template, padding_free=cfg.padding_free)
@@ -148,7 +152,8 @@ def run_dpo_stage(model_path: str, dataset: Dataset, out_dir: str | Path, cfg: A
 
     out = Path(out_dir)
     args = DPOConfig(**_trainer_args(out, cfg.epochs, cfg.learning_rate, cfg.batch_size, cfg.grad_accum,
-                                     cfg.max_steps, cfg.save_steps, seed), beta=cfg.beta, max_length=cfg.max_length)
+                                     cfg.max_steps, cfg.save_steps, seed, device=cfg.device, bf16=cfg.bf16),
+                     beta=cfg.beta, max_length=cfg.max_length)
     return _run_preference_stage(DPOTrainer, args, model_path, dataset.select_columns(["prompt", "chosen", "rejected"]),
                                  out, lora, resume, merge, "pairs")
 
@@ -161,7 +166,8 @@ def run_pro_stage(model_path: str, dataset: Dataset, out_dir: str | Path, cfg: A
 
     out = Path(out_dir)
     args = PROConfig(**_trainer_args(out, cfg.epochs, cfg.learning_rate, cfg.batch_size, cfg.grad_accum,
-                                     cfg.max_steps, cfg.save_steps, seed), max_length=cfg.max_length,
+                                     cfg.max_steps, cfg.save_steps, seed, device=cfg.device, bf16=cfg.bf16),
+                     max_length=cfg.max_length,
                      sft_weight=cfg.sft_weight)
     return _run_preference_stage(PROTrainer, args, model_path, dataset, out, lora, resume, merge, "queries")
 
@@ -190,8 +196,8 @@ def run_grpo_stage(model_path: str, dataset: Dataset, out_dir: str | Path, cfg: 
             if getattr(tokenizer, attr, None) is not None:
                 setattr(tokenizer, attr, None)
     trainer_args = _trainer_args(out, 1.0, cfg.learning_rate, cfg.batch_size, cfg.grad_accum, cfg.max_steps,
-                                 cfg.save_steps, seed)
-    trainer_args.update(logging_steps=1, bf16=cfg.bf16, warmup_steps=0, lr_scheduler_type="constant")
+                                 cfg.save_steps, seed, device=cfg.device, bf16=cfg.bf16)
+    trainer_args.update(logging_steps=1, warmup_steps=0, lr_scheduler_type="constant")
     extra: dict[str, Any] = {}
     if cfg.use_vllm:
         extra.update(use_vllm=True, vllm_mode=cfg.vllm_mode)

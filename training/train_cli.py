@@ -9,20 +9,19 @@ from pathlib import Path
 from typing import Any
 
 import typer
-import yaml
 from rich.console import Console
 from rich.table import Table
 
-from training.config_utils import build_dataclass
-from training.distill import STEPS, StudentAgentSettings
+from shoplab_core.config import cli_config, config_option, set_option
+from training.distill.pipeline import STEPS, StudentAgentSettings
 from training.stage_config import AlignStageConfig, GRPOStageConfig, LoraSettings, SFTStageConfig
 
 app = typer.Typer(help="Fine-tune with TRL + PEFT: sft | dpo | grpo (one stage), distill (teacher → student).",
                   no_args_is_help=True)
 console = Console(width=max(140, shutil.get_terminal_size().columns))
 
-ConfigOpt = typer.Option(..., "--config", help="YAML (see configs/train/ and configs/distill_smollm2.yaml).")
-SetOpt = typer.Option(None, "--set", help="Override a key: --set sft.learning_rate=1e-4 (repeatable).")
+ConfigOpt = config_option(..., help="YAML (see configs/train/ and configs/distill_smollm2.yaml).")
+SetOpt = set_option("Override a key: --set sft.learning_rate=1e-4 (repeatable).")
 ResumeOpt = typer.Option(False, "--resume", help="Continue from the last checkpoint in the output folder.")
 
 
@@ -43,37 +42,9 @@ class StageJobConfig:
     student_agent: StudentAgentSettings = field(default_factory=StudentAgentSettings)
 
 
-def parse_overrides(items: list[str] | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise typer.BadParameter(f"expected key=value, got {item!r}", param_hint="--set")
-        key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
-    return out
-
-
-def _read_yaml(path: Path, overrides: dict[str, Any]) -> dict[str, Any]:
-    from training.distill import _set_dotted
-
-    if not path.is_file():
-        raise typer.BadParameter(f"{path} does not exist", param_hint="--config")
-    raw = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(raw, dict):
-        raise typer.BadParameter(f"{path}: expected a mapping", param_hint="--config")
-    try:
-        for key, value in overrides.items():
-            _set_dotted(raw, key, value)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--set") from exc
-    return raw
-
-
-def load_job(path: Path, overrides: dict[str, Any]) -> StageJobConfig:
-    try:
-        return build_dataclass(StageJobConfig, _read_yaml(path, overrides))
-    except (ValueError, TypeError) as exc:
-        raise typer.BadParameter(str(exc), param_hint="--config") from exc
+def load_job(path: Path, overrides: list[str] | None = None) -> StageJobConfig:
+    """defaults < the YAML < --set."""
+    return cli_config(StageJobConfig, path, overrides=overrides)
 
 
 def load_dataset_from(path: str):
@@ -113,7 +84,7 @@ def _run_dataset_stage(stage: str, config: Path, overrides: list[str] | None, re
     """sft / dpo: the job's dataset through `run_<stage>_stage` with the job's `<stage>` settings."""
     import training.stages as stages
 
-    job = load_job(config, parse_overrides(overrides))
+    job = load_job(config, overrides)
     try:
         dataset = load_dataset_from(job.dataset)
         out = getattr(stages, f"run_{stage}_stage")(_model_path(job.model), dataset, job.out_dir, getattr(job, stage),
@@ -140,7 +111,7 @@ def grpo(config: Path = ConfigOpt, overrides: list[str] | None = SetOpt, resume:
     """GRPO (TRL GRPOTrainer, LoRA): per-step tool-call rewards, or whole sandbox episodes."""
     from training.stages import run_grpo_stage
 
-    job = load_job(config, parse_overrides(overrides))
+    job = load_job(config, overrides)
     try:
         if job.grpo_reward == "tool_call":
             from training.tool_reward import format_reward, tool_call_reward
@@ -164,7 +135,7 @@ def grpo(config: Path = ConfigOpt, overrides: list[str] | None = SetOpt, resume:
 def _episode_grpo(job: StageJobConfig, resume: bool) -> Path:
     from sandbox import ShoppingWorld, default_title_similarity
     from sandbox.tasks import load_tasks
-    from training.distill import episode_prompt_dataset
+    from training.distill.pipeline import episode_prompt_dataset
     from training.episode_env import environment_factory
     from training.stages import run_grpo_stage
 
@@ -193,12 +164,9 @@ def distill(config: Path = ConfigOpt, overrides: list[str] | None = SetOpt,
             resume: bool = ResumeOpt,
             force: bool = typer.Option(False, "--force", help="Rerun steps that already finished.")) -> None:
     """Teacher trajectories → SFT → step GRPO → episode GRPO → benchmark on the dev tasks."""
-    from training.distill import DistillConfig, DistillPipeline
+    from training.distill.pipeline import DistillConfig, DistillPipeline
 
-    try:
-        cfg = build_dataclass(DistillConfig, _read_yaml(config, parse_overrides(overrides)))
-    except (ValueError, TypeError) as exc:
-        raise typer.BadParameter(str(exc), param_hint="--config") from exc
+    cfg = cli_config(DistillConfig, config, overrides=overrides)
     wanted = [s.strip() for s in steps.split(",")] if steps else list(STEPS)
     unknown = [s for s in wanted if s not in STEPS]
     if unknown:

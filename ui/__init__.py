@@ -6,10 +6,10 @@ import it when first used (the `ui` extra).
 
 from typing import Any
 
-from ui.config import CART_TOOLS, DEMO_TOOLS, DemoConfig, DemoSettings
+from ui.config import CART_GROUP, DEMO_TOOLS, DemoConfig, DemoSettings
 from ui.session import DemoBackend, DemoError, DemoSession, EpisodeView, TurnSettings
 
-__all__ = ["CART_TOOLS", "DEMO_TOOLS", "DemoBackend", "DemoConfig", "DemoError", "DemoSession", "DemoSettings",
+__all__ = ["CART_GROUP", "DEMO_TOOLS", "DemoBackend", "DemoConfig", "DemoError", "DemoSession", "DemoSettings",
            "EpisodeView", "TurnSettings", "build_demo", "launch_demo"]
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+from shoplab_core.config import ConfigError, cli_config, set_option
+
 DEFAULT_CONFIG = Path("configs/demo/default.yaml")
 
 
@@ -37,6 +39,8 @@ def demo(
     host: str = typer.Option(None, help="Address to listen on (default 127.0.0.1: this machine only)."),
     port: int = typer.Option(None, help="Port (default 7860)."),
     concurrency: int = typer.Option(None, min=1, help="Episodes run at once across all users."),
+    overrides: list[str] = set_option("Override a config key: --set demo.port=8000, --set agent.max_steps=20, "
+                                      "--set llm.sampling.temperature=0.7 (repeatable)."),
 ) -> None:
     """Chat with the shopping agent, watch it solve benchmark tasks, see rewrites and the cart."""
     try:
@@ -46,18 +50,22 @@ def demo(
     from ui.config import DemoConfig
     from ui.session import DemoError
 
+    # defaults < the demo YAML < the agent YAML's llm:/agent: (--llm-config) < --set < the flags given.
     path = config or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
-    cfg = DemoConfig.from_yaml(path) if path else DemoConfig()
+    cfg = cli_config(DemoConfig, path, param_hint="--config")
     if llm_config:
-        cfg.use_agent_config(llm_config)
-    llm_overrides = {k: v for k, v in {"backend": llm, "model": model, "base_url": base_url}.items() if v is not None}
-    if llm_overrides:
-        cfg.llm = dataclasses.replace(cfg.llm, **llm_overrides)
-    demo_overrides = {k: v for k, v in {"data_dir": str(data_dir) if data_dir else None, "host": host, "port": port,
-                                        "concurrency": concurrency}.items() if v is not None}
-    if rewriter is not None:
-        demo_overrides["rewriter"] = None if rewriter.lower() in ("", "none", "off") else rewriter
-    cfg.demo = dataclasses.replace(cfg.demo, **demo_overrides)
+        try:
+            cfg.use_agent_config(llm_config)
+        except ConfigError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--llm-config") from exc
+    overrides = list(overrides or [])
+    if rewriter is not None and rewriter.lower() in ("", "none", "off"):
+        overrides.append("demo.rewriter=null")
+        rewriter = None
+    cfg = cli_config(DemoConfig, dataclasses.asdict(cfg), overrides=overrides, flags={
+        "llm.backend": llm, "llm.model": model, "llm.base_url": base_url, "demo.data_dir": data_dir,
+        "demo.host": host, "demo.port": port, "demo.concurrency": concurrency, "demo.rewriter": rewriter},
+        where=str(path or llm_config or "the demo config"))
     _stop_cleanly_on_signals()
     try:
         launch_demo(cfg)

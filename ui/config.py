@@ -11,11 +11,11 @@ from pathlib import Path
 
 from agents.llm import LLMConfig
 from agents.react import ReactConfig
-from agents.react.config import SHOPPINGBENCH_TOOLS
-from agents.run_config import read_section
+from agents.react.config import DEFAULT_TOOLS
+from shoplab_core.config import load_config
 
-CART_TOOLS = ["add_to_cart", "remove_from_cart", "view_cart"]
-DEMO_TOOLS = SHOPPINGBENCH_TOOLS + CART_TOOLS
+CART_GROUP = "cart"  # sandbox.CartTools: the chat's agent shops into the shopper's cart
+DEMO_TOOLS = [*DEFAULT_TOOLS, CART_GROUP]
 
 
 @dataclass
@@ -45,11 +45,8 @@ class DemoConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> DemoConfig:
-        demo = DemoSettings(**read_section(path, "demo", DemoSettings))
-        llm = LLMConfig(**read_section(path, "llm", LLMConfig))
-        agent_raw = read_section(path, "agent", ReactConfig)
-        agent_raw.setdefault("tools", list(DEMO_TOOLS))
-        return cls(demo=demo, llm=llm, agent=ReactConfig(**agent_raw))
+        """The file's demo:/llm:/agent: sections over the defaults (an agent without `tools` gets DEMO_TOOLS)."""
+        return load_config(cls, path)
 
     def use_agent_config(self, path: str | Path) -> None:
         """Serve a benchmark agent config (`configs/agents/*.yaml`): its llm: and agent: sections.

@@ -11,9 +11,6 @@ from html import escape
 from typing import Any
 from urllib.parse import urlparse
 
-TOOL_ICONS = {"find_product": "🔎", "view_product_information": "📄", "recommend_product": "⭐",
-              "terminate": "🏁", "calculate": "🧮", "add_to_cart": "🛒", "remove_from_cart": "🛒",
-              "view_cart": "🛒", "rewrite_query": "✏️"}
 SERVICE_LABELS = {"official": "Official store", "freeShipping": "Free shipping", "COD": "Cash on delivery",
                   "flashsale": "Flash sale"}
 # Shown under every product image: catalogue images are remote, and the demo often runs offline.
@@ -65,8 +62,9 @@ def _image_url(url: Any) -> str | None:
     return url if urlparse(url).scheme in ("http", "https") else None
 
 
-def tool_step_title(name: str, arguments: dict[str, Any] | str | None) -> str:
-    """One line per tool call, e.g. `🔎 find_product(q="red case", price="0-20")`."""
+def tool_step_title(name: str, arguments: dict[str, Any] | str | None, icon: str = "🔧") -> str:
+    """One line per tool call, e.g. `🔎 find_product(q="red case", price="0-20")` (the icon is the
+    tool's own, from its declaration)."""
     if isinstance(arguments, str):
         try:
             arguments = json.loads(arguments)
@@ -76,12 +74,12 @@ def tool_step_title(name: str, arguments: dict[str, Any] | str | None) -> str:
                      if isinstance(arguments, dict))
     if len(args) > 120:
         args = args[:117] + "..."
-    return f"{TOOL_ICONS.get(name, '🔧')} {escape(str(name)[:80], quote=False)}({escape(args, quote=False)})"
+    return f"{icon} {escape(str(name)[:80], quote=False)}({escape(args, quote=False)})"
 
 
-def tool_step_body(name: str, observation: str) -> str:
-    """What a tool returned, compactly: search hits as a list, errors in bold, the rest as text."""
-    if observation.startswith("Error:"):
+def tool_step_body(name: str, observation: str, failed: bool = False) -> str:
+    """What a tool returned, compactly: search hits as a list, errors (`failed`) in bold, the rest as text."""
+    if failed:
         return f"**{esc(observation[:MAX_STEP_BODY_CHARS])}**"
     data: Any = None
     try:

@@ -21,15 +21,15 @@ from typing import Any
 
 from agents.llm import BACKENDS, LLMConfig, LLMError, SamplingConfig, make_llm
 from agents.react import ReactAgent
-from agents.react.config import SHOPPINGBENCH_TOOLS
+from agents.react.config import DEFAULT_TOOLS
 from agents.react.graph import ChatClient
 from agents.registry import agent_needs_llm, make_agent
-from sandbox import ShoppingEnv, ShoppingWorld, StepResult, Task
+from sandbox import ShoppingEnv, ShoppingWorld, StepResult, Task, load_toolkits, tool_specs
 from sandbox.data_model import VoucherType
 from sandbox.engines.base import SearchRequest, query_terms
 from sandbox.tasks import first_per_intent
 from ui import render
-from ui.config import CART_TOOLS, DemoConfig
+from ui.config import CART_GROUP, DemoConfig
 
 logger = logging.getLogger("shoplab.demo")
 
@@ -92,6 +92,8 @@ class DemoBackend:
         self._rewriter = None
         self._similarity = None
         self._lazy_lock = threading.Lock()
+        # The agent config's plug-in toolkits, built once and handed to every episode of every tab.
+        self.toolkits = load_toolkits(config.agent.toolkits, world)
 
     @property
     def intents(self) -> list[str]:
@@ -182,7 +184,8 @@ def _close_quietly(llm: Any) -> None:
 class EpisodeView:
     """Turns an episode's events into Gradio chat messages: each tool call a collapsible step."""
 
-    def __init__(self) -> None:
+    def __init__(self, icons: dict[str, str] | None = None) -> None:
+        self.icons = icons or {}  # tool name -> its declared icon
         self.messages: list[Message] = []
         self.response = ""  # the agent's closing words (<response>...</response>), if it gave any
         self._pending: dict[str, int] = {}
@@ -194,17 +197,22 @@ class EpisodeView:
     def call_started(self, call_id: str, name: str, arguments: Any) -> None:
         self._pending[call_id] = len(self.messages)
         self.messages.append({"role": "assistant", "content": "…",
-                              "metadata": {"title": render.tool_step_title(name, arguments), "status": "pending"}})
+                              "metadata": {"title": self._title(name, arguments), "status": "pending"}})
+
+    def _title(self, name: str, arguments: Any) -> str:
+        return render.tool_step_title(name, arguments, self.icons.get(name, "🔧"))
 
     def call_finished(self, call_id: str | None, name: str, arguments: Any, observation: str,
-                      seconds: float | None = None) -> None:
+                      seconds: float | None = None, error_kind: str | None = None) -> None:
+        """`error_kind` (the sandbox's `ErrorKind`) is set when the call failed."""
         index = self._pending.pop(call_id, None) if call_id else None
-        failed = observation.startswith("Error:")
-        metadata: dict[str, Any] = {"title": ("⚠️ " if failed else "") + render.tool_step_title(name, arguments),
+        failed = error_kind is not None
+        metadata: dict[str, Any] = {"title": ("⚠️ " if failed else "") + self._title(name, arguments),
                                     "status": "done"}
         if seconds is not None:
             metadata["duration"] = round(seconds, 3)
-        message = {"role": "assistant", "content": render.tool_step_body(name, observation), "metadata": metadata}
+        message = {"role": "assistant", "content": render.tool_step_body(name, observation, failed),
+                   "metadata": metadata}
         if index is None:
             self.messages.append(message)
         else:
@@ -256,7 +264,7 @@ class DemoSession:
         # The cart lives in an episode of its own that only has the cart tools: the panel's buttons
         # go through the sandbox's cart tools (same validation as an agent's calls), and every chat
         # episode is handed the same cart.
-        self.cart_env = ShoppingEnv(backend.world, tools=CART_TOOLS, max_steps=10**9, wallet=list(backend.wallet),
+        self.cart_env = ShoppingEnv(backend.world, tools=[CART_GROUP], max_steps=10**9, wallet=list(backend.wallet),
                                     budget=demo.budget, instruction="")
         self.history: list[Message] = []  # what the agent sees of earlier turns
         self.transcript: list[Message] = []  # what the chat shows, steps included
@@ -284,20 +292,18 @@ class DemoSession:
             raise DemoError("the budget must be a number") from exc
         self.cart_env.budget = value if value is None or value > 0 else None
 
-    def _cart_step(self, tool: str, arguments: dict[str, Any]) -> str:
+    def _cart_step(self, tool: str, arguments: dict[str, Any]) -> str | None:
+        """None when the cart tool worked, else the sandbox's readable error (as the agent reads it)."""
         result = self.cart_env.step(tool, arguments)
         self.cart_env.state.history.clear()  # the panel's clicks are not an episode to keep
-        return result.observation
+        return result.observation if result.error is not None else None
 
     def add_to_cart(self, product_id: str, quantity: Any = 1) -> str | None:
         """None when added, else the sandbox's readable error."""
-        observation = self._cart_step("add_to_cart", {"product_id": str(product_id or "").strip(),
-                                                      "quantity": quantity})
-        return observation if observation.startswith("Error:") else None
+        return self._cart_step("add_to_cart", {"product_id": str(product_id or "").strip(), "quantity": quantity})
 
     def remove_from_cart(self, product_id: str) -> str | None:
-        observation = self._cart_step("remove_from_cart", {"product_id": str(product_id or "").strip()})
-        return observation if observation.startswith("Error:") else None
+        return self._cart_step("remove_from_cart", {"product_id": str(product_id or "").strip()})
 
     def cart_choices(self) -> list[tuple[str, str]]:
         """Products this shopper has seen, most recent first, for the cart panel's picker."""
@@ -323,9 +329,9 @@ class DemoSession:
         try:
             self.last_message = message
             env = ShoppingEnv(self.backend.world, instruction=message, wallet=list(self.backend.wallet),
-                              budget=self.cart_env.budget)
+                              budget=self.cart_env.budget, toolkits=self.backend.toolkits)
             env.state.cart = self.cart_env.state.cart
-            view = EpisodeView()
+            view = EpisodeView(env.tool_icons())
             yield from self._run(env, settings, view, chat=True)
             summary = self._final_message(env, view)
             self.history += [{"role": "user", "content": message}, {"role": "assistant", "content": summary}]
@@ -343,8 +349,10 @@ class DemoSession:
             raise DemoError("an episode is still running in this tab; wait for it to finish")
         try:
             # The benchmark's own protocol: ShoppingBench's tools only, and the task's voucher.
-            env = ShoppingEnv(self.backend.world, task, max_steps=settings.max_steps, tools=list(SHOPPINGBENCH_TOOLS))
-            view = EpisodeView()
+            env = ShoppingEnv(self.backend.world, task, max_steps=settings.max_steps,
+                              tools=[*DEFAULT_TOOLS, *(kit.group for kit in self.backend.toolkits)],
+                              toolkits=self.backend.toolkits)
+            view = EpisodeView(env.tool_icons())
             for messages in self._run(env, settings, view, chat=False):
                 yield messages, "", ""
             self._final_message(env, view)
@@ -379,7 +387,9 @@ class DemoSession:
                             "in the Benchmark task tab; pick react or heuristic for the chat")
         if not agent_needs_llm(settings.agent):
             return make_agent(settings.agent)
-        tools = config.agent.tools if chat else [t for t in config.agent.tools if t not in CART_TOOLS]
+        tools = config.agent.tools if chat else [spec.name for spec in tool_specs(config.agent.tools,
+                                                                                  self.backend.toolkits)
+                                                 if spec.group != CART_GROUP]
         agent_config = replace(config.agent, tools=list(tools), max_steps=settings.max_steps)
         sampling = SamplingConfig(**{**config.llm.sampling.__dict__, "temperature": settings.temperature})
         return ReactAgent(self.backend.llm(settings), agent_config, tool_format=config.llm.tool_format,
@@ -397,7 +407,8 @@ class DemoSession:
 
             def on_step(step: StepResult) -> None:
                 emit({"event": "step", "name": step.tool, "arguments": step.arguments,
-                      "content": step.observation, "seconds": step.latency_ms / 1000})
+                      "content": step.observation, "seconds": step.latency_ms / 1000,
+                      "error_kind": step.error_kind})
 
             env.add_step_listener(on_step)
             emit({"event": "done", "info": agent.run_episode(env) or {}})
@@ -415,10 +426,11 @@ class DemoSession:
                     view.call_started(call.get("id"), function.get("name", "?"), function.get("arguments"))
             elif kind == "tool":
                 view.call_finished(event.get("tool_call_id"), event["name"], arguments.get(event.get("tool_call_id")),
-                                   event["content"])
+                                   event["content"], error_kind=event.get("error_kind"))
                 self._remember_hits(event["name"], env)
             elif kind == "step":
-                view.call_finished(None, event["name"], event["arguments"], event["content"], event["seconds"])
+                view.call_finished(None, event["name"], event["arguments"], event["content"], event["seconds"],
+                                   error_kind=event.get("error_kind"))
                 self._remember_hits(event["name"], env)
             elif kind == "user":
                 view.notice(event["content"])

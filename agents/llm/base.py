@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from agents.run_config import read_section
+from shoplab_core.config import load_config
 
 Message = dict[str, Any]
 
@@ -38,8 +38,9 @@ class LLMConfig:
     model: str = "smollm2-135m-instruct"
     base_url: str | None = None  # openai: e.g. http://localhost:8000/v1 (env OPENAI_BASE_URL otherwise)
     api_key_env: str = "OPENAI_API_KEY"
-    dtype: str = "float32"
-    device: str = "cpu"
+    # shoplab_core.devices: `auto` = CUDA (bfloat16 where supported) when present, else CPU float32.
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps (transformers; vLLM's build picks its device)
     max_batch_size: int = 8
     max_model_len: int = 8192
     lora_path: str | None = None  # a PEFT adapter folder; vLLM serves it through LoRARequest
@@ -63,10 +64,9 @@ class LLMConfig:
             raise ValueError(f"tool_format must be 'text' or 'native', not {self.tool_format!r}")
 
     @classmethod
-    def from_yaml(cls, path: str | Path, **overrides: Any) -> LLMConfig:
-        raw = read_section(path, "llm", cls)
-        raw.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**raw)
+    def from_yaml(cls, path: str | Path, **flags: Any) -> LLMConfig:
+        """The `llm:` section of a run config (or the whole file); non-None `flags` override it."""
+        return load_config(cls, path, "llm", flags=flags)
 
     def api_key(self) -> str:
         return os.environ.get(self.api_key_env, "EMPTY")

@@ -18,7 +18,7 @@ and wraps every assistant turn, its closing `<|im_end|>` included, in `{% genera
 (SFT `assistant_only_loss`; the model is trained to stop). It is prefix-preserving (TRL's GRPO
 tool loop requires that), and TRL's Qwen3 response template parses its output back into tool
 calls. The tool list is not rendered from `tools=`: the system prompt carries a compact list
-(`agents.react.describe_tools`), so SFT data, GRPO prompts and inference all show the model the
+(`sandbox.describe_tools`), so SFT data, GRPO prompts and inference all show the model the
 same words, and a long JSON schema does not eat a CPU's token budget.
 """
 

@@ -1,4 +1,4 @@
-"""Local generation with HF transformers (CPU or GPU), several episodes' prompts in one batch.
+"""Local generation with HF transformers (CPU or GPU: `device: auto`), several episodes' prompts in one batch.
 
 On CPU, prefill is the cost: 8 prompts of ~600 tokens take ~11 s to read and ~3 s to answer in 32
 tokens. Every episode's prompt starts with the same system prompt and, from its second turn on,
@@ -26,31 +26,25 @@ class TransformersChat:
 
     def __init__(self, config: LLMConfig):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from shoplab_core.models import ModelRefError, load_causal_lm
 
         self.config = config
         self.torch = torch
         path = resolve_model(config.model)
+        engine_kwargs = {k: v for k, v in config.engine_kwargs.items()
+                         if k not in ("prefix_cache", "kv_cache_memory_bytes", "trust_remote_code")}
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
-            template = resolve_chat_template(config.chat_template)
-            if template:
-                self.tokenizer.chat_template = template
-            dtype = getattr(torch, config.dtype) if config.dtype != "auto" else "auto"
-            engine_kwargs = {k: v for k, v in config.engine_kwargs.items()
-                             if k not in ("prefix_cache", "kv_cache_memory_bytes")}
-            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **engine_kwargs)
-        except OSError as exc:
+            # Batched prompts are padded on the left so every sequence continues from its last token.
+            self.model, self.tokenizer = load_causal_lm(
+                path, device=config.device, dtype=config.dtype, adapter=config.lora_path, padding_side="left",
+                trust_remote_code=bool(config.engine_kwargs.get("trust_remote_code", False)), eval_mode=True,
+                model_kwargs=engine_kwargs)
+        except (OSError, ModelRefError, ValueError) as exc:  # ValueError: a device/dtype this machine lacks
             raise LLMError(f"cannot load model {config.model!r}: {exc}") from exc
-        if config.lora_path:
-            from peft import PeftModel
-
-            self.model = PeftModel.from_pretrained(self.model, config.lora_path)
-        self.model.to(config.device).eval()
-        # Batched prompts are padded on the left so every sequence continues from its last token.
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        template = resolve_chat_template(config.chat_template)
+        if template:
+            self.tokenizer.chat_template = template
         self.model_path = path
         self.prefix_cache_enabled = bool(config.engine_kwargs.get("prefix_cache", True))
         self.kv_store = PrefixKVStore(max_bytes=int(config.engine_kwargs.get("kv_cache_memory_bytes", 1 << 30)))

@@ -30,6 +30,21 @@ def _on_cpu() -> bool:
         return True
 
 
+def _gpu_dtype(config: LLMConfig) -> str:
+    """vLLM's dtype on a GPU: `auto` is bfloat16 where the GPU supports it (shoplab_core.devices), else
+    vLLM's own choice; explicit settings pass through. `device` is checked (the vllm build picks the GPU)."""
+    from shoplab_core.devices import dtype_name, resolve_device, resolve_dtype
+
+    try:
+        device = resolve_device(config.device)
+        dtype = resolve_dtype(config.dtype, device if device.type == "cuda" else "cuda")
+    except ValueError as exc:
+        raise LLMError(str(exc)) from exc
+    if str(config.dtype).strip().lower() == "auto" and dtype_name(dtype) == "float32":
+        return "auto"
+    return dtype_name(dtype)
+
+
 class VLLMChat:
     name = "vllm"
     thread_safe = False
@@ -50,7 +65,7 @@ class VLLMChat:
             # A fixed KV-cache size skips vLLM's check that 92% of the node's memory is free.
             kwargs.update(dtype="float32", enforce_eager=True, kv_cache_memory_bytes=1 << 30)
         else:
-            kwargs.update(dtype=config.dtype if config.dtype != "float32" else "auto")
+            kwargs.update(dtype=_gpu_dtype(config))
         self.lora_request = None
         if config.lora_path:
             from vllm.lora.request import LoRARequest

@@ -6,19 +6,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agents.run_config import read_section
+from sandbox import describe_tools
+from shoplab_core.config import load_config
 
 PROMPT_DIR = Path(__file__).parent / "prompts"
-SHOPPINGBENCH_TOOLS = ["find_product", "view_product_information", "recommend_product", "terminate", "calculate"]
+# ShoppingBench's tools and `calculate`, named by their toolkit groups (sandbox.tools).
+DEFAULT_TOOLS = ["shoppingbench", "utility"]
 
 
 @dataclass
 class ReactConfig:
     max_steps: int = 30  # ShoppingBench's limit, on both model turns and tool calls
-    tools: list[str] = field(default_factory=lambda: list(SHOPPINGBENCH_TOOLS))
-    extra_tools: list[str] = field(default_factory=list)  # names from agents.tool_registry
-    rewriter: str = "rule"  # what `rewrite_query` (an extra tool) uses: rule or a trained stage folder
-    recsys: str | None = None  # the service folder the recsys extra tools use (shoplab recsys build-service)
+    # Tool names or toolkit groups (`shoppingbench`, `utility`, `cart`, `rewrite`, `recsys`, ...).
+    tools: list[str] = field(default_factory=lambda: list(DEFAULT_TOOLS))
+    # Plug-in toolkits and their options, e.g. {rewrite: {rewriter: rule}} or
+    # {recsys: {service: runs/recsys/service}} (sandbox.load_toolkits; `shoplab bench toolkits` lists them).
+    toolkits: dict[str, dict[str, Any]] = field(default_factory=dict)
     prompt_dir: str | None = None  # a folder with system_text.md / system_native.md / ... to override ours
     # The system prompt's file name; default by tool format (system_text / system_native). Distilled
     # students use system_hermes: the compact tool list plus Hermes-style calls (training.chat_template).
@@ -34,12 +37,10 @@ class ReactConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> ReactConfig:
-        return cls(**read_section(path, "agent", cls))
+        return load_config(cls, path, "agent")
 
     def system_message(self, tool_specs, tool_format: str = "text") -> str:
         """The system prompt for these tools: what the agent shows at inference and distillation trains on."""
-        from agents.react.graph import describe_tools
-
         name = self.system_prompt or ("system_text" if tool_format == "text" else "system_native")
         return self.prompt(name, tools=describe_tools(tool_specs, self.tool_descriptions), max_steps=self.max_steps)
 

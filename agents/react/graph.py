@@ -11,7 +11,6 @@ and the episode is marked so (`final_recommendation: fallback`), so the two are 
 
 from __future__ import annotations
 
-import json
 import operator
 import time
 from collections.abc import Iterator
@@ -23,11 +22,7 @@ from langgraph.graph import END, START, StateGraph
 from agents.llm.base import ChatResult, Message, SamplingConfig
 from agents.react.config import ReactConfig
 from agents.react.parsing import ParsedTurn, ToolCall, parse_native_turn, parse_text_turn
-from agents.recsys_tools import RECSYS_TOOL_NAMES, configure_recsys_tools
-from agents.rewrite_tool import configure_rewrite_tool
-from agents.tool_registry import attach_agent_tools
-from sandbox import ShoppingEnv
-from sandbox.tools import ToolSpec
+from sandbox import ErrorKind, ShoppingEnv
 
 
 class ChatClient(Protocol):
@@ -44,38 +39,9 @@ class ReactState(TypedDict, total=False):
     pending: list[dict[str, Any]]
     pending_errors: list[str]
     format_errors: int
+    tool_errors: dict[str, str]  # call id -> ErrorKind of this round's failed calls (for UIs, not the model)
     finish: str
     final_recommendation: str | None
-
-
-def describe_tools(specs: list[ToolSpec], style: str = "full") -> str:
-    """A readable tool list for the system prompt (JSON schemas cost 3x the tokens).
-
-    `compact` is one line per tool, its signature and first sentence (a quarter of the tokens), for
-    small students that learn the arguments' formats from examples rather than from prose.
-    """
-    if style == "compact":
-        return "\n".join(_compact_tool_line(spec) for spec in specs)
-    lines = []
-    for spec in specs:
-        schema = spec.openai_schema()["function"]["parameters"]
-        required = set(schema.get("required", []))
-        params = []
-        for pname, p in schema.get("properties", {}).items():
-            kind = p.get("type") or "/".join(x.get("type", "?") for x in p.get("anyOf", []) if x.get("type") != "null")
-            extra = "required" if pname in required else f"default {json.dumps(p['default'])}" if "default" in p \
-                else "optional"
-            desc = f": {p['description']}" if p.get("description") else ""
-            params.append(f"    {pname} ({kind}, {extra}){desc}")
-        lines.append(f"- {spec.name}: {spec.description}" + ("\n" + "\n".join(params) if params else ""))
-    return "\n".join(lines)
-
-
-def _compact_tool_line(spec: ToolSpec) -> str:
-    schema = spec.openai_schema()["function"]["parameters"]
-    required = set(schema.get("required", []))
-    params = [name if name in required else f"{name}?" for name in schema.get("properties", {})]
-    return f"- {spec.name}({', '.join(params)}): {spec.description.split('. ')[0].rstrip('.')}."
 
 
 def shorten_observation(text: str, limit: int) -> str:
@@ -162,15 +128,21 @@ class ReactAgent:
         messages: list[Message] = []
         reserve = 1 if self.config.final_recommendation else 0
         limit = min(env.max_steps, self.config.max_steps)
+        tool_errors: dict[str, str] = {}
         for raw in state.get("pending", []):
             call = ToolCall(**raw)
             if env.state.steps >= limit - reserve and call.name != "recommend_product":
                 content = f"Error: no tool calls left ({limit}); recommend_product is still possible"
+                tool_errors[call.id] = ErrorKind.episode_over.value
             elif call.name == "terminate" and reserve and not env.state.recommended:
                 # The answer is the last recommendation: ending without one is always a failure.
                 content = "Error: call recommend_product with your answer before terminate"
+                tool_errors[call.id] = ErrorKind.rejected.value
             else:
-                content = env.step(call.name, call.arguments).observation
+                result = env.step(call.name, call.arguments)
+                content = result.observation
+                if result.error is not None:
+                    tool_errors[call.id] = result.error.kind.value
             messages.append({"role": "tool", "tool_call_id": call.id, "name": call.name, "content": content})
         errors = state.get("pending_errors") or []
         format_errors = state.get("format_errors", 0)
@@ -180,7 +152,7 @@ class ReactAgent:
         else:
             format_errors = 0
         update: dict[str, Any] = {"messages": messages, "pending": [], "pending_errors": [],
-                                  "format_errors": format_errors}
+                                  "format_errors": format_errors, "tool_errors": tool_errors}
         turns = len(state.get("turns", []))
         if env.state.terminate_status is not None or env.state.done:
             update["finish"] = "terminate" if env.state.terminate_status is not None else "env_done"
@@ -222,6 +194,9 @@ class ReactAgent:
             new.append({"role": "tool", "tool_call_id": recommend.id, "name": "recommend_product",
                         "content": obs.observation})
             source = "model" if obs.ok else "none"
+            if obs.error is not None:
+                return {"messages": new, "turns": [record], "final_recommendation": source,
+                        "tool_errors": {recommend.id: obs.error.kind.value}}
         return {"messages": new, "turns": [record], "final_recommendation": source}
 
     # -- graph --------------------------------------------------------------------
@@ -250,21 +225,14 @@ class ReactAgent:
         """Run one episode, yielding each message as the graph produces it, then the episode's info.
 
         Events: `{"event": "assistant", "content", "tool_calls"}`, `{"event": "tool", "name",
-        "tool_call_id", "content"}`, `{"event": "user", "content"}` (a correction or the request
+        "tool_call_id", "content", "error_kind"}` (`error_kind` is None when the call worked), `{"event": "user", "content"}` (a correction or the request
         for a final recommendation), `{"event": "llm_error", "error"}`, and last `{"event": "done",
         "info"}` with what `run_episode` returns. `history` is earlier user/assistant turns of a
         conversation (the demo's chat), placed between the system prompt and this request.
         """
-        unknown = [t for t in self.config.tools if t not in env.tool_names]
-        if unknown:
-            raise ValueError(f"tools {unknown} are not offered by this environment")
-        env.tool_names = [t for t in env.tool_names if t in self.config.tools]
-        if self.config.extra_tools:
-            if "rewrite_query" in self.config.extra_tools:
-                configure_rewrite_tool(self.config.rewriter)
-            if any(name in RECSYS_TOOL_NAMES for name in self.config.extra_tools):
-                configure_recsys_tools(self.config.recsys)
-            attach_agent_tools(env, self.config.extra_tools)
+        # The environment comes with its tools (plug-in toolkits included); the agent only narrows
+        # them to its config's selection, and refuses to run without one it was configured for.
+        env.use_tools(self.config.tools)
         started = time.perf_counter()
         init: dict[str, Any] = {"messages": [{"role": "system", "content": self.system_prompt(env)},
                                              *(history or []),
@@ -282,8 +250,9 @@ class ReactAgent:
                 for record in (update or {}).get("turns", []):
                     if record.get("error"):
                         yield {"event": "llm_error", "error": record["error"]}
+                tool_errors = (update or {}).get("tool_errors") or {}
                 for message in (update or {}).get("messages", []):
-                    yield _message_event(message)
+                    yield _message_event(message, tool_errors)
         turns = final.get("turns", [])
         yield {"event": "done", "info": {
             "messages": final["messages"],
@@ -300,13 +269,13 @@ class ReactAgent:
         }}
 
 
-def _message_event(message: Message) -> dict[str, Any]:
+def _message_event(message: Message, tool_errors: dict[str, str]) -> dict[str, Any]:
     if message["role"] == "assistant":
         return {"event": "assistant", "content": message.get("content") or "",
                 "tool_calls": message.get("tool_calls") or []}
     if message["role"] == "tool":
         return {"event": "tool", "name": message.get("name", ""), "tool_call_id": message.get("tool_call_id"),
-                "content": message.get("content", "")}
+                "content": message.get("content", ""), "error_kind": tool_errors.get(message.get("tool_call_id"))}
     return {"event": "user", "content": message.get("content", "")}
 
 

@@ -6,11 +6,11 @@ from recsys_core.data.sequences import (
     SequenceData,
     left_pad,
     load_s3rec,
-    load_sequences,
     split_inputs,
     synthetic_sequences,
     training_sequences,
 )
+from recsys_core.data.sources import load_sequences
 
 __all__ = [
     "S3REC_DATASETS", "NextItemBatches", "SequenceData", "left_pad", "load_s3rec", "load_sequences",

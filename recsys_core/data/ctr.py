@@ -55,7 +55,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from recsys_core.data.sequences import SequenceData, load_sequences
+from recsys_core.data.sequences import SequenceData
+from recsys_core.data.sources import load_sequences
 
 SPLITS = ("train", "valid", "test")
 

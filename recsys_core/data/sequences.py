@@ -89,24 +89,6 @@ def load_s3rec(path: str | Path, dataset: str = "Beauty") -> SequenceData:
     return SequenceData(dataset, sequences, n_items, attributes, n_attributes)
 
 
-def load_sequences(data: dict) -> SequenceData:
-    """The `data:` section of a config: `kind: s3rec` (path + dataset) or `kind: simulated` (a
-    simulator output folder) or `kind: synthetic` (a small generated set for smoke runs)."""
-    kind = data.get("kind", "s3rec")
-    if kind == "s3rec":
-        if not data.get("path"):
-            raise ValueError("data.path is required for s3rec data (e.g. ../shared/data/s3rec)")
-        return load_s3rec(data["path"], data.get("dataset", "Beauty"))
-    if kind == "simulated":
-        from recsys_core.data.simulated import load_simulated_sequences
-
-        return load_simulated_sequences(data["path"])
-    if kind == "synthetic":
-        return synthetic_sequences(n_users=int(data.get("users", 300)), n_items=int(data.get("items", 120)),
-                                   seed=int(data.get("seed", 0)))
-    raise ValueError(f"unknown data.kind {kind!r} for sequences (s3rec | simulated | synthetic)")
-
-
 def synthetic_sequences(n_users: int = 300, n_items: int = 120, n_groups: int = 6, seed: int = 0) -> SequenceData:
     """Users walk within a group of items in a fixed order, so a sequence model can learn the next
     item: the smoke configs and tests use it to check that training actually learns."""

@@ -12,6 +12,11 @@ import torch
 from recsys_core.config import ExperimentConfig
 
 
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """The batch with its tensors on `device` (other values as they are)."""
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
 class Task:
     """A task loads its data once, builds its model from the registry, yields training batches
     (dicts of tensors) and evaluates a model on `valid` or `test` with its field's protocol.
@@ -36,6 +41,8 @@ class Task:
         raise NotImplementedError
 
     def evaluate(self, model: torch.nn.Module, split: str) -> dict[str, float]:
+        """Metrics of `model` on `split`. Inputs go to the model's device (`shoplab_core.devices.module_device`)
+        and results come back to the CPU, so a model trained on a GPU evaluates there."""
         raise NotImplementedError
 
     def on_train_end(self, model: torch.nn.Module, run_dir: Path) -> dict[str, Any] | None:

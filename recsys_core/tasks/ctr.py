@@ -15,7 +15,8 @@ import torch
 from recsys_core.data.ctr import load_ctr
 from recsys_core.metrics import auc, gauc, logloss
 from recsys_core.registry import build_model, register_task
-from recsys_core.tasks.base import Task
+from recsys_core.tasks.base import Task, to_device
+from shoplab_core.devices import module_device
 
 
 def _id_matrix(values: Any, name: str, n_fields: int) -> np.ndarray:
@@ -55,9 +56,10 @@ class CTRTask(Task):
         labels, probs, users = [], [], []
         was_training = model.training
         model.eval()
+        device = module_device(model)
         with torch.no_grad():
             for batch in self.data.eval_batches(split, self.eval_batch_size):
-                probs.append(torch.sigmoid(model(batch)).float().numpy())
+                probs.append(torch.sigmoid(model(to_device(batch, device))).float().cpu().numpy())
                 labels.append(batch["label"].numpy())
                 if "user" in batch:
                     users.append(batch["user"].numpy())
@@ -92,14 +94,15 @@ class CTRTask(Task):
         hist = hist[-data.max_len:] if len(hist) else np.zeros((1, n_fields), dtype=np.int64)
         was_training = model.training
         model.eval()
+        device = module_device(model)
         with torch.inference_mode():
-            hist_t, cand_t = torch.from_numpy(hist), torch.from_numpy(cand)
+            hist_t, cand_t = torch.from_numpy(hist).to(device), torch.from_numpy(cand).to(device)
             if hasattr(model, "score_one_history"):
                 logits = model.score_one_history(hist_t, cand_t)
             else:
                 logits = model({"hist_fields": hist_t.unsqueeze(0).expand(len(cand), -1, -1), "cand_fields": cand_t})
         model.train(was_training)
-        return torch.sigmoid(logits).float().numpy()
+        return torch.sigmoid(logits).float().cpu().numpy()
 
     def train_auc(self, model, max_samples: int = 20000) -> float:
         """AUC on a fixed random share of the training samples (positives the model was trained on,
@@ -107,9 +110,10 @@ class CTRTask(Task):
         labels, probs, seen = [], [], 0
         was_training = model.training
         model.eval()
+        device = module_device(model)
         with torch.no_grad():
             for batch in self.data.train_batches(np.random.default_rng(12345), self.eval_batch_size):
-                probs.append(torch.sigmoid(model(batch)).float().numpy())
+                probs.append(torch.sigmoid(model(to_device(batch, device))).float().cpu().numpy())
                 labels.append(batch["label"].numpy())
                 seen += len(labels[-1])
                 if seen >= max_samples:

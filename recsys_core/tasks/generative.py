@@ -22,6 +22,7 @@ codes' columns; the trie then still maps every finished beam to exactly one item
 
 from __future__ import annotations
 
+import copy
 import shutil
 import time
 from pathlib import Path
@@ -30,11 +31,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from recsys_core.data.sequences import SequenceData, load_sequences, split_inputs, training_sequences
+from recsys_core.data.sequences import SequenceData, split_inputs, training_sequences
+from recsys_core.data.sources import load_sequences
 from recsys_core.metrics import codebook_stats, ranking_metrics
 from recsys_core.registry import build_model, register_task
 from recsys_core.tasks.base import Task
 from recsys_core.tasks.semantic_id import collision_suffix
+from shoplab_core.devices import module_device
 
 METRIC_KS = (5, 10)
 
@@ -152,16 +155,33 @@ class SemanticIdTrie:
             self.ptr.append(torch.as_tensor(ptr))
             self.edge_codes.append(torch.as_tensor(keys % size))
             self.edge_next.append(torch.as_tensor(nxt))
+        self.device = torch.device("cpu")
+        self._copies: dict[str, SemanticIdTrie] = {}
+
+    def to(self, device: torch.device | str) -> SemanticIdTrie:
+        """This trie with its tensors on `device` (made once per device, then reused)."""
+        device = torch.device(device)
+        if device == self.device:
+            return self
+        key = str(device)
+        if key not in self._copies:
+            other = copy.copy(self)
+            for name in ("keys", "ptr", "edge_codes", "edge_next"):
+                setattr(other, name, [t.to(device) for t in getattr(self, name)])
+            other.device, other._copies = device, {}
+            self._copies[key] = other
+        return self._copies[key]
 
     def allowed(self, level: int, nodes: torch.Tensor) -> torch.Tensor:
         """[N, size_level] True where the code continues node `nodes[i]` towards a real item."""
         nodes = nodes.reshape(-1)
         ptr = self.ptr[level]
         starts, counts = ptr[nodes], ptr[nodes + 1] - ptr[nodes]
-        rows = torch.repeat_interleave(torch.arange(len(nodes)), counts)
+        device = nodes.device
+        rows = torch.repeat_interleave(torch.arange(len(nodes), device=device), counts)
         first = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
-        edges = torch.repeat_interleave(starts, counts) + torch.arange(len(rows)) - first
-        mask = torch.zeros(len(nodes), self.level_sizes[level], dtype=torch.bool)
+        edges = torch.repeat_interleave(starts, counts) + torch.arange(len(rows), device=device) - first
+        mask = torch.zeros(len(nodes), self.level_sizes[level], dtype=torch.bool, device=device)
         mask[rows, self.edge_codes[level][edges]] = True
         return mask
 
@@ -177,11 +197,17 @@ class SemanticIdTrie:
 def constrained_beam_search(model, tokens: torch.Tensor, trie: SemanticIdTrie, beam_size: int
                             ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top `beam_size` items per history (left-padded token rows [B, T]) by the model's log-probability
-    of their code tuple, best first: (items [B, beam] with 0 where fewer items exist, scores)."""
-    log_probs, state = model.begin_decode(tokens)
+    of their code tuple, best first: (items [B, beam] with 0 where fewer items exist, scores).
+
+    The tokens go to the model's device and the search runs there (with the trie moved along); the
+    results stay on that device."""
+    device = module_device(model) if isinstance(model, torch.nn.Module) else tokens.device
+    log_probs, state = model.begin_decode(tokens.to(device))
+    device = log_probs.device
+    trie = trie.to(device)
     b = tokens.shape[0]
-    nodes = torch.zeros(b, 1, dtype=torch.long)
-    scores = torch.zeros(b, 1)
+    nodes = torch.zeros(b, 1, dtype=torch.long, device=device)
+    scores = torch.zeros(b, 1, device=device)
     log_probs = log_probs.unsqueeze(1)
     for level in range(trie.n_levels):
         size = trie.level_sizes[level]
@@ -308,7 +334,7 @@ class GenerativeRetrievalTask(Task):
             rows = order[start:start + self.eval_batch_size]
             tokens = self.history_tokens([histories[r] for r in rows])
             items, _ = constrained_beam_search(model, tokens, self.trie, beam)
-            out[torch.as_tensor(rows), :items.shape[1]] = items
+            out[torch.as_tensor(rows), :items.shape[1]] = items.cpu()
         return out
 
     def evaluate(self, model, split: str) -> dict[str, float]:

@@ -16,10 +16,12 @@ import numpy as np
 import torch
 
 from recsys_core.data.ctr import sequence_item_fields
-from recsys_core.data.sequences import left_pad, load_sequences, training_sequences
+from recsys_core.data.sequences import left_pad, training_sequences
+from recsys_core.data.sources import load_sequences
 from recsys_core.registry import build_model, register_task
 from recsys_core.tasks.base import Task
 from recsys_core.tasks.next_item import full_ranking_eval
+from shoplab_core.devices import module_device
 
 
 def trim_padding(ids: torch.Tensor) -> torch.Tensor:
@@ -78,7 +80,9 @@ class GPSDPretrainTask(Task):
         return int((batch["target_fields"][..., 0] > 0).sum())  # samples = predicted positions
 
     def evaluate(self, model, split: str) -> dict[str, float]:
-        def score(ids: torch.Tensor) -> torch.Tensor:
-            return model.score_items(self.item_fields_t[trim_padding(ids)])
+        device = module_device(model)
+
+        def score(ids: torch.Tensor) -> torch.Tensor:  # ids on the CPU; the fields go to the model's device
+            return model.score_items(self.item_fields_t[trim_padding(ids)].to(device))
 
         return full_ranking_eval(score, self.eval_data, split, self.max_len, batch_size=self.eval_batch_size)

@@ -7,22 +7,28 @@ from typing import Any
 import numpy as np
 import torch
 
-from recsys_core.data.sequences import NextItemBatches, left_pad, load_sequences, split_inputs
+from recsys_core.data.sequences import NextItemBatches, left_pad, split_inputs
+from recsys_core.data.sources import load_sequences
 from recsys_core.metrics import ranking_metrics, target_ranks
 from recsys_core.registry import build_model, register_task
 from recsys_core.tasks.base import Task
+from shoplab_core.devices import module_device
 
 
 def full_ranking_eval(score_fn, data, split: str, max_len: int, batch_size: int = 512,
-                      ks: tuple[int, ...] = (5, 10, 20)) -> dict[str, float]:
-    """Rank the held-out item among all items for every user (index 0, padding, is never ranked)."""
+                      ks: tuple[int, ...] = (5, 10, 20), device: torch.device | None = None) -> dict[str, float]:
+    """Rank the held-out item among all items for every user (index 0, padding, is never ranked).
+
+    `score_fn` gets left-padded item ids [B, T] (on `device` when given, else on the CPU) and returns
+    scores [B, n_items + 1] on any device; ranks are taken there and come back to the CPU."""
     histories, targets = split_inputs(data, split)
     ranks = []
     for start in range(0, len(histories), batch_size):
         inputs = left_pad(histories[start:start + batch_size], max_len)
-        scores = score_fn(inputs).float()
+        scores = score_fn(inputs.to(device) if device is not None else inputs).float()
         scores[:, 0] = -torch.inf
-        ranks.append(target_ranks(scores, torch.as_tensor(targets[start:start + batch_size])))
+        batch_targets = torch.as_tensor(targets[start:start + batch_size], device=scores.device)
+        ranks.append(target_ranks(scores, batch_targets).cpu())
     return ranking_metrics(torch.cat(ranks).numpy(), ks)
 
 
@@ -50,4 +56,4 @@ class NextItemTask(Task):
         return int((batch["targets"] > 0).sum())  # samples = predicted positions
 
     def evaluate(self, model, split: str) -> dict[str, float]:
-        return full_ranking_eval(model.score_items, self.data, split, self.max_len)
+        return full_ranking_eval(model.score_items, self.data, split, self.max_len, device=module_device(model))

@@ -28,10 +28,12 @@ import numpy as np
 import torch
 
 from recsys_core.data.content import information_richness, interaction_counts, item_modalities, l2_normalise
-from recsys_core.data.sequences import load_sequences, training_sequences
+from recsys_core.data.sequences import training_sequences
+from recsys_core.data.sources import load_sequences
 from recsys_core.metrics import codebook_stats
 from recsys_core.registry import build_model, register_task
 from recsys_core.tasks.base import Task
+from shoplab_core.devices import module_device
 
 EVAL_CHUNK = 4096
 
@@ -133,7 +135,7 @@ class SemanticIdTask(Task):
     @torch.no_grad()
     def encode_all(self, model) -> tuple[np.ndarray, float]:
         """(codes [n_items, L] of items 1..n, mean reconstruction error over all items)."""
-        device = next(model.parameters()).device
+        device = module_device(model)
         codes, error_sum = [], 0.0
         for start in range(0, len(self.items), EVAL_CHUNK):
             batch = self.item_batch(self.items[start:start + EVAL_CHUNK], device=device)

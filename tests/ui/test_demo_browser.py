@@ -1,0 +1,142 @@
+"""The Gradio demo end to end: a real server on a free port, driven by headless Debian Chromium.
+
+The chat model is scripted (deterministic flows), except in the last test, which runs the real
+default model (SmolLM2-135M-Instruct on transformers) through the same page.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from agents.llm import LLMConfig, SamplingConfig
+from tests.scripted_shopper import ScriptedShopper
+from ui import DemoConfig
+from ui.browser import cart_items, free_port, launch_chromium, open_page, send
+from ui.config import DemoSettings
+
+pytestmark = pytest.mark.slow  # drives Chromium
+
+STEP_TIMEOUT_MS = 60_000
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with launch_chromium() as chromium:
+        yield chromium
+
+
+def serve(world, llm_factory, **demo):
+    from ui import launch_demo
+
+    settings = DemoSettings(data_dir=str(world.data_dir), port=free_port(), tasks_per_intent=3, **demo)
+    config = DemoConfig(demo=settings)
+    config.llm = LLMConfig(sampling=SamplingConfig(max_new_tokens=48))
+    app, backend = launch_demo(config, world=world, llm_factory=llm_factory, block=False, warm=False, quiet=True)
+    return app, f"http://{settings.host}:{settings.port}/"
+
+
+@pytest.fixture(scope="module")
+def shopper():
+    return ScriptedShopper(delay_s=0.3)  # slow enough that two users' episodes overlap
+
+
+@pytest.fixture(scope="module")
+def scripted_app(world, shopper):
+    app, url = serve(world, lambda cfg: shopper)
+    yield url
+    app.close()
+
+
+def test_a_message_streams_tool_steps_then_product_cards(browser, scripted_app, tmp_path):
+    page = open_page(browser, scripted_app)
+    send(page, "stainless steel water bottle")
+    page.wait_for_selector("#chat .sl-card", timeout=STEP_TIMEOUT_MS)
+    chat = page.inner_text("#chat")
+    assert 'find_product(q="stainless steel water bottle")' in chat
+    assert "recommend_product(" in chat and "terminate(" in chat
+    assert page.locator("#chat .sl-card").count() == 2
+    # Steps are compact until opened: the search step expands to its hits.
+    step = page.get_by_text('find_product(q="stainless steel water bottle")').first
+    step.click()
+    page.wait_for_function("/· id \\d+/.test(document.querySelector('#chat').innerText)", timeout=STEP_TIMEOUT_MS)
+    assert cart_items(page) == 0
+    page.screenshot(path=str(tmp_path / "chat.png"), full_page=True)
+    # The rewrite panel shows how the configured rewriter rewrote the message, and what each query finds.
+    page.get_by_role("tab", name="Rewrite").click()
+    page.wait_for_selector("#rewrite-out .sl-rewrite >> text=stainless steel water bottle", timeout=STEP_TIMEOUT_MS)
+    assert page.locator("#rewrite-out ol li").count() >= 1
+    page.get_by_role("tab", name="Chat").click()
+
+    # A failing LLM shows a message, and the same tab keeps working.
+    send(page, "this request will fail")
+    page.wait_for_selector("#chat >> text=The language model failed", timeout=STEP_TIMEOUT_MS)
+    assert "Traceback" not in page.inner_text("#chat")
+    send(page, "water bottle")
+    page.wait_for_function("document.querySelectorAll('#chat .sl-card').length >= 4", timeout=STEP_TIMEOUT_MS)
+
+
+def test_two_sessions_do_not_share_a_cart(browser, scripted_app):
+    alice, bob = open_page(browser, scripted_app), open_page(browser, scripted_app)
+    # Both ask at once: the queue runs the two episodes side by side, each in its own session.
+    send(alice, "add a water bottle to my cart")
+    send(bob, "water bottle")
+    alice.wait_for_selector('#cart .sl-cart[data-items="1"]', timeout=STEP_TIMEOUT_MS)
+    bob.wait_for_selector("#chat .sl-card", timeout=STEP_TIMEOUT_MS)
+    alice.wait_for_selector("#chat .sl-card", timeout=STEP_TIMEOUT_MS)
+    assert cart_items(alice) == 1 and cart_items(bob) == 0
+    alice_item = alice.get_attribute("#cart tr[data-product-id]", "data-product-id")
+
+    # Bob adds the second product he was shown, with the panel (the sandbox's add_to_cart).
+    second = bob.locator("#chat .sl-card").nth(1).get_attribute("data-product-id")
+    bob.fill("#cart-qty input", "2")
+    bob.fill("#cart-pick input", second)
+    bob.keyboard.press("Enter")
+    bob.click("#cart-add")
+    bob.wait_for_selector('#cart .sl-cart[data-items="1"]', timeout=STEP_TIMEOUT_MS)
+    assert bob.get_attribute("#cart tr[data-product-id]", "data-product-id") == second
+    assert re.search(r"\b2\b", bob.inner_text("#cart tr[data-product-id]"))
+    # Alice's cart is untouched.
+    alice.wait_for_timeout(500)
+    assert cart_items(alice) == 1
+    assert alice.get_attribute("#cart tr[data-product-id]", "data-product-id") == alice_item
+
+
+def test_benchmark_task_mode_shows_score_breakdown_and_gold(browser, scripted_app, world):
+    page = open_page(browser, scripted_app)
+    page.get_by_role("tab", name="Benchmark task").click()
+    page.wait_for_selector("#task-query >> text=Request")
+    second = page.locator("#task-pick input")
+    second.click()
+    option = page.locator("ul[role='listbox'] li").nth(1)
+    chosen = option.get_attribute("aria-label").rstrip("…")
+    option.click()
+    page.wait_for_function(f"document.querySelector('#task-query').innerText.includes({chosen[:40]!r})")
+    page.locator("#settings").click()  # the oracle knows the gold: its score must be a success
+    page.locator("#set-agent input").click()
+    page.locator("ul[role='listbox'] li", has_text="oracle").click()
+    page.click("#task-run")
+    page.wait_for_selector("#task-score .sl-score", timeout=STEP_TIMEOUT_MS)
+    assert page.get_attribute("#task-score .sl-score", "data-success") == "true"
+    assert page.locator("#task-gold .sl-card").count() >= 1
+    assert "find_product(" in page.inner_text("#task-chat")
+
+
+def test_the_real_default_model_answers_through_the_page(browser, world):
+    from agents.llm import make_llm
+
+    app, url = serve(world, make_llm, max_steps=3)
+    try:
+        page = open_page(browser, url)
+        send(page, "stainless steel water bottle")
+        # The episode ends with a closing assistant message: product cards or a plain answer.
+        page.wait_for_function(
+            "[...document.querySelectorAll('#chat .sl-card, #chat .message')].some(e => "
+            "/I could not find|Here is what I recommend|sl-card|⚠️/.test(e.outerHTML))", timeout=300_000)
+        page.wait_for_selector("#chat-send:not([disabled])", timeout=300_000)
+        text = page.inner_text("#chat")
+        assert "Traceback" not in text
+        assert any(marker in text for marker in ("thinking", "note to the agent", "find_product(", "recommend"))
+    finally:
+        app.close()

@@ -1,0 +1,284 @@
+"""The BEQUE pipeline end to end: data → SFT → feedback → alignment (PRO or DPO) → evaluation.
+
+Each step reads the previous step's folder under `run_dir` and writes its own, so steps can be
+rerun alone from the CLI (`shoplab rewrite <step> --config FILE`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset
+
+from rewrite import (
+    DataConfig,
+    EvalSettings,
+    FeedbackSettings,
+    RetrievalJudge,
+    RewardWeights,
+    RewriteModel,
+    RuleRewriter,
+    TableRewriter,
+    build_rewrite_data,
+    collect_feedback,
+    preference_rows,
+    prompt_messages,
+    read_queries,
+    retrieval_metrics,
+)
+from rewrite.data import read_jsonl, write_jsonl
+from rewrite.model import distinct_rewrites
+from shoplab_core.config import load_config
+from training.stage_config import AlignStageConfig, LoraSettings, SFTStageConfig
+from training.stages import run_dpo_stage, run_pro_stage, run_sft_stage, stage_policy_model
+
+ALIGN_LOSSES = ("pro", "dpo")
+
+
+@dataclass
+class RewritePipelineConfig:
+    model: str = "smollm2-135m-instruct"
+    data_dir: str = "runs/sandbox"          # a built sandbox: its retrieval is the offline system
+    run_dir: str = "runs/rewrite"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    sft: SFTStageConfig = field(default_factory=SFTStageConfig)
+    feedback: FeedbackSettings = field(default_factory=FeedbackSettings)
+    align: AlignStageConfig = field(default_factory=AlignStageConfig)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: list[str] | None = None,
+                  flags: dict[str, Any] | None = None) -> RewritePipelineConfig:
+        return load_config(cls, path, overrides=overrides, flags=flags)
+
+    def path(self, *parts: str) -> Path:
+        return Path(self.run_dir).joinpath(*parts)
+
+
+class RewritePipeline:
+    def __init__(self, cfg: RewritePipelineConfig, progress: bool = True):
+        self.cfg = cfg
+        self.progress = progress
+        cfg.path().mkdir(parents=True, exist_ok=True)
+        (cfg.path("config.json")).write_text(json.dumps(asdict(cfg), indent=2))
+
+    # -- shared state -----------------------------------------------------------------
+    @cached_property
+    def world(self):
+        from sandbox import ShoppingWorld
+
+        return ShoppingWorld.open(self.cfg.data_dir)
+
+    @cached_property
+    def similarity(self):
+        from sandbox import default_title_similarity
+
+        return default_title_similarity()
+
+    @cached_property
+    def judge(self) -> RetrievalJudge:
+        f = self.cfg.feedback
+        return RetrievalJudge(self.world, self.similarity, depth=f.depth, relevance_k=f.relevance_k,
+                              increment_k=f.increment_k, relevant_cosine=f.relevant_cosine,
+                              weights=RewardWeights(f.w_hit, f.w_relevance, f.w_increment))
+
+    @cached_property
+    def base_model(self) -> str:
+        from agents.llm.models import resolve_model
+
+        return resolve_model(self.cfg.model)
+
+    def _require(self, path: Path, step: str) -> Path:
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing: run `shoplab rewrite {step}` first")
+        return path
+
+    def _record(self, step: str, info: dict[str, Any]) -> dict[str, Any]:
+        path = self.cfg.path("steps.json")
+        steps = json.loads(path.read_text()) if path.exists() else {}
+        steps[step] = info
+        path.write_text(json.dumps(steps, indent=2))
+        return info
+
+    # -- steps ------------------------------------------------------------------------
+    def build_data(self) -> dict[str, Any]:
+        started = time.perf_counter()
+        sampler = None
+        if self.cfg.data.llm_candidate_queries > 0:
+            model = RewriteModel(self.base_model, batch_size=self.cfg.feedback.batch_size)
+            n = self.cfg.data.llm_samples
+
+            def sampler(queries):
+                raw = model.generate_raw(queries, num_return_sequences=n, do_sample=True, temperature=0.8)
+                return [distinct_rewrites(texts) for texts in raw]
+        stats = build_rewrite_data(self.judge, self.cfg.data, self.cfg.path("data"), self.cfg.seed, sampler,
+                                   self.progress)
+        return self._record("build-data", {**stats, "seconds": round(time.perf_counter() - started, 1)})
+
+    def sft(self, resume: bool = False) -> Path:
+        rows = read_jsonl(self._require(self.cfg.path("data", "sft.jsonl"), "build-data"))
+        out = run_sft_stage(self.base_model, Dataset.from_list(rows), self.cfg.path("sft"), self.cfg.sft,
+                            self.cfg.lora, seed=self.cfg.seed, resume=resume, merge=True)
+        self._record("sft", json.loads((out / "stage.json").read_text())["metrics"])
+        return out
+
+    def feedback(self) -> dict[str, Any]:
+        started = time.perf_counter()
+        queries = read_queries(self._require(self.cfg.path("data", "queries_train.jsonl"), "build-data"))
+        queries = queries[: self.cfg.feedback.n_queries]
+        model = RewriteModel.load(self._require(self.cfg.path("sft"), "sft"), batch_size=self.cfg.feedback.batch_size,
+                                  max_new_tokens=self.cfg.feedback.max_new_tokens)
+        records = collect_feedback(lambda qs, n: model.candidates(qs, n), self.judge, queries, self.cfg.feedback,
+                                   self.cfg.path("feedback", "feedback.jsonl"), self.progress)
+        n_cands = [len(r["candidates"]) for r in records]
+        stats = {"queries": len(records), "usable": sum(r["usable"] for r in records),
+                 "mean_candidates": round(sum(n_cands) / max(1, len(n_cands)), 2),
+                 "seconds": round(time.perf_counter() - started, 1)}
+        return self._record("feedback", stats)
+
+    def align(self, loss: str = "pro", resume: bool = False) -> Path:
+        if loss not in ALIGN_LOSSES:
+            raise ValueError(f"unknown alignment loss {loss!r}; choose one of {', '.join(ALIGN_LOSSES)}")
+        records = read_jsonl(self._require(self.cfg.path("feedback", "feedback.jsonl"), "feedback"))
+        pro, dpo = preference_rows(records, lambda q: prompt_messages("rewrite", query=q),
+                                   self.cfg.align.max_pairs_per_query)
+        rows = pro if loss == "pro" else dpo
+        if not rows:
+            raise ValueError("offline feedback gave no query with a preference (all candidates tied); "
+                             "raise feedback.num_beams or n_queries")
+        write_jsonl(self.cfg.path(f"align_{loss}", "train.jsonl"), rows)
+        base = stage_policy_model(self._require(self.cfg.path("sft"), "sft"))
+        run = run_pro_stage if loss == "pro" else run_dpo_stage
+        out = run(base, Dataset.from_list(rows), self.cfg.path(f"align_{loss}"), self.cfg.align, self.cfg.lora,
+                  seed=self.cfg.seed, resume=resume)
+        self._record(f"align-{loss}", json.loads((out / "stage.json").read_text())["metrics"])
+        return out
+
+    def rewriters(self) -> dict[str, Any]:
+        """Every rewriter this run can evaluate: none, rule, and each trained stage that exists."""
+        out: dict[str, Any] = {"none": None, "rule": RuleRewriter()}
+        for name, folder in (("sft", "sft"), ("sft+dpo", "align_dpo"), ("sft+pro", "align_pro")):
+            if (self.cfg.path(folder) / "stage.json").exists():
+                out[name] = self.cfg.path(folder)
+        return out
+
+    def evaluate(self, only: list[str] | None = None) -> dict[str, Any]:
+        from agents.scripted import HeuristicAgent
+
+        ev = self.cfg.eval
+        heldout = read_queries(self._require(self.cfg.path("data", "queries_heldout.jsonl"), "build-data"))
+        heldout = heldout[: ev.n_heldout]
+        tasks = sorted(self.world.tasks.values(), key=lambda t: t.task_id)
+        if ev.agent_task_limit:
+            tasks = tasks[: ev.agent_task_limit]
+        heuristic = HeuristicAgent()
+        instructions = list(dict.fromkeys(heuristic.query_from_instruction(t.query) for t in tasks))
+        table: dict[str, Any] = {}
+        for name, source in self.rewriters().items():
+            if only and name not in only:
+                continue
+            started = time.perf_counter()
+            texts = [q.query for q in heldout] + (instructions if ev.agent_asr else [])
+            if source is None:
+                rewrites = [""] * len(texts)
+            elif isinstance(source, RuleRewriter):
+                rewrites = [source.rewrite(t) for t in texts]
+            else:
+                model = RewriteModel.load(source, batch_size=ev.batch_size)
+                rewrites = model.rewrite_many(texts)
+            decode_s = time.perf_counter() - started
+            row = retrieval_metrics(self.judge, heldout, rewrites[: len(heldout)], ev.ks, name, self.progress)
+            row["rewrite_seconds_per_query"] = round(decode_s / max(1, len(texts)), 4)
+            examples = [{"query": q.query, "rewrite": r} for q, r in zip(heldout[:5], rewrites, strict=False)]
+            if ev.agent_asr:
+                table_rw = TableRewriter(dict(zip(instructions, ([r] for r in rewrites[len(heldout):]), strict=True)))
+                row["agent"] = self._heuristic_asr(name, tasks, None if source is None else table_rw)
+            row["examples"] = examples
+            table[name] = row
+        out = self.cfg.path("eval")
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "table.json").write_text(json.dumps(table, indent=2))
+        (out / "table.md").write_text(markdown_table(table, ev.ks))
+        plot_eval(table, ev.ks, out / "hitrate.png")
+        self._record("eval", {name: {k: v for k, v in row.items() if k != "examples"} for name, row in table.items()})
+        return table
+
+    def _heuristic_asr(self, name: str, tasks, rewriter) -> dict[str, Any]:
+        from agents.registry import make_agent
+        from agents.runner import RunConfig, run_benchmark
+
+        out = self.cfg.path("eval", f"heuristic_{name.replace('+', '_')}")
+        if (out / "results.jsonl").exists():
+            (out / "results.jsonl").unlink()  # a rewriter retrained since the last eval must be rerun
+        config = RunConfig(agent="heuristic", parallel=1, rewriter=name)
+        summary = run_benchmark(self.world, tasks, lambda: make_agent("heuristic"), out, config, self.similarity,
+                                progress=self.progress, query_rewriter=rewriter)
+        return {intent: round(block["asr"], 4) for intent, block in summary.items() if isinstance(block, dict)
+                and "asr" in block}
+
+    def run_all(self, losses: tuple[str, ...] = ("pro", "dpo")) -> dict[str, Any]:
+        started = time.perf_counter()
+        timings: dict[str, float] = {}
+
+        def timed(step: str, fn, *args):
+            t = time.perf_counter()
+            result = fn(*args)
+            timings[step] = round(time.perf_counter() - t, 1)
+            return result
+
+        timed("build-data", self.build_data)
+        timed("sft", self.sft)
+        timed("feedback", self.feedback)
+        for loss in losses:
+            timed(f"align-{loss}", self.align, loss)
+        table = timed("eval", self.evaluate)
+        timings["total"] = round(time.perf_counter() - started, 1)
+        self._record("timings", timings)
+        return {"table": table, "timings": timings}
+
+
+def markdown_table(table: dict[str, Any], ks) -> str:
+    intents = sorted({i for row in table.values() for i in (row.get("agent") or {})},
+                     key=lambda i: ["overall", "product", "shop", "voucher", "web"].index(i)
+                     if i in ["overall", "product", "shop", "voucher", "web"] else 9)
+    head = ["rewriter", "relevance", "increment"] + [f"hit@{k}" for k in ks] + [f"hit_alone@{k}" for k in ks] + \
+        [f"heuristic ASR {i}" for i in intents]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, row in table.items():
+        cells = [name, f"{row['relevance']:.3f}", f"{row['increment']:.2f}"] + \
+            [f"{row[f'hit@{k}']:.3f}" for k in ks] + [f"{row[f'hit_alone@{k}']:.3f}" for k in ks] + \
+            [f"{(row.get('agent') or {}).get(i, float('nan')):.3f}" for i in intents]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_eval(table: dict[str, Any], ks, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(table)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    width = 0.8 / max(1, len(ks))
+    for j, k in enumerate(ks):
+        axes[0].bar([i + j * width for i in range(len(names))], [table[n][f"hit@{k}"] for n in names], width,
+                    label=f"hit@{k}")
+    axes[0].set_xticks([i + width * (len(ks) - 1) / 2 for i in range(len(names))], names)
+    axes[0].set_title("held-out long-tail queries: gold in top k (query + rewrite fused)")
+    axes[0].legend()
+    asr = [(table[n].get("agent") or {}).get("overall") for n in names]
+    axes[1].bar(names, [a or 0 for a in asr], color="tab:green")
+    axes[1].set_title("heuristic agent ASR on the sandbox's tasks")
+    for ax in axes:
+        ax.tick_params(axis="x", rotation=20)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
