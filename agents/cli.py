@@ -181,6 +181,24 @@ def run_configs(llm_config: Path | None, agent_config: Path | None, overrides: l
 
 
 @app.command()
+def tools() -> None:
+    """Every tool an agent config can select: by name in `tools:`, or by its group; plug-in toolkits
+    also need an entry under `toolkits:` (e.g. `toolkits: {rewrite: {rewriter: rule}}`)."""
+    from sandbox import BUILTIN_TOOLKITS, toolkit_classes
+
+    table = Table(title="Tools (agent config: tools: \\[name or group, ...])")
+    for column in ("group", "tool", "kind", "toolkit", "description"):
+        table.add_column(column)
+    kits = [(type(kit).__name__, "built in", kit.specs()) for kit in BUILTIN_TOOLKITS]
+    kits += [(cls.__name__, f"toolkits: {{{name}: ...}}", cls.specs()) for name, cls in toolkit_classes().items()]
+    for class_name, how, specs in kits:
+        for spec in specs:
+            table.add_row(spec.group, f"{spec.icon} {spec.name}", spec.kind, f"{class_name} ({how})",
+                          spec.description)
+    console.print(table)
+
+
+@app.command()
 def report(run_dirs: list[Path] = typer.Argument(..., help="Run folders to compare."),
            out: Path | None = typer.Option(None, "--out", help="Where report.md and the PNG go "
                                            "(default: <first run's parent>/report).")) -> None:

@@ -173,19 +173,19 @@ class RecsysToolkit(Toolkit):
                 raise ToolError(f"the recommender service could not be loaded: {exc}", ErrorKind.unavailable) from exc
             return self._service
 
-    @tool("read")
+    @tool("read", icon="📊")
     def rank_products(self, env: ShoppingEnv, args: RankProductsArgs) -> dict[str, Any]:
         """Order products by a recommender's predicted click probability for this shopper; give the product_ids to order and optionally the shopper's recent products as context.history."""
         service = self.service(env.world)
         return {"ranked": _call(service.rank_products, args.product_ids, args.history())}
 
-    @tool("read")
+    @tool("read", icon="🔗")
     def similar_products(self, env: ShoppingEnv, args: SimilarProductsArgs) -> dict[str, Any]:
         """Products similar to one product (sharing its semantic ID prefix), with titles."""
         service = self.service(env.world)
         return {"product_id": args.product_id, "similar": _call(service.similar_products, args.product_id, args.k)}
 
-    @tool("read")
+    @tool("read", icon="👉")
     def recommend_next(self, env: ShoppingEnv, args: RecommendNextArgs) -> dict[str, Any]:
         """Products the shopper is likely to want next, given products they viewed (oldest first)."""
         service = self.service(env.world)

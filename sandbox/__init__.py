@@ -25,6 +25,7 @@ from sandbox.toolkit import (
     describe_tools,
     load_toolkits,
     tool,
+    toolkit_classes,
     toolkit_names,
     trl_environment_class,
 )
@@ -42,7 +43,7 @@ from sandbox.world import ShoppingWorld
 __all__ = [
     "BUILTIN_TOOLKITS", "PRODUCT_FIELDS", "QueryRewriter", "load_query_rewriter", "SERVICES", "TOOLS", "BuildReport", "CalculationError", "Cart",
     "CartTools", "ConstraintCheck", "ErrorKind", "ShoppingBenchTools", "ToolArgs", "ToolError", "ToolOutput",
-    "Toolkit", "describe_tools", "load_toolkits", "tool", "tool_specs", "toolkit_names", "trl_environment_class",
+    "Toolkit", "describe_tools", "load_toolkits", "tool", "tool_specs", "toolkit_classes", "toolkit_names", "trl_environment_class",
     "EmbeddingTitleSimilarity",
     "EpisodeScore", "Intent", "Product", "ProductSpec", "SearchBackend", "SearchPage", "SearchRequest", "Shop",
     "ShoppingEnv", "ShoppingWorld", "SortOrder", "StepResult", "Task", "TaskFormatError", "ToolSpec", "Voucher",

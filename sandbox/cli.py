@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -106,17 +108,33 @@ def info(data_dir: Path = typer.Option(..., "--data-dir")) -> None:
     console.print_json(manifest.read_text())
 
 
+@dataclass
+class ServeConfig:
+    """What `shoplab sandbox serve` adds to the sandbox's own tools."""
+
+    # Plug-in toolkits and their options, as in an agent config: {recsys: {service: runs/recsys/service}}.
+    toolkits: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+
+
 @app.command()
 def serve(
     data_dir: Path = typer.Option(..., "--data-dir"),
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(5631, "--port"),
     backend: str | None = typer.Option(None, "--backend"),
+    config: Path | None = config_option(help="A YAML with `toolkits:` (plug-in toolkits to serve too)."),
+    overrides: list[str] | None = set_option("e.g. --set toolkits.rewrite.rewriter=rule (repeatable)."),
 ) -> None:
     """Serve the tools over HTTP (ShoppingBench-compatible GET endpoints + episodes; OpenAPI at /docs)."""
     from sandbox.server import serve as run_server
+    from sandbox.toolkit import toolkit_names
 
-    run_server(data_dir, host=host, port=port, backend=backend)
+    served = cli_config(ServeConfig, config, overrides=overrides)
+    unknown = sorted(set(served.toolkits) - set(toolkit_names()))
+    if unknown:
+        raise typer.BadParameter(f"unknown toolkits {unknown}; installed: {', '.join(toolkit_names())}",
+                                 param_hint="--config/--set")
+    run_server(data_dir, host=host, port=port, backend=backend, toolkits=served.toolkits)
 
 
 @app.command()

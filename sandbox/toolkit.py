@@ -388,6 +388,16 @@ def toolkit_names() -> list[str]:
     return sorted(_toolkit_entry_points())
 
 
+def toolkit_classes() -> dict[str, type[Toolkit]]:
+    """The installed plug-in toolkit classes by name (their tools are known without building them)."""
+    out = {}
+    for name, ep in sorted(_toolkit_entry_points().items()):
+        cls = ep.load()
+        if inspect.isclass(cls) and issubclass(cls, Toolkit):
+            out[name] = cls
+    return out
+
+
 def load_toolkits(config: dict[str, dict[str, Any] | None] | None, world: Any = None) -> list[Toolkit]:
     """Plug-in toolkit instances from config: `{name: {option: value}}`, e.g.
     `{"rewrite": {"rewriter": "rule"}, "recsys": {"service": "runs/recsys/service"}}`.

@@ -7,6 +7,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from shoplab_core.config import cli_config, config_option, set_option
+
 app = typer.Typer(help="LLM backends: prepare the default model, try a backend.", no_args_is_help=True)
 console = Console()
 
@@ -29,19 +31,23 @@ def prepare(out: Path | None = typer.Option(None, "--out", help="Folder (default
 @app.command()
 def chat(
     message: str = typer.Argument(..., help="One user message."),
-    llm: str = typer.Option("transformers", "--llm", help="transformers | vllm | openai"),
-    model: str = typer.Option("smollm2-135m-instruct", "--model"),
+    config: Path | None = config_option(help="A YAML with an `llm:` section (e.g. configs/agents/*.yaml)."),
+    overrides: list[str] | None = set_option("Override an LLM setting: --set sampling.temperature=0.7."),
+    llm: str | None = typer.Option(None, "--llm", help="transformers | vllm | openai (default: transformers)"),
+    model: str | None = typer.Option(None, "--model", help="default: smollm2-135m-instruct"),
     base_url: str | None = typer.Option(None, "--base-url"),
     system: str | None = typer.Option(None, "--system"),
-    max_new_tokens: int = typer.Option(128, "--max-new-tokens", min=1),
-    temperature: float = typer.Option(0.0, "--temperature", min=0.0),
+    max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", min=1),
+    temperature: float | None = typer.Option(None, "--temperature", min=0.0),
 ) -> None:
     """Send one message through a backend and print the reply with its token counts."""
-    from agents.llm import LLMConfig, LLMError, SamplingConfig, make_llm
+    from agents.llm import LLMConfig, LLMError, make_llm
 
+    cfg = cli_config(LLMConfig, config, "llm", overrides, {
+        "backend": llm, "model": model, "base_url": base_url, "sampling.max_new_tokens": max_new_tokens,
+        "sampling.temperature": temperature})
     try:
-        client = make_llm(LLMConfig(backend=llm, model=model, base_url=base_url,
-                                    sampling=SamplingConfig(temperature=temperature, max_new_tokens=max_new_tokens)))
+        client = make_llm(cfg)
     except (LLMError, ValueError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc

@@ -20,8 +20,8 @@ class ReactConfig:
     # Tool names or toolkit groups (`shoppingbench`, `utility`, `cart`, `rewrite`, `recsys`, ...).
     tools: list[str] = field(default_factory=lambda: list(DEFAULT_TOOLS))
     # Plug-in toolkits and their options, e.g. {rewrite: {rewriter: rule}} or
-    # {recsys: {service: runs/recsys/service}} (sandbox.load_toolkits; `shoplab bench toolkits` lists them).
-    toolkits: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # {recsys: {service: runs/recsys/service}} (sandbox.load_toolkits; `shoplab bench tools` lists every tool).
+    toolkits: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     prompt_dir: str | None = None  # a folder with system_text.md / system_native.md / ... to override ours
     # The system prompt's file name; default by tool format (system_text / system_native). Distilled
     # students use system_hermes: the compact tool list plus Hermes-style calls (training.chat_template).

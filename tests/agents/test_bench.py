@@ -142,3 +142,16 @@ def test_cli_bench_run_and_report(small_sandbox, tmp_path):
     bad = runner.invoke(app, ["bench", "run", "--data-dir", str(small_sandbox), "--agent", "nope", "--out",
                               str(tmp_path / "x")])
     assert bad.exit_code != 0
+
+
+def test_bench_tools_lists_every_tool_with_its_group_and_toolkit():
+    from sandbox import BUILTIN_TOOLKITS, toolkit_classes
+
+    result = CliRunner().invoke(app, ["bench", "tools"], terminal_width=250)
+    assert result.exit_code == 0, result.output
+    specs = [s for kit in BUILTIN_TOOLKITS for s in kit.specs()]
+    specs += [s for cls in toolkit_classes().values() for s in cls.specs()]
+    assert len(specs) >= 12
+    for spec in specs:
+        assert spec.name in result.output and spec.group in result.output
+    assert "toolkits: {recsys: ...}" in result.output
