@@ -19,7 +19,21 @@ class CalculationError(ValueError):
 _BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
            ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
 _UNARY = {ast.UAdd: operator.pos, ast.USub: operator.neg}
-_FUNCTIONS = {"min": min, "max": max, "abs": abs, "round": round, "ceil": math.ceil, "floor": math.floor,
+MAX_ROUND_DIGITS = 15  # beyond MAX_MAGNITUDE's digits rounding changes nothing; huge ones take minutes
+
+
+def _round(value: float, ndigits: float | None = None) -> float:
+    """`round` with its digits bounded: `round(5, -10**15)` would hold the interpreter for minutes."""
+    if ndigits is None:
+        return round(value)
+    if isinstance(ndigits, float) and not ndigits.is_integer():
+        raise CalculationError("round() takes a whole number of digits")
+    if abs(ndigits) > MAX_ROUND_DIGITS:
+        raise CalculationError(f"round() takes between -{MAX_ROUND_DIGITS} and {MAX_ROUND_DIGITS} digits")
+    return round(value, int(ndigits))
+
+
+_FUNCTIONS = {"min": min, "max": max, "abs": abs, "round": _round, "ceil": math.ceil, "floor": math.floor,
               "sum": lambda *xs: sum(xs)}
 
 
@@ -44,6 +58,8 @@ def _eval(node: ast.AST) -> float:
             return _check(_BINARY[type(node.op)](left, right))
         except ZeroDivisionError as exc:
             raise CalculationError("division by zero") from exc
+        except OverflowError as exc:  # 1e6 ** 64: beyond a float, so beyond MAX_MAGNITUDE too
+            raise CalculationError(f"numbers beyond {MAX_MAGNITUDE:g} are not supported") from exc
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
         return _check(_UNARY[type(node.op)](_eval(node.operand)))
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCTIONS and not node.keywords:
@@ -52,7 +68,7 @@ def _eval(node: ast.AST) -> float:
         args = [_eval(a) for a in node.args]
         try:
             return _check(_FUNCTIONS[node.func.id](*args))
-        except TypeError as exc:
+        except (TypeError, OverflowError) as exc:
             raise CalculationError(f"bad arguments to {node.func.id}()") from exc
     if isinstance(node, ast.Tuple | ast.List):
         raise CalculationError("give one expression, not a list")

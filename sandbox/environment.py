@@ -195,6 +195,8 @@ class ShoppingEnv:
                 arguments = json.dumps(arguments, ensure_ascii=False)
             except (TypeError, ValueError) as exc:
                 raise ToolError("arguments must be JSON-serialisable", ErrorKind.invalid_arguments) from exc
+            except RecursionError as exc:
+                raise ToolError("arguments nest too deeply", ErrorKind.invalid_arguments) from exc
         if len(arguments) > MAX_ARGUMENT_CHARS:
             raise ToolError(f"arguments are {len(arguments)} characters long; at most {MAX_ARGUMENT_CHARS}",
                             ErrorKind.invalid_arguments)
@@ -203,6 +205,8 @@ class ShoppingEnv:
         except json.JSONDecodeError as exc:
             raise ToolError(f"arguments are not valid JSON ({exc.msg} at char {exc.pos})",
                             ErrorKind.invalid_arguments) from exc
+        except RecursionError as exc:  # thousands of nested brackets: refused as input, not an engine failure
+            raise ToolError("arguments nest too deeply", ErrorKind.invalid_arguments) from exc
         if not isinstance(arguments, dict):
             raise ToolError("arguments must be a JSON object of parameter names to values", ErrorKind.invalid_arguments)
         return arguments

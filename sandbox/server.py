@@ -44,6 +44,7 @@ from sandbox.world import ShoppingWorld
 DEFAULT_PORT = 5631
 MAX_STEPS_LIMIT = 1000
 MAX_BODY_BYTES = 1_000_000
+MAX_TOOL_SELECTION = 64  # tool names or groups in POST /episodes (60,000 repeats took 17.7 s)
 
 
 # -- request / response models (they make /openapi.json document the API) ----------------------
@@ -56,7 +57,9 @@ class CreateEpisodeRequest(BaseModel):
                                                   "instruction and cannot be scored.")
     max_steps: int | None = Field(None, ge=1, le=MAX_STEPS_LIMIT,
                                   description=f"Tool calls allowed in the episode (default {DEFAULT_MAX_STEPS}).")
-    tools: list[str] | None = Field(None, description="Restrict the episode to these tools (default: all).")
+    tools: list[str] | None = Field(None, max_length=MAX_TOOL_SELECTION,
+                                    description="Restrict the episode to these tools or toolkit groups "
+                                                "(default: all).")
 
 
 class CreateEpisodeResponse(BaseModel):
@@ -370,13 +373,20 @@ def create_app(world: ShoppingWorld, max_episodes: int = 1000, *,
                 out["history"] = [r.as_dict() for r in s.history]
         return out
 
-    @app.get("/episodes/{episode_id}/score", responses={400: {"model": ErrorResponse}, **not_found},
+    @app.get("/episodes/{episode_id}/score", responses={400: {"model": ErrorResponse},
+                                                        409: {"model": ErrorResponse}, **not_found},
              tags=["episodes"])
     def episode_score(episode_id: str) -> dict[str, Any]:
-        """ShoppingBench's score of the last recommendation (`success`, `constraint_score`, ...)."""
+        """ShoppingBench's score of the last recommendation (`success`, `constraint_score`, ...), once the
+        episode has ended (terminate or its step limit): a live episode's score would tell the agent which
+        recommendation is the gold."""
         episode = store.get(episode_id)
         if episode.env.task is None:
             raise _ApiError(400, "this episode has no task to score; create it with a task_id")
+        with episode.lock:
+            if not episode.env.state.done:
+                raise _ApiError(409, "the episode is still running: it is scored once it has ended (call "
+                                     "terminate, or use up its steps)")
         sim = get_similarity()
         with episode.lock:
             return episode.env.score(sim).as_dict()

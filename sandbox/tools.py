@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 MAX_QUERY_CHARS = 500
 MAX_PAGE = 5
 MAX_VIEW_IDS = 20
+MAX_PRICE_CHARS = 40
 _PRICE = re.compile(r"^\s*(\d+(?:\.\d+)?)?\s*-\s*(\d+(?:\.\d+)?)?\s*$")
 _ID = re.compile(r"^[A-Za-z0-9_\-]{1,40}$")
 
@@ -61,6 +62,8 @@ def _split_ids(value: Any) -> list[str]:
 def parse_price_filter(value: str) -> tuple[float | None, float | None]:
     """"0-100", "100-1000", "1000-", "-50" or a single "250" (exactly that price)."""
     text = value.strip()
+    if len(text) > MAX_PRICE_CHARS:  # before the regex: its optional blanks backtrack on long input
+        raise ValueError(f"price must look like '100-500', '100-' or '-500', got {value[:40]!r}")
     if re.fullmatch(r"\d+(?:\.\d+)?", text):
         return float(text), float(text)
     m = _PRICE.match(text)

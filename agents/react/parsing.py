@@ -26,7 +26,6 @@ _TAG = r"<{0}>(.*?)(?:</{0}>|$)"
 _THINK = re.compile(_TAG.format("think"), re.S)
 _RESPONSE = re.compile(_TAG.format("response"), re.S)
 _TOOL_CALL = re.compile(r"<tool_call>(.*?)(?:</tool_call>|(?=<tool_call>)|(?=<response>)|$)", re.S)
-_FENCE = re.compile(r"^```(?:json)?\s*|\s*```$")
 
 
 @dataclass
@@ -52,8 +51,21 @@ class ParsedTurn:
         return not self.errors and bool(self.calls or self.response)
 
 
+def _strip_fence(text: str) -> str:
+    r"""A call wrapped in a Markdown code fence (```json ... ```), unwrapped. String operations, not a
+    regex: `\s*```$` backtracks quadratically over a long run of spaces (60k took 8 s)."""
+    text = text.strip()
+    if text.startswith("```"):
+        text = text[3:].removeprefix("json")
+    if text.endswith("```"):
+        text = text[:-3]
+    return text.strip()
+
+
 def _loads(text: str) -> Any:
-    text = _FENCE.sub("", text.strip())
+    if len(text) > 2 * MAX_CALL_CHARS:  # before any work on it
+        raise ValueError(f"longer than {MAX_CALL_CHARS} characters")
+    text = _strip_fence(text)
     if len(text) > MAX_CALL_CHARS:
         raise ValueError(f"longer than {MAX_CALL_CHARS} characters")
     try:

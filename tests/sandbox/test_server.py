@@ -221,6 +221,8 @@ def test_full_episode_scores_success(client, product_task):
     gold = product_task.reward[0].product_id
     rec = client.post(step, json={"tool": "recommend_product", "arguments": json.dumps({"product_ids": gold})}).json()
     assert rec["ok"], rec
+    # A live episode's score would reveal whether the recommendation is the gold: refused until it ends.
+    assert "still running" in _error_of(client.get(f"/episodes/{eid}/score"), 409)
     end = client.post(step, json={"tool": "terminate", "arguments": {"status": "success"}}).json()
     assert end["done"] is True
     state = client.get(f"/episodes/{eid}").json()

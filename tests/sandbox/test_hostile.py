@@ -1,0 +1,77 @@
+"""Hostile inputs (issue 17) that once took seconds or leaked an answer: each is refused quickly now."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from agents.react.parsing import parse_native_turn, parse_text_turn
+from sandbox import ShoppingEnv
+from sandbox.calculator import CalculationError, calculate
+from sandbox.server import create_app
+from sandbox.tools import parse_price_filter
+
+FAST = 1.0  # seconds: any tool call or request answers within this or is refused
+
+
+def timed(fn, *args):
+    started = time.perf_counter()
+    try:
+        out = fn(*args)
+    except Exception as exc:  # noqa: BLE001 - the exception is the result under test
+        out = exc
+    return out, time.perf_counter() - started
+
+
+@pytest.mark.parametrize("expression", ["round(5, -1000000000000000)", "round(5, -10**7)", "round(5, 10**9)",
+                                        "1e6**64", "round(1e15, 1.5)"])
+def test_calculator_bombs_are_refused_at_once(expression):
+    out, seconds = timed(calculate, expression)
+    assert isinstance(out, CalculationError) and seconds < FAST, (out, seconds)
+
+
+def test_calculator_still_rounds():
+    assert calculate("round(3.14159, 2)") == 3.14 and calculate("round(1234.5, -2)") == 1200.0
+    assert calculate("round(2.5)") == 2 and isinstance(calculate("round(2.5)"), int)
+
+
+def test_quadratic_price_filter_is_refused_at_once():
+    out, seconds = timed(parse_price_filter, "-" + " " * 19950 + "x")
+    assert isinstance(out, ValueError) and "price must look like" in str(out) and seconds < 0.1
+    assert parse_price_filter(" 10 - 500 ") == (10.0, 500.0)
+
+
+def test_long_blank_tool_call_parses_in_linear_time():
+    for blanks in (30_000, 60_000):  # both sides of the early length check
+        out, seconds = timed(parse_text_turn, "<tool_call>[" + " " * blanks + "]</tool_call>")
+        assert out.errors and seconds < 0.1, (blanks, seconds)
+    fenced = parse_text_turn('<tool_call>```json\n[{"name": "terminate", "parameters": {}}]\n```</tool_call>')
+    assert [c.name for c in fenced.calls] == ["terminate"] and not fenced.errors
+    native, seconds = timed(parse_native_turn, "", [{"id": "a", "type": "function", "function": {
+        "name": "find_product", "arguments": "{" + " " * 60_000 + "}"}}])
+    assert native.errors and seconds < 0.1, seconds
+
+
+def test_deeply_nested_or_overflowing_arguments_are_invalid_arguments(world):
+    env = ShoppingEnv(world)
+    nested = "[" * 9000 + "]" * 9000
+    result, seconds = timed(env.step, "find_product", '{"q": ' + nested + "}")
+    assert result.error_kind == "invalid_arguments" and seconds < FAST, result.observation
+    overflow = env.step("calculate", {"expression": "1e6**64"})
+    assert overflow.error_kind == "rejected" and "beyond" in overflow.observation
+
+
+def test_tool_selection_is_bounded_and_the_live_score_is_not_shown(world):
+    client = TestClient(create_app(world, max_episodes=4))
+    started = time.perf_counter()
+    many = client.post("/episodes", json={"tools": ["view_cart"] * 60_000})
+    assert many.status_code == 422 and time.perf_counter() - started < 2 * FAST
+    task = next(t for t in world.tasks.values() if t.intent.value == "product")
+    eid = client.post("/episodes", json={"task_id": task.task_id}).json()["episode_id"]
+    client.post(f"/episodes/{eid}/step", json={"tool": "recommend_product",
+                                                "arguments": json.dumps({"product_ids": task.reward[0].product_id})})
+    live = client.get(f"/episodes/{eid}/score")
+    assert live.status_code == 409 and "gt" not in live.text
