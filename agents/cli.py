@@ -102,7 +102,7 @@ def run(
 ) -> None:
     """Run an agent on tasks; prints a scorecard per intent and writes RUN_DIR/{results.jsonl,summary.json}."""
     from agents.registry import agent_names, agent_needs_llm, make_agent
-    from agents.runner import RunConfig, run_benchmark
+    from agents.runner import RunConfig, RunFolderBusy, run_benchmark
     from sandbox import ShoppingWorld, load_toolkits
 
     tasks = extra_task_files(ctx, tasks) or None
@@ -152,6 +152,9 @@ def run(
     try:
         summary = run_benchmark(world, selected, lambda: make_agent(agent, **kwargs), out, config,
                                 query_rewriter=query_rewriter, toolkits=toolkits)
+    except RunFolderBusy as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
     finally:
         if chat is not None:
             chat.close()

@@ -7,8 +7,9 @@ import os
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,18 +36,29 @@ class RunConfig:
 
 
 def _read_done(results_path: Path) -> list[dict[str, Any]]:
-    """Completed episodes; a line cut short by a kill is dropped (and rewritten away)."""
+    """Completed episodes; a line cut short by a kill is dropped, a complete last line missing its
+    newline gets one, and a repeated (task, trial) keeps its first row: the file is rewritten so
+    that appending goes on cleanly."""
     if not results_path.exists():
         return []
     rows: list[dict[str, Any]] = []
+    text = results_path.read_text(encoding="utf-8")
     # Split on "\n" only: JSON strings may hold U+2028, which splitlines() would cut.
-    lines = [line for line in results_path.read_text(encoding="utf-8").split("\n") if line.strip()]
-    clean = True
+    lines = [line for line in text.split("\n") if line.strip()]
+    clean = not text or text.endswith("\n")  # else the next row would be glued onto the last one
+    seen: set[tuple[str, int]] = set()
     for line in lines:
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
             clean = False
+            continue
+        key = (row.get("task_id"), row.get("trial"))
+        if key in seen:  # written twice (an older run without the folder lock): count it once
+            clean = False
+            continue
+        seen.add(key)
+        rows.append(row)
     if not clean:
         tmp = results_path.with_suffix(".jsonl.tmp")
         tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
@@ -138,6 +150,34 @@ def run_benchmark(world: ShoppingWorld, tasks: Sequence[Task], agent_factory: Ca
     `toolkits` (plug-ins built once, e.g. by `sandbox.load_toolkits`) join every episode's tools."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    with _run_folder_lock(out):
+        return _run_benchmark(world, tasks, agent_factory, out, config, similarity, progress, query_rewriter,
+                              toolkits)
+
+
+class RunFolderBusy(RuntimeError):
+    """Another `bench run` is writing to the same run folder."""
+
+
+@contextmanager
+def _run_folder_lock(out: Path) -> Iterator[None]:
+    """One writer per run folder: two runs appending to one results.jsonl would record tasks twice."""
+    import fcntl
+
+    with (out / ".lock").open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise RunFolderBusy(f"another bench run is writing to {out}; wait for it or use another --out") from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _run_benchmark(world: ShoppingWorld, tasks: Sequence[Task], agent_factory: Callable[[], Agent], out: Path,
+                   config: RunConfig, similarity: TitleSimilarity | None, progress: bool,
+                   query_rewriter: QueryRewriter | None, toolkits: Sequence[Toolkit]) -> dict[str, Any]:
     results_path = out / "results.jsonl"
     config_path = out / "config.json"
     if config_path.exists():

@@ -219,6 +219,62 @@ def _stateless_route(spec: ToolSpec, run: Any) -> Any:
     return endpoint
 
 
+class _BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """ASGI middleware: refuse a request body over `max_bytes` whatever its transfer encoding.
+
+    A declared Content-Length is judged before anything is read; a chunked body (no length) is
+    counted as it arrives and refused at the first chunk past the limit, so it is never held whole.
+    """
+
+    def __init__(self, app: Any, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = _error(413, f"request body larger than {self.max_bytes} bytes")
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            await too_large(scope, receive, send)
+            return
+        received = 0
+        exceeded = started = False
+
+        async def counted_receive() -> dict[str, Any]:
+            nonlocal received, exceeded
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    exceeded = True
+                    raise _BodyTooLarge
+            return message
+
+        async def tracked_send(message: dict[str, Any]) -> None:
+            nonlocal started
+            if exceeded:
+                # The app answers its failed body read (FastAPI: a 400); the client is told the real reason.
+                if not started:
+                    started = True
+                    await too_large(scope, receive, send)
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, tracked_send)
+        except _BodyTooLarge:
+            if not started:
+                started = True
+                await too_large(scope, receive, send)
+
+
 # -- the app -----------------------------------------------------------------------------------
 def create_app(world: ShoppingWorld, max_episodes: int = 1000, *,
                similarity: TitleSimilarity | None = None, toolkits: Sequence[Toolkit] = ()) -> FastAPI:
@@ -265,12 +321,7 @@ def create_app(world: ShoppingWorld, max_episodes: int = 1000, *,
     async def _internal_error(_request: Request, exc: Exception) -> JSONResponse:
         return _error(500, f"internal error ({type(exc).__name__})")
 
-    @app.middleware("http")
-    async def _limit_body(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            return _error(413, f"request body larger than {MAX_BODY_BYTES} bytes")
-        return await call_next(request)
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
 
     errors = {422: {"model": ErrorResponse}}
     not_found = {404: {"model": ErrorResponse}}

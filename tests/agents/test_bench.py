@@ -87,6 +87,39 @@ def test_resume_after_kill_has_no_lost_or_repeated_episodes(world, similarity, t
     assert "pass^2" in summary["overall"]
 
 
+def test_resume_mends_a_last_row_without_newline_and_repeated_rows(world, similarity, tmp_path):
+    tasks = _tasks(world, 2)
+    out = tmp_path / "run"
+    config = RunConfig(agent="heuristic")
+    run_benchmark(world, tasks, HeuristicAgent, out, config, similarity=similarity, progress=False)
+    rows = _rows(out / "results.jsonl")
+    # A complete last row without its newline, and one row written twice (two writers, before the lock).
+    text = "".join(json.dumps(r) + "\n" for r in rows[:-2]) + json.dumps(rows[0]) + "\n" + json.dumps(rows[-2])
+    (out / "results.jsonl").write_text(text, encoding="utf-8")
+    summary = run_benchmark(world, tasks, HeuristicAgent, out, config, similarity=similarity, progress=False)
+    again = _rows(out / "results.jsonl")
+    keys = [(r["task_id"], r["trial"]) for r in again]
+    assert len(keys) == len(set(keys)) == len(rows) and summary["overall"]["n"] == len(rows)
+    assert summary["run"]["new_episodes"] == 1  # only the missing episode ran again
+
+
+def test_two_runs_cannot_write_one_run_folder(world, similarity, tmp_path):
+    import fcntl
+
+    from agents.runner import RunFolderBusy
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with (out / ".lock").open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running `bench run` holds it
+        with pytest.raises(RunFolderBusy, match="another bench run"):
+            run_benchmark(world, _tasks(world, 1), HeuristicAgent, out, RunConfig(agent="heuristic"),
+                          similarity=similarity, progress=False)
+    assert not (out / "results.jsonl").exists()
+    run_benchmark(world, _tasks(world, 1), HeuristicAgent, out, RunConfig(agent="heuristic"), similarity=similarity,
+                  progress=False)  # released: the next run goes ahead
+
+
 def test_run_dir_refuses_another_agent(world, similarity, tmp_path):
     tasks = _tasks(world, 1)
     run_benchmark(world, tasks, HeuristicAgent, tmp_path, RunConfig(agent="heuristic"), similarity=similarity,

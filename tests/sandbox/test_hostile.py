@@ -75,3 +75,38 @@ def test_tool_selection_is_bounded_and_the_live_score_is_not_shown(world):
                                                 "arguments": json.dumps({"product_ids": task.reward[0].product_id})})
     live = client.get(f"/episodes/{eid}/score")
     assert live.status_code == 409 and "gt" not in live.text
+
+
+def test_a_chunked_body_over_the_limit_is_refused_without_reading_it_whole(world):
+    import asyncio
+
+    from sandbox.server import MAX_BODY_BYTES
+
+    app = create_app(world, max_episodes=4)
+    client = TestClient(app)
+    eid = client.post("/episodes").json()["episode_id"]
+    pulled = 0
+
+    async def receive():  # a chunked upload of 200 MB (no Content-Length), 1 MB per message
+        nonlocal pulled
+        pulled += 1
+        return {"type": "http.request", "body": b" " * 1_000_000, "more_body": pulled < 200}
+
+    sent: list[dict] = []
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": f"/episodes/{eid}/step", "raw_path": f"/episodes/{eid}/step".encode(), "query_string": b"",
+             "root_path": "", "headers": [(b"content-type", b"application/json"), (b"transfer-encoding", b"chunked")],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 5631), "app": app}
+    asyncio.run(app(scope, receive, send))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    assert start["status"] == 413 and b"larger than" in body
+    assert pulled <= 2, f"{pulled} MB were read before refusing"
+    declared = client.post(f"/episodes/{eid}/step", content=b" " * (MAX_BODY_BYTES + 1))
+    assert declared.status_code == 413
+    ok = client.post(f"/episodes/{eid}/step", json={"tool": "view_cart", "arguments": {}})
+    assert ok.status_code == 200 and ok.json()["ok"]
