@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import shutil
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -70,11 +72,46 @@ def open_backend(data_dir: Path, backend: str, create: bool, es_options: dict[st
     raise ValueError(f"unknown backend {backend!r} (expected 'tantivy' or 'elasticsearch')")
 
 
+SANDBOX_MARKERS = ("manifest.json", "tasks.jsonl")
+
+
 def build_sandbox(data_dir: str | Path, task_files: Sequence[str | Path], n_products: int, backend: str = "tantivy",
                   seed: int = 0, es_options: dict[str, Any] | None = None, progress: bool = True) -> BuildReport:
+    """Build a sandbox into `data_dir`, atomically: everything is written into a staging folder next
+    to it, which replaces `data_dir` only once the build has succeeded. A build that fails or is killed
+    leaves the previous sandbox as it was (or no folder at all). `data_dir` must be missing, empty, or
+    an earlier sandbox: it is replaced as a whole. (With the elasticsearch backend the index lives in
+    the cluster and is rewritten in place.)"""
+    final = Path(data_dir)
+    if final.exists() and (not final.is_dir() or (any(final.iterdir())
+                                                   and not any((final / m).exists() for m in SANDBOX_MARKERS))):
+        raise ValueError(f"{final} exists and is not a sandbox: build into a new or empty folder")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in final.parent.glob(f".{final.name}.building-*"):  # from a killed build
+        shutil.rmtree(leftover, ignore_errors=True)
+    staging = final.parent / f".{final.name}.building-{os.getpid()}"
+    staging.mkdir()
+    try:
+        report = _build_into(staging, final, task_files, n_products, backend, seed, es_options, progress)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _replace_folder(staging, final)
+    return report
+
+
+def _replace_folder(staging: Path, final: Path) -> None:
+    """Put the finished build in place of the previous one (two renames; the old one is then removed)."""
+    old = final.parent / f".{final.name}.old-{os.getpid()}"
+    if final.exists():
+        os.replace(final, old)
+    os.replace(staging, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _build_into(data_dir: Path, final: Path, task_files: Sequence[str | Path], n_products: int, backend: str,
+                seed: int, es_options: dict[str, Any] | None, progress: bool) -> BuildReport:
     started = time.perf_counter()
-    data_dir = Path(data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
     tasks: list[Task] = load_tasks(task_files)
     if not tasks:
         raise ValueError("the task files hold no task")
@@ -132,7 +169,7 @@ def build_sandbox(data_dir: str | Path, task_files: Sequence[str | Path], n_prod
     seconds = time.perf_counter() - started
     intents = Counter(t.intent.value for t in tasks)
     report = BuildReport(
-        data_dir=str(data_dir), backend=backend, n_products=indexed, n_gold=len(recon.golds),
+        data_dir=str(final), backend=backend, n_products=indexed, n_gold=len(recon.golds),
         n_decoys=len(recon.decoys), n_fillers=n_fill, n_tasks=len(tasks), intents=dict(intents),
         seconds=round(seconds, 2), products_per_second=round(indexed / max(seconds, 1e-9), 1),
         conflicts=recon.conflicts,

@@ -110,3 +110,41 @@ def test_a_chunked_body_over_the_limit_is_refused_without_reading_it_whole(world
     assert declared.status_code == 413
     ok = client.post(f"/episodes/{eid}/step", json={"tool": "view_cart", "arguments": {}})
     assert ok.status_code == 200 and ok.json()["ok"]
+
+
+def test_a_failed_rebuild_leaves_the_previous_sandbox_intact(tmp_path, monkeypatch):
+    from sandbox import ShoppingWorld, build_sandbox
+    from sandbox.engines.base import SearchRequest
+    from tests.conftest import TASK_FILES
+
+    data_dir = tmp_path / "sb"
+    build_sandbox(data_dir, TASK_FILES[:1], n_products=800, seed=0, progress=False)
+    before = sorted(p.name for p in data_dir.iterdir())
+
+    from sandbox.engines import tantivy_backend
+
+    def broken(self, products):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(tantivy_backend.TantivyBackend, "index_products", broken)
+    with pytest.raises(OSError, match="disk full"):
+        build_sandbox(data_dir, TASK_FILES[1:2], n_products=900, seed=1, progress=False)
+    monkeypatch.undo()
+    assert sorted(p.name for p in data_dir.iterdir()) == before
+    assert not list(tmp_path.glob(".sb.*")), "the staging folder was left behind"
+    world = ShoppingWorld.open(data_dir)
+    try:
+        assert world.manifest["n_products"] == 800 and world.manifest["seed"] == 0
+        assert world.search(SearchRequest(terms=("case",))).total > 0
+    finally:
+        world.close()
+
+
+def test_a_build_never_replaces_a_folder_that_is_not_a_sandbox(tmp_path):
+    from sandbox import build_sandbox
+    from tests.conftest import TASK_FILES
+
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not a sandbox"):
+        build_sandbox(tmp_path, TASK_FILES[:1], n_products=500, progress=False)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
