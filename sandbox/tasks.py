@@ -9,9 +9,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from sandbox.data_model import Intent, normalize_record
+from sandbox.data_model import DiscountType, Intent, VoucherType, normalize_record
 
 
 class TaskFormatError(ValueError):
@@ -112,14 +112,19 @@ class ProductSpec(BaseModel):
 
 
 class TaskVoucher(BaseModel):
-    voucher_type: str
-    threshold: float
-    discount_type: str
-    face_value: float | None = None
-    discount: float | None = None
-    cap: float | None = None
+    """A voucher task's voucher and budget. Values that would break pricing are refused at load time
+    (an unknown type once crashed `sandbox serve` at start; `discount: 5.0` made a gold's price NaN)."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    voucher_type: VoucherType
+    threshold: float = Field(ge=0)
+    discount_type: DiscountType
+    face_value: float | None = Field(None, ge=0)
+    discount: float | None = Field(None, gt=0, le=1, description="A percentage voucher's rate, e.g. 0.2")
+    cap: float | None = Field(None, ge=0)
     price_after_voucher: float | None = None
-    budget: float
+    budget: float = Field(gt=0)
 
 
 class Task(BaseModel):
@@ -188,7 +193,12 @@ def parse_task(record: dict[str, Any], source: str = "") -> Task:
         specs = [ProductSpec.model_validate(e) for e in entries]
         for spec in specs:
             spec.price_range()  # fail early on an unreadable price constraint
-    voucher = TaskVoucher.model_validate(record["voucher"]) if record.get("voucher") else None
+    try:
+        voucher = TaskVoucher.model_validate(record["voucher"]) if record.get("voucher") else None
+    except ValidationError as exc:
+        problems = "; ".join(f"voucher.{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e.get('input')!r})"
+                             for e in exc.errors()[:3])
+        raise TaskFormatError(problems) from None
     return Task(task_id=task_id_for(intent, query), intent=intent, query=query, reward=specs, voucher=voucher,
                 knowledge_attribute=knowledge, gold_record=gold_record, source=source)
 

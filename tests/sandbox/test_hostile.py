@@ -148,3 +148,19 @@ def test_a_build_never_replaces_a_folder_that_is_not_a_sandbox(tmp_path):
     with pytest.raises(ValueError, match="not a sandbox"):
         build_sandbox(tmp_path, TASK_FILES[:1], n_products=500, progress=False)
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("change, fragment", [({"voucher_type": "galactic"}, "voucher_type"),
+                                              ({"discount_type": "percentage", "discount": 5.0}, "discount"),
+                                              ({"budget": -50}, "budget"), ({"threshold": float("nan")}, "threshold")])
+def test_a_voucher_that_would_break_pricing_is_refused_with_its_line(tmp_path, change, fragment):
+    from sandbox.tasks import TaskFormatError, load_task_file
+    from tests.conftest import DATA_DIR
+
+    lines = (DATA_DIR / "synthesize_voucher_dev.jsonl").read_text(encoding="utf-8").splitlines()
+    bad = json.loads(lines[1])
+    bad["voucher"].update(change)
+    path = tmp_path / "vouchers.jsonl"
+    path.write_text("\n".join([lines[0], json.dumps(bad)]) + "\n", encoding="utf-8")
+    with pytest.raises(TaskFormatError, match=rf"vouchers.jsonl:2: .*{fragment}"):
+        load_task_file(path)
