@@ -16,7 +16,17 @@ from agents.llm import BACKENDS  # noqa: E402
 from sandbox import ShoppingWorld  # noqa: E402
 from ui import render  # noqa: E402
 from ui.config import DemoConfig  # noqa: E402
-from ui.session import DEMO_AGENTS, DemoBackend, DemoError, DemoSession, LLMFactory, TurnSettings  # noqa: E402
+from ui.session import (  # noqa: E402
+    DEMO_AGENTS,
+    MAX_MESSAGE_CHARS,
+    DemoBackend,
+    DemoError,
+    DemoSession,
+    LLMFactory,
+    TurnSettings,
+    bounded_transcript,
+    clip_message,
+)
 
 logger = logging.getLogger("shoplab.demo")
 
@@ -66,7 +76,7 @@ def build_demo(backend: DemoBackend) -> gr.Blocks:
                                                          "services you want.")
                         with gr.Row():
                             message = gr.Textbox(show_label=False, placeholder="What are you looking for?",
-                                                 elem_id="chat-input", scale=6, max_length=2000)
+                                                 elem_id="chat-input", scale=6, max_length=MAX_MESSAGE_CHARS)
                             send = gr.Button("Send", variant="primary", elem_id="chat-send", scale=1)
                             new_chat = gr.Button("New chat", elem_id="chat-new", scale=1)
                         gr.Examples(EXAMPLES, inputs=message, label="Try")
@@ -128,23 +138,23 @@ def build_demo(backend: DemoBackend) -> gr.Blocks:
             return render.cart_panel(sess.cart_summary()), picker, note
 
         def respond(text: str, sess: DemoSession, *values: Any) -> Iterator[tuple]:
-            text = str(text or "").strip()
+            text = clip_message(text)
             if not text:
                 yield sess.transcript, gr.update(), *cart_outputs(sess)
                 return
-            before = list(sess.transcript) + [{"role": "user", "content": render.esc(text)}]
+            before = bounded_transcript(list(sess.transcript) + [{"role": "user", "content": render.esc(text)}])
             yield before, "", *cart_outputs(sess)
             try:
                 settings = settings_of(*values)
                 messages: list[dict[str, Any]] = []
                 for messages in sess.chat(text, settings):
                     yield before + messages, gr.update(), *cart_outputs(sess)
-                sess.transcript = before + messages
+                sess.transcript = bounded_transcript(before + messages)
                 yield sess.transcript, gr.update(), *cart_outputs(sess, pick_first=True)
             except Exception as exc:  # noqa: BLE001 - the chat shows it, the app keeps serving
                 if not isinstance(exc, DemoError):
                     logger.exception("chat turn failed")
-                sess.transcript = before + [{"role": "assistant", "content": _warning(exc)}]
+                sess.transcript = bounded_transcript(before + [{"role": "assistant", "content": _warning(exc)}])
                 yield sess.transcript, gr.update(), *cart_outputs(sess)
 
         def reset_chat(sess: DemoSession) -> tuple:

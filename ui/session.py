@@ -181,6 +181,21 @@ def _close_quietly(llm: Any) -> None:
         logger.exception("closing an LLM failed")
 
 
+MAX_MESSAGE_CHARS = 2000  # a shopper's message, enforced here: the browser's limit is only a courtesy
+MAX_TRANSCRIPT_MESSAGES = 400  # what a tab's chat keeps (steps included); older ones scroll away
+
+
+def clip_message(text: Any) -> str:
+    """A shopper's message as the demo keeps it: stripped, at most MAX_MESSAGE_CHARS characters."""
+    return str(text or "").strip()[:MAX_MESSAGE_CHARS]
+
+
+def bounded_transcript(messages: list[Message]) -> list[Message]:
+    """The chat a tab shows, its oldest messages dropped beyond MAX_TRANSCRIPT_MESSAGES (each response
+    re-sends the whole transcript, so an unbounded one grows every answer)."""
+    return messages[-MAX_TRANSCRIPT_MESSAGES:]
+
+
 class EpisodeView:
     """Turns an episode's events into Gradio chat messages: each tool call a collapsible step."""
 
@@ -320,7 +335,7 @@ class DemoSession:
     # -- episodes -----------------------------------------------------------------------------
     def chat(self, message: str, settings: TurnSettings) -> Iterator[list[Message]]:
         """One chat turn: yields this turn's assistant messages so far, each time they change."""
-        message = str(message or "").strip()[:2000]
+        message = clip_message(message)
         if not message:
             return
         if not self._busy.acquire(blocking=False):

@@ -285,3 +285,18 @@ def test_a_benchmark_agent_config_runs_in_the_demo():
     student.use_agent_config(configs / "react_smollm2_distilled.yaml")
     assert student.agent.tools == ["find_product", "view_product_information", "recommend_product", "terminate"]
     assert student.llm.chat_template == "tool" and student.agent.system_prompt == "system_hermes"
+
+
+def test_a_huge_chat_message_is_cut_and_the_transcript_stays_bounded(backend):
+    from ui.session import MAX_MESSAGE_CHARS, MAX_TRANSCRIPT_MESSAGES, bounded_transcript, clip_message
+
+    assert len(clip_message("x" * 1_000_000)) == MAX_MESSAGE_CHARS == 2000
+    assert clip_message("  hi  ") == "hi" and clip_message(None) == ""
+    long = [{"role": "assistant", "content": str(i)} for i in range(3 * MAX_TRANSCRIPT_MESSAGES)]
+    kept = bounded_transcript(long)
+    assert len(kept) == MAX_TRANSCRIPT_MESSAGES and kept[-1]["content"] == long[-1]["content"]
+    session = backend.new_session()
+    for _ in session.chat("water bottle " * 100_000, TurnSettings(agent="heuristic", max_steps=8)):
+        pass
+    assert len(session.last_message) <= MAX_MESSAGE_CHARS
+    assert all(len(m["content"]) <= MAX_MESSAGE_CHARS for m in session.history if m["role"] == "user")
