@@ -44,6 +44,8 @@ from sandbox.world import ShoppingWorld
 DEFAULT_PORT = 5631
 MAX_STEPS_LIMIT = 1000
 MAX_BODY_BYTES = 1_000_000
+DEFAULT_EPISODE_BYTES = 256 * 1024 * 1024  # all live episodes' recorded steps together
+DEFAULT_IDLE_SECONDS = 3600.0  # an episode untouched this long is dropped
 MAX_TOOL_SELECTION = 64  # tool names or groups in POST /episodes (60,000 repeats took 17.7 s)
 
 
@@ -129,6 +131,8 @@ class _Episode:
     env: ShoppingEnv
     created: float = field(default_factory=time.time)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    last_used: float = field(default_factory=time.monotonic)
+    size: int = 0  # bytes of what the episode keeps (its steps' arguments and observations), estimated
 
 
 class _ApiError(Exception):
@@ -158,42 +162,88 @@ def _clip(text: str, n: int = 60) -> str:
 
 
 class _EpisodeStore:
-    """Live episodes, least recently used first; at most `max_episodes` of them."""
+    """Live episodes, least recently used first, bounded three ways: at most `max_episodes`, at most
+    `max_bytes` of recorded steps in all (a 1,000-step episode keeps ~20 MB), and none idle for longer
+    than `idle_seconds`. Beyond a bound the least recently used episodes go first."""
 
-    def __init__(self, max_episodes: int):
+    def __init__(self, max_episodes: int, max_bytes: int = DEFAULT_EPISODE_BYTES,
+                 idle_seconds: float = DEFAULT_IDLE_SECONDS, clock: Any = time.monotonic):
         if max_episodes < 1:
             raise ValueError("max_episodes must be at least 1")
         self.max_episodes = max_episodes
+        self.max_bytes = max_bytes
+        self.idle_seconds = idle_seconds
+        self._clock = clock
         self._episodes: OrderedDict[str, _Episode] = OrderedDict()
         self._lock = threading.Lock()
+        self._bytes = 0
         self.evicted = 0
+        self.expired = 0
 
     def add(self, env: ShoppingEnv) -> _Episode:
-        episode = _Episode(episode_id=uuid.uuid4().hex, env=env)
+        episode = _Episode(episode_id=uuid.uuid4().hex, env=env, last_used=self._clock())
+        env.add_step_listener(lambda step: self._grew(episode, step))
         with self._lock:
+            self._expire()
             while len(self._episodes) >= self.max_episodes:
-                self._episodes.popitem(last=False)
-                self.evicted += 1
+                self._drop_oldest()
             self._episodes[episode.episode_id] = episode
         return episode
 
+    def _grew(self, episode: _Episode, step: Any) -> None:
+        added = len(step.observation) + len(str(step.arguments)) + 200
+        with self._lock:
+            if episode.episode_id not in self._episodes:
+                return
+            episode.size += added
+            self._bytes += added
+            while self._bytes > self.max_bytes and len(self._episodes) > 1 and \
+                    next(iter(self._episodes)) != episode.episode_id:
+                self._drop_oldest()
+
+    def _drop_oldest(self) -> None:
+        _, oldest = self._episodes.popitem(last=False)
+        self._bytes -= oldest.size
+        self.evicted += 1
+
+    def _expire(self) -> None:
+        now = self._clock()
+        while self._episodes:
+            oldest = next(iter(self._episodes.values()))
+            if now - oldest.last_used <= self.idle_seconds:
+                break
+            self._episodes.popitem(last=False)
+            self._bytes -= oldest.size
+            self.expired += 1
+
     def get(self, episode_id: str) -> _Episode:
         with self._lock:
+            self._expire()
             episode = self._episodes.get(episode_id)
             if episode is not None:
+                episode.last_used = self._clock()
                 self._episodes.move_to_end(episode_id)
         if episode is None:
-            raise _ApiError(404, f"unknown episode {_clip(episode_id)} (it may have ended or been evicted)")
+            raise _ApiError(404, f"unknown episode {_clip(episode_id)} (it may have ended, expired after "
+                                 f"{self.idle_seconds:g} s idle, or been evicted)")
         return episode
 
     def remove(self, episode_id: str) -> None:
         with self._lock:
             episode = self._episodes.pop(episode_id, None)
+            if episode is not None:
+                self._bytes -= episode.size
         if episode is None:
             raise _ApiError(404, f"unknown episode {_clip(episode_id)}")
 
+    @property
+    def bytes(self) -> int:
+        with self._lock:
+            return self._bytes
+
     def __len__(self) -> int:
         with self._lock:
+            self._expire()
             return len(self._episodes)
 
 
@@ -277,13 +327,14 @@ class BodyLimit:
 
 # -- the app -----------------------------------------------------------------------------------
 def create_app(world: ShoppingWorld, max_episodes: int = 1000, *,
-               similarity: TitleSimilarity | None = None, toolkits: Sequence[Toolkit] = ()) -> FastAPI:
+               similarity: TitleSimilarity | None = None, toolkits: Sequence[Toolkit] = (),
+               max_episode_bytes: int = DEFAULT_EPISODE_BYTES, idle_seconds: float = DEFAULT_IDLE_SECONDS) -> FastAPI:
     """The HTTP API over one opened sandbox. `similarity` overrides the scorer's title model
     (loaded on the first score request otherwise); `toolkits` adds plug-in toolkits to every
     episode, to `/tools` and, for their read tools, to the stateless `GET /<tool>` routes."""
     toolkits = tuple(toolkits)
     available = collect_tools([*BUILTIN_TOOLKITS, *toolkits])
-    store = _EpisodeStore(max_episodes)
+    store = _EpisodeStore(max_episodes, max_bytes=max_episode_bytes, idle_seconds=idle_seconds)
     _ = world.tasks, world.vouchers  # load once here rather than racing in the threadpool
     similarity_lock = threading.Lock()
     similarity_box: list[TitleSimilarity] = [similarity] if similarity is not None else []
@@ -352,7 +403,8 @@ def create_app(world: ShoppingWorld, max_episodes: int = 1000, *,
     @app.get("/health", tags=["meta"])
     def health() -> dict[str, Any]:
         return {"status": "ok", "backend": world.backend.name, "tasks": len(world.tasks),
-                "episodes": len(store), "max_episodes": store.max_episodes}
+                "episodes": len(store), "max_episodes": store.max_episodes, "episode_bytes": store.bytes,
+                "max_episode_bytes": store.max_bytes, "idle_seconds": store.idle_seconds}
 
     @app.get("/tools", response_model=list[ToolDescription], tags=["meta"])
     def tools() -> list[dict[str, Any]]:

@@ -164,3 +164,22 @@ def test_a_voucher_that_would_break_pricing_is_refused_with_its_line(tmp_path, c
     path.write_text("\n".join([lines[0], json.dumps(bad)]) + "\n", encoding="utf-8")
     with pytest.raises(TaskFormatError, match=rf"vouchers.jsonl:2: .*{fragment}"):
         load_task_file(path)
+
+
+def test_episodes_are_bounded_by_bytes_and_expire_when_idle(world):
+    from sandbox.server import _EpisodeStore
+
+    now = [0.0]
+    store = _EpisodeStore(max_episodes=100, max_bytes=15_000, idle_seconds=60, clock=lambda: now[0])
+    first, second = store.add(ShoppingEnv(world)), store.add(ShoppingEnv(world))
+    ids = ",".join(p["product_id"] for p in world.filler_products(20))
+    for _ in range(3):  # ~3 x 20 product details: the oldest episode goes once the budget is passed
+        second.env.step("view_product_information", {"product_ids": ids})
+    assert store.evicted == 1 and store.bytes == second.size > 15_000  # only the growing one is left
+    with pytest.raises(Exception, match="unknown episode"):
+        store.get(first.episode_id)
+    assert store.get(second.episode_id) is second  # the episode that grew is never its own victim
+    now[0] += 61
+    assert len(store) == 0 and store.expired == 1 and store.bytes == 0
+    with pytest.raises(Exception, match="idle"):
+        store.get(second.episode_id)
