@@ -273,6 +273,32 @@ class _BodyTooLarge(Exception):
     pass
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+class HostCheck:
+    """ASGI middleware: answer only requests whose Host header names one of `allowed` (any port).
+
+    A server on 127.0.0.1 is still reachable from a web page through DNS rebinding (a hostile name that
+    resolves to 127.0.0.1); its requests carry that name in Host, and are refused with a JSON 400.
+    """
+
+    def __init__(self, app: Any, allowed: Sequence[str]):
+        self.app = app
+        self.allowed = {h.strip("[]").lower() for h in allowed}
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            raw = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1").strip().lower()
+            host = raw[1:].split("]", 1)[0] if raw.startswith("[") else raw.rsplit(":", 1)[0] if raw.count(":") == 1 \
+                else raw
+            if host not in self.allowed:
+                await _error(400, f"host {host[:60]!r} is not served here; use one of "
+                                  f"{', '.join(sorted(self.allowed))}")(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 class BodyLimit:
     """ASGI middleware: refuse a request body over `max_bytes` whatever its transfer encoding.
 
@@ -328,7 +354,8 @@ class BodyLimit:
 # -- the app -----------------------------------------------------------------------------------
 def create_app(world: ShoppingWorld, max_episodes: int = 1000, *,
                similarity: TitleSimilarity | None = None, toolkits: Sequence[Toolkit] = (),
-               max_episode_bytes: int = DEFAULT_EPISODE_BYTES, idle_seconds: float = DEFAULT_IDLE_SECONDS) -> FastAPI:
+               max_episode_bytes: int = DEFAULT_EPISODE_BYTES, idle_seconds: float = DEFAULT_IDLE_SECONDS,
+               allowed_hosts: Sequence[str] | None = None) -> FastAPI:
     """The HTTP API over one opened sandbox. `similarity` overrides the scorer's title model
     (loaded on the first score request otherwise); `toolkits` adds plug-in toolkits to every
     episode, to `/tools` and, for their read tools, to the stateless `GET /<tool>` routes."""
@@ -373,6 +400,8 @@ def create_app(world: ShoppingWorld, max_episodes: int = 1000, *,
         return _error(500, f"internal error ({type(exc).__name__})")
 
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    if allowed_hosts is not None:  # `serve` on a loopback address: the loopback names and itself
+        app.add_middleware(HostCheck, allowed=allowed_hosts)
 
     errors = {422: {"model": ErrorResponse}}
     not_found = {404: {"model": ErrorResponse}}
@@ -514,7 +543,9 @@ def serve(data_dir: str | Path, host: str = "127.0.0.1", port: int = DEFAULT_POR
 
     world = ShoppingWorld.open(data_dir, backend=backend)
     try:
-        app = create_app(world, max_episodes=max_episodes, toolkits=load_toolkits(toolkits, world))
+        loopback = host in LOOPBACK_HOSTS
+        app = create_app(world, max_episodes=max_episodes, toolkits=load_toolkits(toolkits, world),
+                         allowed_hosts=[*LOOPBACK_HOSTS, host] if loopback else None)
         url = f"http://{host}:{port}"
         print(f"shoplab sandbox ({world.backend.name}, {len(world.tasks)} tasks) at {url}  "
               f"- ShoppingBench API: {url}/find_product, API docs: {url}/docs", flush=True)

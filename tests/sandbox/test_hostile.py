@@ -183,3 +183,13 @@ def test_episodes_are_bounded_by_bytes_and_expire_when_idle(world):
     assert len(store) == 0 and store.expired == 1 and store.bytes == 0
     with pytest.raises(Exception, match="idle"):
         store.get(second.episode_id)
+
+
+def test_a_loopback_server_refuses_other_host_names(world):
+    from sandbox.server import LOOPBACK_HOSTS
+
+    client = TestClient(create_app(world, max_episodes=2, allowed_hosts=LOOPBACK_HOSTS))
+    rebound = client.get("/health", headers={"host": "attacker.example:5631"})
+    assert rebound.status_code == 400 and "not served here" in rebound.json()["error"]
+    for host in ("127.0.0.1:5631", "localhost", "[::1]:5631"):
+        assert client.get("/health", headers={"host": host}).status_code == 200, host
