@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator
 
-from sandbox.toolkit import ErrorKind, ToolArgs, ToolError, Toolkit, tool
+from sandbox.toolkit import Episode, ErrorKind, ToolArgs, ToolError, Toolkit, tool
 
 if TYPE_CHECKING:
-    from sandbox import ShoppingEnv, ShoppingWorld
+    from sandbox import ShoppingWorld
 
 MAX_RANK_IDS = 100
 MAX_HISTORY_IDS = 50
@@ -174,19 +174,19 @@ class RecsysToolkit(Toolkit):
             return self._service
 
     @tool("read", icon="📊")
-    def rank_products(self, env: ShoppingEnv, args: RankProductsArgs) -> dict[str, Any]:
+    def rank_products(self, env: Episode, args: RankProductsArgs) -> dict[str, Any]:
         """Order products by a recommender's predicted click probability for this shopper; give the product_ids to order and optionally the shopper's recent products as context.history."""
         service = self.service(env.world)
         return {"ranked": _call(service.rank_products, args.product_ids, args.history())}
 
     @tool("read", icon="🔗")
-    def similar_products(self, env: ShoppingEnv, args: SimilarProductsArgs) -> dict[str, Any]:
+    def similar_products(self, env: Episode, args: SimilarProductsArgs) -> dict[str, Any]:
         """Products similar to one product (sharing its semantic ID prefix), with titles."""
         service = self.service(env.world)
         return {"product_id": args.product_id, "similar": _call(service.similar_products, args.product_id, args.k)}
 
     @tool("read", icon="👉")
-    def recommend_next(self, env: ShoppingEnv, args: RecommendNextArgs) -> dict[str, Any]:
+    def recommend_next(self, env: Episode, args: RecommendNextArgs) -> dict[str, Any]:
         """Products the shopper is likely to want next, given products they viewed (oldest first)."""
         service = self.service(env.world)
         recommendations = _call(service.recommend_next, args.history, args.k)

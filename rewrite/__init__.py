@@ -8,20 +8,13 @@ from rewrite.config import DataConfig, EvalSettings, FeedbackSettings
 from rewrite.data import build_rewrite_data, read_queries
 from rewrite.evaluate import retrieval_metrics
 from rewrite.feedback import collect_feedback, preference_rows
+from rewrite.loader import load_rewriter
 from rewrite.longtail import LongTailGenerator, LongTailQuery
 from rewrite.model import RewriteModel, TableRewriter, resolve_stage
 from rewrite.prompts import prompt_messages
 from rewrite.retrieval import RetrievalJudge, RewardWeights, RewriteScores, partial_order
 from rewrite.rules import RuleRewriter
 from rewrite.tool import RewriteToolkit
-
-
-def load_rewriter(spec: str, **kwargs):
-    """`rule`, or a folder: a trained stage (stage.json), a LoRA adapter, or a model."""
-    if spec == "rule":
-        return RuleRewriter()
-    return RewriteModel.load(spec, **kwargs)
-
 
 __all__ = [
     "DataConfig", "EvalSettings", "FeedbackSettings", "LongTailGenerator", "LongTailQuery", "RetrievalJudge",

@@ -45,7 +45,7 @@ class RewriteToolkit(Toolkit):
     def rewriter(self) -> QueryRewriter:
         with self._lock:
             if self._rewriter is None:
-                from rewrite import load_rewriter
+                from rewrite.loader import load_rewriter
 
                 self._rewriter = load_rewriter(self._spec or "rule")
             return self._rewriter

@@ -16,6 +16,7 @@ from sandbox.scorer import (
 )
 from sandbox.tasks import ProductSpec, Task, TaskFormatError, load_task_file, load_tasks
 from sandbox.toolkit import (
+    Episode,
     ErrorKind,
     ToolArgs,
     ToolError,
@@ -42,7 +43,7 @@ from sandbox.world import ShoppingWorld
 
 __all__ = [
     "BUILTIN_TOOLKITS", "PRODUCT_FIELDS", "QueryRewriter", "load_query_rewriter", "SERVICES", "TOOLS", "BuildReport", "CalculationError", "Cart",
-    "CartTools", "ConstraintCheck", "ErrorKind", "ShoppingBenchTools", "ToolArgs", "ToolError", "ToolOutput",
+    "CartTools", "ConstraintCheck", "Episode", "ErrorKind", "ShoppingBenchTools", "ToolArgs", "ToolError", "ToolOutput",
     "Toolkit", "describe_tools", "load_toolkits", "tool", "tool_specs", "toolkit_classes", "toolkit_names", "trl_environment_class",
     "EmbeddingTitleSimilarity",
     "EpisodeScore", "Intent", "Product", "ProductSpec", "SearchBackend", "SearchPage", "SearchRequest", "Shop",

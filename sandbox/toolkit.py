@@ -6,7 +6,7 @@ Learned from tau2-bench's `@is_tool` methods. One method is one tool:
         group = "demo"
 
         @tool("read")
-        def echo(self, env: ShoppingEnv, text: str, times: int = 1) -> str:
+        def echo(self, env: Episode, text: str, times: int = 1) -> str:
             '''Repeat a text.'''
             return text * times
 
@@ -15,7 +15,7 @@ Learned from tau2-bench's `@is_tool` methods. One method is one tool:
 - its **arguments** are the signature: either one parameter typed with a `ToolArgs` model (when the
   arguments need validators of their own), or plain typed parameters, from which a strict pydantic
   model is built (`Annotated[int, Field(description=...)]` documents a parameter);
-- a parameter named `env` receives the episode (`ShoppingEnv`) the call runs in, so one toolkit
+- a parameter named `env` receives the episode (an `Episode`: the `ShoppingEnv`) the call runs in, so one toolkit
   instance serves every episode in every thread: per-episode state lives in the episode.
 
 From that declaration everything else is derived: `ToolSpec.openai_schema()` (OpenAI tool JSON),
@@ -34,15 +34,28 @@ import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, create_model
 from pydantic.fields import FieldInfo
 
 from sandbox.data_model import ToolKind
 
-if TYPE_CHECKING:
-    from sandbox.environment import ShoppingEnv
+
+class Episode(Protocol):
+    """What a tool may use of the episode it runs in (`ShoppingEnv` is the one implementation).
+
+    Declared here rather than imported, so that toolkits depend on this module only and the
+    environment, which dispatches to them, stays the one module above both.
+    """
+
+    world: Any
+    state: Any  # EpisodeState: steps, done, recommended, recommend_calls, cart, history
+    max_description_chars: int | None
+
+    def search(self, text: str, request: Any) -> Any: ...
+
+    def cart_summary(self) -> dict[str, Any]: ...
 
 _TOOL_ATTR = "__shoplab_tool__"
 
@@ -120,7 +133,7 @@ class BoundTool:
     takes_env: bool
     args_param: str | None  # the parameter that takes the whole args model; None when fields are spread
 
-    def __call__(self, env: ShoppingEnv, args: ToolArgs) -> Any:
+    def __call__(self, env: Episode, args: ToolArgs) -> Any:
         method = getattr(self.toolkit, self.method_name)
         kwargs: dict[str, Any] = {"env": env} if self.takes_env else {}
         if self.args_param is not None:

@@ -15,7 +15,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -23,6 +23,7 @@ from sandbox.calculator import CalculationError, calculate
 from sandbox.data_model import DETAIL_FIELDS, SEARCH_HIT_FIELDS, SERVICES, Voucher
 from sandbox.engines.base import SearchRequest, SortOrder, query_terms
 from sandbox.toolkit import (
+    Episode,
     ErrorKind,
     ToolArgs,
     ToolError,
@@ -33,9 +34,6 @@ from sandbox.toolkit import (
     select_tools,
     tool,
 )
-
-if TYPE_CHECKING:
-    from sandbox.environment import ShoppingEnv
 
 MAX_QUERY_CHARS = 500
 MAX_PAGE = 5
@@ -314,7 +312,7 @@ class ShoppingBenchTools(Toolkit):
     group = "shoppingbench"
 
     @tool("read", icon="🔎", returns=list[SearchHit])
-    def find_product(self, env: ShoppingEnv, a: FindProductArgs) -> ToolOutput:
+    def find_product(self, env: Episode, a: FindProductArgs) -> ToolOutput:
         """Search for products and return up to 10 products, each with product_id, shop_id, title, price, service and sold_count."""
         terms = query_terms(a.q)
         if not terms:
@@ -331,7 +329,7 @@ class ShoppingBenchTools(Toolkit):
         return ToolOutput(_compact(products), products)
 
     @tool("read", icon="📄", returns=list[ProductDetail])
-    def view_product_information(self, env: ShoppingEnv, a: ViewProductArgs) -> list[dict[str, Any]]:
+    def view_product_information(self, env: Episode, a: ViewProductArgs) -> list[dict[str, Any]]:
         """Given product_ids, fetch their descriptions, SKU options and attributes."""
         ids = a.ids()
         found = env.world.products(ids)
@@ -348,7 +346,7 @@ class ShoppingBenchTools(Toolkit):
         return out
 
     @tool("write", icon="⭐")
-    def recommend_product(self, env: ShoppingEnv, a: RecommendArgs) -> ToolOutput:
+    def recommend_product(self, env: Episode, a: RecommendArgs) -> ToolOutput:
         """Recommend products to the user. The last recommendation is the answer."""
         ids = a.ids()
         if not ids:
@@ -363,7 +361,7 @@ class ShoppingBenchTools(Toolkit):
         return ToolOutput(f"Having recommended the products to the user: {','.join(ids)}.", ids)
 
     @tool("write", icon="🏁")
-    def terminate(self, env: ShoppingEnv, a: TerminateArgs) -> ToolOutput:
+    def terminate(self, env: Episode, a: TerminateArgs) -> ToolOutput:
         """End the conversation once the task is done or cannot be done."""
         env.state.done = True
         env.state.terminate_status = a.status
@@ -386,7 +384,7 @@ class CartTools(Toolkit):
     stateless = False  # every tool reads or changes the episode's cart
 
     @tool("write", icon="🛒")
-    def add_to_cart(self, env: ShoppingEnv, a: AddToCartArgs) -> dict[str, Any]:
+    def add_to_cart(self, env: Episode, a: AddToCartArgs) -> dict[str, Any]:
         """Put a product in the cart."""
         product = env.world.products([a.product_id]).get(a.product_id)
         if product is None:
@@ -395,12 +393,12 @@ class CartTools(Toolkit):
         return env.cart_summary()
 
     @tool("read", icon="🛒")
-    def view_cart(self, env: ShoppingEnv) -> dict[str, Any]:
+    def view_cart(self, env: Episode) -> dict[str, Any]:
         """Show the cart: items, total, the best valid voucher applied, and the budget."""
         return env.cart_summary()
 
     @tool("write", icon="🛒")
-    def remove_from_cart(self, env: ShoppingEnv, a: RemoveFromCartArgs) -> dict[str, Any]:
+    def remove_from_cart(self, env: Episode, a: RemoveFromCartArgs) -> dict[str, Any]:
         """Take a product (or some of its quantity) out of the cart."""
         env.state.cart.remove(a.product_id, a.quantity)
         return env.cart_summary()

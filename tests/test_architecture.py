@@ -44,12 +44,9 @@ def _imports(name: str, path: Path) -> set[str]:
     found: set[str] = set()
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    # Imports under `if TYPE_CHECKING:` are annotations only: they never run, so they bind nothing.
-    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
-                   and getattr(block.test, "id", None) == "TYPE_CHECKING" for n in ast.walk(block)}
+    # Imports under `if TYPE_CHECKING:` count too: a type a module needs is a dependency, and a circle
+    # through one is a circle in the design even if Python never runs it.
     for node in ast.walk(tree):
-        if id(node) in typing_only:
-            continue
         targets: list[str] = []
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
@@ -57,7 +54,8 @@ def _imports(name: str, path: Path) -> set[str]:
             base = node.module or ""
             if node.level:
                 base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
-            targets = [f"{base}.{alias.name}" for alias in node.names] + [base]
+            # `from pkg import submodule` depends on the submodule; `from pkg import name`, on pkg.
+            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base for alias in node.names]
         for target in targets:
             while target and target not in MODULES:
                 target = target.rpartition(".")[0]
@@ -80,9 +78,10 @@ def test_packages_import_only_the_layers_below_them():
 
 
 def _cycles() -> list[list[str]]:
-    """Strongly connected components of more than one module (Tarjan), package __init__s aside:
-    a package re-exporting its modules' names is not a circle between those modules."""
-    graph = {m: {t for t in ts if t not in PACKAGES} for m, ts in GRAPH.items() if m not in PACKAGES}
+    """Strongly connected components of more than one module (Tarjan), package `__init__`s included:
+    a module that imports its own package's `__init__` while that `__init__` re-exports the module
+    is a circle too."""
+    graph = GRAPH
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
