@@ -62,10 +62,15 @@ def _bounded_ids(value: Any, field: str, limit: int, too_many: str, allow_empty:
     return ids
 
 
-def _check_k(v: Any) -> Any:
-    if isinstance(v, bool) or isinstance(v, float) and not v.is_integer():
-        raise ValueError("k must be an integer")
-    return v
+class _CountArgs(ToolArgs):
+    """Arguments with a result count `k` (each subclass declares it, with its own description)."""
+
+    @field_validator("k", mode="before", check_fields=False)
+    @classmethod
+    def _k(cls, v: Any) -> Any:
+        if isinstance(v, bool) or isinstance(v, float) and not v.is_integer():
+            raise ValueError("k must be an integer")
+        return v
 
 
 class RankProductsArgs(ToolArgs):
@@ -97,7 +102,7 @@ class RankProductsArgs(ToolArgs):
         return list(self.context.get("history", []))
 
 
-class SimilarProductsArgs(ToolArgs):
+class SimilarProductsArgs(_CountArgs):
     product_id: str = Field(description="One product id.")
     k: int = Field(5, ge=1, le=MAX_K, description=f"How many similar products, 1 to {MAX_K}.")
 
@@ -111,13 +116,8 @@ class SimilarProductsArgs(ToolArgs):
             raise ValueError("give exactly one product_id")
         return ids[0]
 
-    @field_validator("k", mode="before")
-    @classmethod
-    def _k(cls, v: Any) -> Any:
-        return _check_k(v)
 
-
-class RecommendNextArgs(ToolArgs):
+class RecommendNextArgs(_CountArgs):
     history: list[str] = Field(description="Product ids the shopper viewed or bought, oldest first (1 to 50).")
     k: int = Field(5, ge=1, le=MAX_K, description=f"How many products to recommend, 1 to {MAX_K}.")
 
@@ -125,11 +125,6 @@ class RecommendNextArgs(ToolArgs):
     @classmethod
     def _history(cls, v: Any) -> list[str]:
         return _bounded_ids(v, "history", MAX_HISTORY_IDS, f"at most {MAX_HISTORY_IDS} history products")
-
-    @field_validator("k", mode="before")
-    @classmethod
-    def _k(cls, v: Any) -> Any:
-        return _check_k(v)
 
 
 def _call(fn, *args: Any) -> Any:

@@ -47,7 +47,7 @@ class StepResult:
         out = {"tool": self.tool, "arguments": self.arguments, "observation": self.observation, "ok": self.ok,
                "done": self.done, "latency_ms": round(self.latency_ms, 3)}
         if self.error is not None:
-            out["error_kind"] = self.error.kind.value
+            out["error_kind"] = self.error_kind
         return out
 
 

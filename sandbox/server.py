@@ -201,19 +201,18 @@ class _EpisodeStore:
                     next(iter(self._episodes)) != episode.episode_id:
                 self._drop_oldest()
 
-    def _drop_oldest(self) -> None:
+    def _pop_oldest(self) -> None:
         _, oldest = self._episodes.popitem(last=False)
         self._bytes -= oldest.size
+
+    def _drop_oldest(self) -> None:
+        self._pop_oldest()
         self.evicted += 1
 
     def _expire(self) -> None:
         now = self._clock()
-        while self._episodes:
-            oldest = next(iter(self._episodes.values()))
-            if now - oldest.last_used <= self.idle_seconds:
-                break
-            self._episodes.popitem(last=False)
-            self._bytes -= oldest.size
+        while self._episodes and now - next(iter(self._episodes.values())).last_used > self.idle_seconds:
+            self._pop_oldest()
             self.expired += 1
 
     def get(self, episode_id: str) -> _Episode:

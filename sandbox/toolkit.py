@@ -325,17 +325,16 @@ def _compact_tool_line(spec: ToolSpec) -> str:
     return f"- {spec.name}({', '.join(params)}): {spec.description.split('. ')[0].rstrip('.')}."
 
 
-_JSON_TO_PY = {"string": "str", "integer": "int", "number": "float", "boolean": "bool", "array": "list",
-               "object": "dict"}
+_JSON_TO_PY = {"string": str, "integer": int, "number": float, "boolean": bool, "array": list, "object": dict}
 
 
 def _python_annotation(prop: dict[str, Any]) -> Any:
+    """The Python type TRL's schema reader maps back to this JSON-schema property's type."""
     kinds = [prop.get("type")] if prop.get("type") else [x.get("type") for x in prop.get("anyOf", [])]
     kinds = [k for k in kinds if k and k != "null"]
     if "enum" in prop:
         kinds = ["string"]
-    return {"string": str, "integer": int, "number": float, "boolean": bool, "array": list,
-            "object": dict}.get(kinds[0] if kinds else "string", str)
+    return _JSON_TO_PY.get(kinds[0] if kinds else "string", str)
 
 
 def trl_environment_class(specs: Iterable[ToolSpec], name: str = "ShoppingToolMethods") -> type:

@@ -11,7 +11,6 @@ and the methods' docstrings are what the LLM reads.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -230,10 +229,6 @@ class ProductDetail(BaseModel):
     attributes: dict[str, list[str]]
 
 
-def _compact(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
-
-
 # -- the cart -----------------------------------------------------------------------------------
 MAX_CART_QUANTITY = 99
 
@@ -312,7 +307,7 @@ class ShoppingBenchTools(Toolkit):
     group = "shoppingbench"
 
     @tool("read", icon="🔎", returns=list[SearchHit])
-    def find_product(self, env: Episode, a: FindProductArgs) -> ToolOutput:
+    def find_product(self, env: Episode, a: FindProductArgs) -> ToolOutput | list[dict[str, Any]]:
         """Search for products and return up to 10 products, each with product_id, shop_id, title, price, service and sold_count."""
         terms = query_terms(a.q)
         if not terms:
@@ -326,7 +321,7 @@ class ShoppingBenchTools(Toolkit):
             hint = "Try fewer or different words, or remove filters." if page.total == 0 else \
                 f"Only {page.total} products match; there is no page {a.page}."
             return ToolOutput(f"No products found. {hint}", [])
-        return ToolOutput(_compact(products), products)
+        return products  # the episode shows data as compact JSON
 
     @tool("read", icon="📄", returns=list[ProductDetail])
     def view_product_information(self, env: Episode, a: ViewProductArgs) -> list[dict[str, Any]]:
