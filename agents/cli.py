@@ -99,11 +99,14 @@ def run(
                                           "generation batch (default: the config's max_batch_size, 8)."),
     rewriter: str | None = typer.Option(None, "--rewriter", help="Turn on the search's rewrite stage: `rule`, "
                                         "or a trained rewriter stage folder (e.g. runs/rewrite/align_pro)."),
+    profile: str | None = typer.Option(None, "--profile", help="shoppingbench (default: the tools answer as "
+                                       "ShoppingBench's own do, so scores mean the same there) | shoplab "
+                                       "(validated arguments, readable errors, all-words-first search)."),
 ) -> None:
     """Run an agent on tasks; prints a scorecard per intent and writes RUN_DIR/{results.jsonl,summary.json}."""
     from agents.registry import agent_names, agent_needs_llm, make_agent
     from agents.runner import RunConfig, RunFolderBusy, run_benchmark
-    from sandbox import ShoppingWorld, load_toolkits
+    from sandbox import PROFILES, ShoppingWorld, load_toolkits
 
     tasks = extra_task_files(ctx, tasks) or None
     if agent not in agent_names():
@@ -140,7 +143,15 @@ def run(
     elif llm or model or base_url or llm_config or agent_config or overrides:
         raise typer.BadParameter(f"agent {agent!r} does not use an LLM (nor its configs)", param_hint="--llm")
     config = cli_config(RunConfig, flags={"agent": agent, "trials": trials, "parallel": parallel,
-                                          "max_steps": max_steps, "llm": llm_settings, "rewriter": rewriter})
+                                          "max_steps": max_steps, "llm": llm_settings, "rewriter": rewriter,
+                                          # the rewrite stage is part of shoplab's search: it brings its profile
+                                          "profile": profile or ("shoplab" if rewriter else None)})
+    if config.profile not in PROFILES:
+        raise typer.BadParameter(f"unknown profile {config.profile!r}; choose from {', '.join(PROFILES)}",
+                                 param_hint="--profile")
+    if rewriter and config.profile != "shoplab":
+        raise typer.BadParameter("the search's rewrite stage is part of the shoplab profile: add --profile shoplab",
+                                 param_hint="--rewriter")
     query_rewriter = None
     if rewriter:
         from sandbox.rewrite_stage import load_query_rewriter

@@ -116,7 +116,7 @@ def _agent_label(summary: Mapping[str, Any]) -> str:
     llm = run.get("llm")
     if isinstance(llm, dict) and llm.get("model"):
         agent += f" ({llm.get('backend', '?')}:{llm['model']})"
-    return agent
+    return f"{agent} [{run.get('profile', 'shoplab')}]"
 
 
 def _tokens(block: Mapping[str, Any]) -> str:
@@ -220,7 +220,8 @@ def markdown_report(summaries: Mapping[str, Mapping[str, Any]], png_name: str = 
     lines += ["", f"![ASR per intent]({png_name})", "", "## Runs", ""]
     for name, s in summaries.items():
         run = s.get("run") or {}
-        details = [f"agent `{run.get('agent', MISSING)}`"]
+        details = [f"agent `{run.get('agent', MISSING)}`",
+                   f"profile `{run.get('profile', 'shoplab')}`"]  # runs before profiles existed were shoplab's
         llm = run.get("llm")
         if isinstance(llm, dict):
             details.append(f"LLM {llm.get('backend', MISSING)} `{llm.get('model', MISSING)}`")

@@ -33,12 +33,19 @@ class RunConfig:
     max_steps: int = DEFAULT_MAX_STEPS
     llm: dict[str, Any] | None = None  # the LLMConfig of LLM agents, recorded with the run
     rewriter: str | None = None  # what the search's rewrite stage used, recorded with the run
+    # How ShoppingBench's tools behave (sandbox.ShoppingEnv): `shoppingbench` answers as upstream does,
+    # so scores mean what they mean there; `shoplab` is the validating, explaining profile.
+    profile: str = "shoppingbench"
+
+
+ROW_KEYS = ("task_id", "trial", "intent", "success")
 
 
 def _read_done(results_path: Path) -> list[dict[str, Any]]:
     """Completed episodes; a line cut short by a kill is dropped, a complete last line missing its
     newline gets one, and a repeated (task, trial) keeps its first row: the file is rewritten so
-    that appending goes on cleanly."""
+    that appending goes on cleanly. Complete lines that are not rows of this runner are moved to
+    `results.rejected.jsonl`, never silently deleted."""
     if not results_path.exists():
         return []
     rows: list[dict[str, Any]] = []
@@ -47,11 +54,18 @@ def _read_done(results_path: Path) -> list[dict[str, Any]]:
     lines = [line for line in text.split("\n") if line.strip()]
     clean = not text or text.endswith("\n")  # else the next row would be glued onto the last one
     seen: set[tuple[str, int]] = set()
-    for line in lines:
+    rejected: list[str] = []
+    for idx, line in enumerate(lines):
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
             clean = False
+            if idx < len(lines) - 1 or text.endswith("\n"):  # a complete line that is not JSON: keep it aside
+                rejected.append(line)
+            continue
+        if not isinstance(row, dict) or not all(k in row for k in ROW_KEYS):
+            clean = False  # not a row this runner wrote (a hand edit): kept aside, the episode runs again
+            rejected.append(line)
             continue
         key = (row.get("task_id"), row.get("trial"))
         if key in seen:  # written twice (an older run without the folder lock): count it once
@@ -59,6 +73,9 @@ def _read_done(results_path: Path) -> list[dict[str, Any]]:
             continue
         seen.add(key)
         rows.append(row)
+    if rejected:
+        with results_path.with_suffix(".rejected.jsonl").open("a", encoding="utf-8") as fh:
+            fh.write("".join(line + "\n" for line in rejected))
     if not clean:
         tmp = results_path.with_suffix(".jsonl.tmp")
         tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
@@ -116,8 +133,9 @@ def summarize(rows: Sequence[dict[str, Any]], trials: int | None = None) -> dict
 
 def run_episode(world: ShoppingWorld, task: Task, agent: Agent, trial: int, max_steps: int,
                 similarity: TitleSimilarity, query_rewriter: QueryRewriter | None = None,
-                toolkits: Sequence[Toolkit] = ()) -> dict[str, Any]:
-    env = ShoppingEnv(world, task, max_steps=max_steps, query_rewriter=query_rewriter, toolkits=toolkits)
+                toolkits: Sequence[Toolkit] = (), profile: str = "shoppingbench") -> dict[str, Any]:
+    env = ShoppingEnv(world, task, max_steps=max_steps, query_rewriter=query_rewriter, toolkits=toolkits,
+                      profile=profile)
     env.reset()
     started = time.perf_counter()
     error = None
@@ -180,12 +198,24 @@ def _run_benchmark(world: ShoppingWorld, tasks: Sequence[Task], agent_factory: C
                    query_rewriter: QueryRewriter | None, toolkits: Sequence[Toolkit]) -> dict[str, Any]:
     results_path = out / "results.jsonl"
     config_path = out / "config.json"
+    previous: dict[str, Any] = {}
     if config_path.exists():
-        previous = json.loads(config_path.read_text())
+        try:  # written atomically now; a file cut by a kill in an older version is just rewritten
+            previous = json.loads(config_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            previous = {}
+        if not isinstance(previous, dict):
+            previous = {}
+    if previous:
         if previous.get("agent") != config.agent:
             raise ValueError(f"{out} holds a run of agent {previous.get('agent')!r}; use another --out")
-    config_path.write_text(json.dumps({**config.__dict__, "data_dir": str(world.data_dir),
-                                       "n_tasks": len(tasks)}, indent=2))
+        if previous.get("profile", "shoplab") != config.profile:  # runs before profiles were shoplab's
+            raise ValueError(f"{out} holds a run under the {previous.get('profile', 'shoplab')!r} profile; "
+                             "use another --out")
+    tmp_config = config_path.with_suffix(".json.tmp")
+    tmp_config.write_text(json.dumps({**config.__dict__, "data_dir": str(world.data_dir),
+                                      "n_tasks": len(tasks)}, indent=2))
+    os.replace(tmp_config, config_path)
     done_rows = _read_done(results_path)
     done = {(r["task_id"], r["trial"]) for r in done_rows}
     todo = [(t, k) for k in range(config.trials) for t in tasks if (t.task_id, k) not in done]
@@ -203,7 +233,7 @@ def _run_benchmark(world: ShoppingWorld, tasks: Sequence[Task], agent_factory: C
 
     def work(task: Task, trial: int) -> dict[str, Any]:
         return run_episode(world, task, agent_for_thread(), trial, config.max_steps, similarity, query_rewriter,
-                           toolkits)
+                           toolkits, config.profile)
 
     with results_path.open("a", encoding="utf-8") as fh, tqdm(
             total=len(todo), desc=f"{config.agent}", unit="ep", disable=not progress, mininterval=1.0) as bar:
@@ -235,6 +265,6 @@ def _run_benchmark(world: ShoppingWorld, tasks: Sequence[Task], agent_factory: C
                       "data_dir": str(world.data_dir), "backend": world.manifest.get("backend"),
                       "n_products": world.manifest.get("n_products"), "parallel": config.parallel,
                       "wall_seconds": round(wall, 2), "new_episodes": len(todo), "llm": config.llm,
-                      "rewriter": config.rewriter}
+                      "rewriter": config.rewriter, "profile": config.profile}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

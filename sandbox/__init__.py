@@ -4,6 +4,7 @@ from sandbox.calculator import CalculationError, calculate
 from sandbox.catalogue import BuildReport, build_sandbox
 from sandbox.data_model import PRODUCT_FIELDS, SERVICES, Intent, Product, Shop, Voucher
 from sandbox.engines.base import SearchBackend, SearchPage, SearchRequest, SortOrder, analyze, query_terms
+from sandbox.engines.lucene_bm25 import LuceneBM25Index, lucene_english_tokens
 from sandbox.environment import ShoppingEnv, StepResult
 from sandbox.rewrite_stage import QueryRewriter, load_query_rewriter
 from sandbox.scorer import (
@@ -14,6 +15,7 @@ from sandbox.scorer import (
     pass_hat_k,
     score_episode,
 )
+from sandbox.shoppingbench_profile import PROFILES, ShoppingBenchProfileTools
 from sandbox.tasks import ProductSpec, Task, TaskFormatError, load_task_file, load_tasks
 from sandbox.toolkit import (
     Episode,
@@ -36,6 +38,7 @@ from sandbox.tools import (
     Cart,
     CartTools,
     ShoppingBenchTools,
+    UtilityTools,
     openai_tools,
     tool_specs,
 )
@@ -50,4 +53,5 @@ __all__ = [
     "ShoppingEnv", "ShoppingWorld", "SortOrder", "StepResult", "Task", "TaskFormatError", "ToolSpec", "Voucher",
     "analyze", "build_sandbox", "calculate", "default_title_similarity", "load_task_file", "load_tasks",
     "openai_tools", "pass_hat_k", "query_terms", "score_episode",
+    "PROFILES", "LuceneBM25Index", "ShoppingBenchProfileTools", "UtilityTools", "lucene_english_tokens",
 ]

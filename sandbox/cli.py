@@ -9,6 +9,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from shoplab_core.config import cli_config, config_option, set_option
@@ -34,7 +35,10 @@ def build(
     ctx: typer.Context,
     data_dir: Path = typer.Option(..., "--data-dir", help="Where the sandbox is written."),
     tasks: list[Path] = typer.Option(..., "--tasks", help="ShoppingBench-format task files (any intent).", exists=True),
-    products: int = typer.Option(200_000, "--products", min=1, help="Catalogue size, golds and decoys included."),
+    products: int = typer.Option(200_000, "--products", min=1, help="The catalogue's exact size: gold products, "
+                                 "their decoys and generated fillers. When golds and decoys alone are more, decoys "
+                                 "are left out evenly (the manifest's n_decoys_left_out says how many); fewer "
+                                 "products than golds is an error."),
     backend: str = typer.Option("tantivy", "--backend", help="tantivy (embedded) or elasticsearch."),
     seed: int = typer.Option(0, "--seed"),
     es_url: str | None = typer.Option(None, "--es-url", envvar="SHOPLAB_ES_URL"),
@@ -42,6 +46,10 @@ def build(
     es_api_key: str | None = typer.Option(None, "--es-api-key", envvar="SHOPLAB_ES_API_KEY"),
     es_shards: int = typer.Option(1, "--es-shards", envvar="SHOPLAB_ES_SHARDS"),
     es_replicas: int = typer.Option(0, "--es-replicas", envvar="SHOPLAB_ES_REPLICAS"),
+    skip_bad_tasks: bool = typer.Option(False, "--skip-bad-tasks", help="Build without the tasks that cannot be "
+                                        "built (unsatisfiable, or contradicting an earlier task), listing each with "
+                                        "its file and line in the manifest's conflicts; by default they fail the "
+                                        "build. Lines out of format always fail it."),
 ) -> None:
     """Import task files, rebuild their gold products and decoys, fill to N products, index."""
     from sandbox.catalogue import build_sandbox
@@ -55,10 +63,14 @@ def build(
     elif backend != "tantivy":
         raise typer.BadParameter("backend must be 'tantivy' or 'elasticsearch'", param_hint="--backend")
     try:
-        report = build_sandbox(data_dir, tasks, products, backend=backend, seed=seed, es_options=es_options)
+        report = build_sandbox(data_dir, tasks, products, backend=backend, seed=seed, es_options=es_options,
+                               skip_bad_tasks=skip_bad_tasks)
     except TaskFormatError as exc:
-        console.print(f"[red]task file error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+        console.print(f"[red]task file error:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    except ValueError as exc:  # e.g. too few --products, or a folder that is not a sandbox
+        console.print(f"[red]cannot build:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(1) from None
     table = Table(title=f"sandbox built in {report.seconds:.1f}s ({report.products_per_second:,.0f} products/s)")
     for col in ("products", "gold", "decoys", "fillers", "tasks", "intents"):
         table.add_column(col)
@@ -66,7 +78,10 @@ def build(
                   str(report.n_tasks), ", ".join(f"{k} {v}" for k, v in report.intents.items()))
     console.print(table)
     for c in report.conflicts:
-        console.print(f"[yellow]conflict:[/yellow] {c}")
+        console.print(f"[yellow]task skipped:[/yellow] {escape(c)}", soft_wrap=True)
+    if report.n_decoys_left_out:
+        console.print(f"[yellow]{report.n_decoys_left_out:,} decoys left out[/yellow] to keep the catalogue at "
+                      f"{products:,} products: ask for {products + report.n_decoys_left_out:,} to keep them all")
 
 
 @app.command("gen-tasks")

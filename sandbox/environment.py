@@ -19,9 +19,15 @@ from sandbox.data_model import Voucher
 from sandbox.engines.base import SearchPage, SearchRequest
 from sandbox.rewrite_stage import QueryRewriter, search_with_rewrites
 from sandbox.scorer import EpisodeScore, TitleSimilarity, score_episode
+from sandbox.shoppingbench_profile import (
+    PROFILE_MAX_CALLS,
+    PROFILES,
+    ShoppingBenchProfileTools,
+    upstream_json,
+)
 from sandbox.tasks import Task
 from sandbox.toolkit import ErrorKind, ToolError, Toolkit, ToolOutput, ToolSpec, collect_tools, select_tools
-from sandbox.tools import BUILTIN_TOOLKITS, Cart
+from sandbox.tools import BUILTIN_TOOLKITS, Cart, CartTools, UtilityTools
 from sandbox.world import ShoppingWorld
 
 DEFAULT_MAX_STEPS = 30
@@ -62,6 +68,9 @@ class EpisodeState:
     terminate_status: str | None = None
 
 
+_PROFILE_TOOLKITS: tuple[Toolkit, ...] = (ShoppingBenchProfileTools(), UtilityTools(), CartTools())
+
+
 def _compact(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
@@ -73,18 +82,30 @@ class ShoppingEnv:
                  tools: list[str] | None = None, max_description_chars: int | None = 1500,
                  wallet: list[Voucher] | None = None, query_rewriter: QueryRewriter | None = None,
                  instruction: str | None = None, budget: float | None = None,
-                 toolkits: Sequence[Toolkit] = ()):
+                 toolkits: Sequence[Toolkit] = (), profile: str = "shoplab"):
         """`tools` selects tools by name or toolkit group (default: all); `toolkits` adds plug-in
         toolkits (rewriters, recommenders, ...) to the sandbox's own. `instruction` and `budget` state
         a shopper's own request (the demo's chat); when they are not given, the task's query and its
-        voucher's budget are used."""
+        voucher's budget are used.
+
+        `profile` chooses how ShoppingBench's four tools behave: `shoplab` (validated arguments,
+        readable errors, all-words-first search: the better tool for building agents) or
+        `shoppingbench` (exactly as upstream's client and server answer, errors and all:
+        `sandbox.shoppingbench_profile`; `max_steps` then counts up to `PROFILE_MAX_CALLS` tool calls,
+        since upstream bounds model turns, not calls, and the agent counts the turns)."""
+        if profile not in PROFILES:
+            raise ValueError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
+        self.profile = profile
         self.world = world
         self._instruction = instruction
         self._budget = budget
         self.query_rewriter = query_rewriter
         self.task = task
+        builtin = BUILTIN_TOOLKITS if profile == "shoplab" else _PROFILE_TOOLKITS
+        if profile == "shoppingbench" and max_steps == DEFAULT_MAX_STEPS:
+            max_steps = PROFILE_MAX_CALLS
         self.max_steps = max_steps
-        self._tools = collect_tools([*BUILTIN_TOOLKITS, *toolkits])
+        self._tools = collect_tools([*builtin, *toolkits])
         self.tool_names = select_tools(self._tools, tools)
         self.max_description_chars = max_description_chars
         if wallet is None:
@@ -167,7 +188,9 @@ class ShoppingEnv:
             error = ToolError(f"{tool} failed ({type(exc).__name__}: {str(exc)[:200]})", ErrorKind.internal)
         ok = error is None
         if error is not None:
-            observation, data = f"Error: {error.message}", None
+            # Upstream's agents read `null` for a call that failed; shoplab's read why.
+            observation = upstream_json(None) if self.profile == "shoppingbench" else f"Error: {error.message}"
+            data = None
         if self.state.steps >= self.max_steps:
             self.state.done = True
         result = StepResult(tool=str(tool)[:80], arguments=args_for_log, observation=observation, ok=ok,
@@ -204,6 +227,9 @@ class ShoppingEnv:
             arguments = json.loads(arguments)
         except json.JSONDecodeError as exc:
             raise ToolError(f"arguments are not valid JSON ({exc.msg} at char {exc.pos})",
+                            ErrorKind.invalid_arguments) from exc
+        except ValueError as exc:  # e.g. an integer of over 4,300 digits (Python's conversion limit)
+            raise ToolError(f"arguments hold a value Python refuses to read: {str(exc)[:120]}",
                             ErrorKind.invalid_arguments) from exc
         except RecursionError as exc:  # thousands of nested brackets: refused as input, not an engine failure
             raise ToolError("arguments nest too deeply", ErrorKind.invalid_arguments) from exc

@@ -8,6 +8,11 @@
 - shop: the i-th id against the i-th target; mean score 1 and all recommended products in one shop.
 - voucher: as shop's mean score, plus the budget check with the voucher rule.
 - web: the knowledge attribute in the recommended title or description, and title cosine ≥ 0.8.
+
+Upstream never checks that a shop or voucher answer names distinct products: one product that meets two
+requested products' rules may fill both slots (run_evaluate.py scores the i-th id against the i-th
+target, nothing more). The default keeps that rule, so verdicts agree with upstream's; the strict rule
+set (`distinct_products=True`) counts a product only in the first slot it fills.
 """
 
 from __future__ import annotations
@@ -206,19 +211,25 @@ class EpisodeScore:
 
 
 def parse_recommendation(product_ids: str | Iterable[str] | None) -> list[str]:
+    """The recommended ids as upstream's evaluator reads them: the text split at ",", nothing trimmed
+    ("a, b" names " b", which is no product). shoplab's own `recommend_product` records trimmed ids;
+    the `shoppingbench` profile records the text as the model wrote it."""
     if product_ids is None:
         return []
     if isinstance(product_ids, str):
-        return [p.strip() for p in product_ids.split(",") if p.strip()]
-    return [str(p).strip() for p in product_ids if str(p).strip()]
+        return product_ids.split(",") if product_ids else []
+    return [str(p) for p in product_ids]
 
 
 ProductLookup = Callable[[Sequence[str]], Mapping[str, Mapping[str, Any]]]
 
 
 def score_episode(task: Task, recommended: str | Sequence[str] | None, lookup: ProductLookup,
-                  similarity: TitleSimilarity | None = None, with_checks: bool = False) -> EpisodeScore:
-    """`with_checks` adds each product's constraint-by-constraint breakdown to `per_product`."""
+                  similarity: TitleSimilarity | None = None, with_checks: bool = False,
+                  distinct_products: bool = False) -> EpisodeScore:
+    """`with_checks` adds each product's constraint-by-constraint breakdown to `per_product`.
+    `distinct_products` (strict; not upstream's rule): a product already recommended for an earlier slot
+    scores 0 in a later one (`unmet: ["repeated"]`), so one product cannot answer two requests."""
     similarity = similarity or _LazySimilarity()
     ids = parse_recommendation(recommended)
     found = lookup(ids) if ids else {}
@@ -242,8 +253,9 @@ def score_episode(task: Task, recommended: str | Sequence[str] | None, lookup: P
     specs = task.reward[:1] if task.intent == Intent.product else task.reward
     scores: list[ProductScore | None] = []
     matched: list[Mapping[str, Any]] = []
+    repeated = {i for i in range(min(len(specs), len(ids))) if distinct_products and ids[i] in ids[:i]}
     for i, spec in enumerate(specs):
-        product = found.get(ids[i]) if i < len(ids) else None
+        product = found.get(ids[i]) if i < len(ids) and i not in repeated else None
         if product is None:
             scores.append(None)
             continue
@@ -254,7 +266,8 @@ def score_episode(task: Task, recommended: str | Sequence[str] | None, lookup: P
     gt = sum(1.0 for s in scores if s and s.exact) / n
     fields = {f: sum(s.field_scores()[f] for s in scores if s) / n for f in FIELDS}
     per_product = [{"product_id": ids[i] if i < len(ids) else None, "score": s.score if s else 0.0,
-                    "unmet": s.unmet() if s else ["missing"]} for i, s in enumerate(scores)]
+                    "unmet": s.unmet() if s else ["repeated" if i in repeated else "missing"]}
+                   for i, s in enumerate(scores)]
     if with_checks:
         for row, s in zip(per_product, scores, strict=True):
             row["exact"] = bool(s and s.exact)

@@ -1,7 +1,9 @@
 """The sandbox's own toolkits, each tool declared once as a `@tool` method (see `sandbox.toolkit`).
 
 - `ShoppingBenchTools`: ShoppingBench's tools (`find_product`, `view_product_information`,
-  `recommend_product`, `terminate`) and a safe `calculate` (group `utility`).
+  `recommend_product`, `terminate`) under the `shoplab` profile (`sandbox.shoppingbench_profile` has
+  them as upstream serves them).
+- `UtilityTools`: a safe `calculate` (group `utility`).
 - `CartTools`: a cart (`add_to_cart`, `view_cart`, `remove_from_cart`) over the episode's `Cart`,
   which owns voucher pricing.
 
@@ -302,7 +304,7 @@ class Cart:
 
 # -- the toolkits ---------------------------------------------------------------------------------
 class ShoppingBenchTools(Toolkit):
-    """ShoppingBench's tools, as its agents see them, plus `calculate`."""
+    """ShoppingBench's tools, as shoplab's profile serves them: validated arguments, readable errors."""
 
     group = "shoppingbench"
 
@@ -362,7 +364,15 @@ class ShoppingBenchTools(Toolkit):
         env.state.terminate_status = a.status
         return ToolOutput("The conversation has ended.", a.status)
 
-    @tool("read", group="utility", icon="🧮")
+
+
+class UtilityTools(Toolkit):
+    """Tools that need no shop: a safe `calculate` (ShoppingBench's agents run Python for this; shoplab
+    never executes model output)."""
+
+    group = "utility"
+
+    @tool("read", icon="🧮")
     def calculate(self, a: CalculateArgs) -> ToolOutput:
         """Evaluate an arithmetic expression (prices, vouchers, budgets)."""
         try:
@@ -399,7 +409,7 @@ class CartTools(Toolkit):
         return env.cart_summary()
 
 
-BUILTIN_TOOLKITS: tuple[Toolkit, ...] = (ShoppingBenchTools(), CartTools())
+BUILTIN_TOOLKITS: tuple[Toolkit, ...] = (ShoppingBenchTools(), UtilityTools(), CartTools())
 TOOLS = {spec.name: spec for kit in BUILTIN_TOOLKITS for spec in kit.specs()}
 """The sandbox's own tools by name (derived from the toolkits; read-only by convention)."""
 

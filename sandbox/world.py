@@ -8,9 +8,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from sandbox.catalogue.build import open_backend
+from sandbox.catalogue.build import LUCENE_INDEX_DIR, open_backend
 from sandbox.data_model import Voucher
 from sandbox.engines.base import SearchBackend, SearchPage, SearchRequest
+from sandbox.engines.lucene_bm25 import LuceneBM25Index, build_lucene_index
 from sandbox.tasks import Task, read_tasks
 
 
@@ -54,6 +55,19 @@ class ShoppingWorld:
 
     def voucher_for_task(self, task_id: str) -> Voucher | None:
         return self.vouchers.get(f"V-{task_id}")
+
+    @cached_property
+    def compat_index(self) -> LuceneBM25Index:
+        """ShoppingBench's relevance (Lucene's analysis and BM25) over this catalogue: the `shoppingbench`
+        profile's search. Built with the sandbox; a sandbox built before it existed gets it on first use
+        (in product-id order, which then decides BM25 ties)."""
+        path = self.data_dir / LUCENE_INDEX_DIR
+        if not (path / "meta.json").exists():
+            iter_all = getattr(self.backend, "iter_all", None)
+            if iter_all is None:
+                raise FileNotFoundError(f"{path} is missing; rebuild the sandbox (`shoplab sandbox build`)")
+            build_lucene_index(iter_all(), path)
+        return LuceneBM25Index(path)
 
     def search(self, request: SearchRequest) -> SearchPage:
         return self.backend.search_sorted_or_relaxed(request)

@@ -66,9 +66,12 @@ class TurnSettings:
         if not model or len(model) > 300:
             raise DemoError("give a model: the bundled alias smollm2-135m-instruct, an HF folder or a model name")
         try:
-            temperature = min(2.0, max(0.0, float(self.temperature)))
+            temperature = float(self.temperature)
+            if temperature != temperature:  # NaN clamps to nothing
+                raise ValueError("temperature is not a number")
+            temperature = min(2.0, max(0.0, temperature))
             max_steps = min(max_steps_cap, max(1, int(self.max_steps)))
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:  # int(inf) is an OverflowError
             raise DemoError("temperature and max steps must be numbers") from exc
         return TurnSettings(self.agent, self.backend, model, temperature, max_steps)
 

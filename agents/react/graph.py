@@ -4,9 +4,13 @@ r"""A LangGraph ReAct shopping agent: model node <-> tool node over the sandbox 
                   \--(response / limit / error)------> finalize -> END
              tools --(terminate / step limit)--------> finalize
 
-`finalize` guarantees a `recommend_product`: when the model stops without one, it is asked once
-more for just that call; if it still gives none, the top result of its last search is recommended
-and the episode is marked so (`final_recommendation: fallback`), so the two are never confused.
+The episode follows one of two rule sets (agents.react.episode_rules), chosen by
+`ReactConfig.episode_rules` (`auto`: the environment's profile). Under `shoppingbench`'s, the loop is
+upstream's: 30 model turns of any number of calls, `<obs>` lists, no corrections, nothing forced.
+Under `shoplab`'s, `finalize` guarantees a `recommend_product`: when the model stops without one, it
+is asked once more for just that call; if it still gives none, the top result of its last search is
+recommended and the episode is marked so (`final_recommendation: fallback`), so the two are never
+confused.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from langgraph.graph import END, START, StateGraph
 
 from agents.llm.base import ChatResult, Message, SamplingConfig
 from agents.react.config import ReactConfig
+from agents.react.episode_rules import EpisodeRules, observations_as_upstream, results_json, tool_call_id
 from agents.react.parsing import ParsedTurn, ToolCall, parse_native_turn, parse_text_turn
 from sandbox import ErrorKind, ShoppingEnv
 
@@ -66,10 +71,14 @@ class ReactAgent:
 
     # -- prompt -------------------------------------------------------------------
     def system_prompt(self, env: ShoppingEnv) -> str:
-        return self.config.system_message(env.tool_specs(), self.tool_format)
+        return self.config.system_message(env.tool_specs(), self.tool_format, self.config.rules_for(env))
 
-    def prompt_messages(self, messages: list[Message]) -> list[Message]:
-        """The conversation as the model sees it: recent observations whole, older ones shortened."""
+    def prompt_messages(self, messages: list[Message], rules: EpisodeRules | None = None) -> list[Message]:
+        """The conversation as the model sees it. shoplab's rules: recent observations whole, older ones
+        shortened; shoppingbench's: upstream's `<obs>` per turn, whole. `rules` default to `rules_for()`."""
+        rules = rules or self.config.rules_for()
+        if rules.upstream_observations:
+            return observations_as_upstream(messages, self.tool_format)
         tool_idx = [i for i, m in enumerate(messages) if m["role"] == "tool"]
         keep = set(tool_idx[-self.config.keep_full_observations:]) if self.config.keep_full_observations else set()
         out = []
@@ -81,12 +90,12 @@ class ReactAgent:
         return out
 
     # -- nodes --------------------------------------------------------------------
-    def _call_model(self, messages: list[Message], env: ShoppingEnv,
-                    turn_no: int) -> tuple[ChatResult, ParsedTurn, dict[str, Any]]:
+    def _call_model(self, messages: list[Message], env: ShoppingEnv, turn_no: int,
+                    rules: EpisodeRules) -> tuple[ChatResult, ParsedTurn, dict[str, Any]]:
         """One model turn: the reply, its parsed calls, and the turn's record (tokens, latency, format)."""
         tools = env.openai_tools() if self.tool_format == "native" else None
         started = time.perf_counter()
-        result = self.llm.chat(self.prompt_messages(messages), tools, self.sampling)
+        result = self.llm.chat(self.prompt_messages(messages, rules), tools, self.sampling)
         waited = time.perf_counter() - started
         text = result.text or ""
         if self.tool_format == "text" and "<tool_call>" in text and "</tool_call>" not in text \
@@ -95,7 +104,9 @@ class ReactAgent:
         if self.tool_format == "text" and "<response>" in text and "</response>" not in text:
             text += "</response>"
         result.text = text
-        parsed = parse_native_turn(text, result.tool_calls) if self.tool_format == "native" else parse_text_turn(text)
+        limit = rules.max_calls_per_turn
+        parsed = (parse_native_turn(text, result.tool_calls, limit) if self.tool_format == "native"
+                  else parse_text_turn(text, limit))
         record = {"turn": turn_no, "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
                   "cached_prompt_tokens": result.cached_prompt_tokens, "latency_s": round(waited, 3),
                   "format_ok": parsed.format_ok, "n_calls": len(parsed.calls)}
@@ -105,33 +116,47 @@ class ReactAgent:
 
     def _agent_node(self, state: ReactState, config: RunnableConfig) -> dict[str, Any]:
         env: ShoppingEnv = config["configurable"]["env"]
+        rules = self._rules(config)
         turn_no = len(state.get("turns", []))
-        result, parsed, record = self._call_model(state["messages"], env, turn_no)
+        result, parsed, record = self._call_model(state["messages"], env, turn_no, rules)
         if result.error:
             return {"turns": [record], "finish": "llm_error", "pending": [], "pending_errors": []}
-        for k, call in enumerate(parsed.calls):
-            call.id = call.id or f"call_{turn_no}_{k}"
+        calls = parsed.calls
+        if rules.upstream_observations:
+            calls = [c for c in calls if c.name in env.tool_names]  # other names are skipped without a word
+            if len(calls) < len(parsed.calls):
+                record["skipped_calls"] = len(parsed.calls) - len(calls)
+            for call in calls:
+                call.id = tool_call_id(call.name, call.arguments)
+        else:
+            for k, call in enumerate(calls):
+                call.id = call.id or f"call_{turn_no}_{k}"
         assistant: Message = {"role": "assistant", "content": result.text}
-        if parsed.calls:
-            assistant["tool_calls"] = [c.openai() for c in parsed.calls]
-        update: dict[str, Any] = {"messages": [assistant], "turns": [record],
-                                  "pending": [c.__dict__ for c in parsed.calls], "pending_errors": parsed.errors}
-        if not parsed.calls and not parsed.errors:
-            if parsed.response:
-                update["finish"] = "response"
-            else:
-                update["pending_errors"] = ["no <tool_call> block and no <response> in your reply"]
+        if calls:
+            assistant["tool_calls"] = [c.openai() for c in calls]
+        update: dict[str, Any] = {"messages": [assistant], "turns": [record], "pending": [c.__dict__ for c in calls],
+                                  "pending_errors": parsed.errors if rules.corrects_turns else []}
+        no_calls = not parsed.calls and not parsed.errors
+        if no_calls and parsed.response and rules.ends_on_response:
+            update["finish"] = "response"
+        elif rules.ends_on_empty_turn and not (parsed.think or parsed.calls or parsed.response):
+            update["finish"] = "empty_turn"
+        elif no_calls and not parsed.response and rules.corrects_turns:
+            update["pending_errors"] = ["no <tool_call> block and no <response> in your reply"]
         return update
 
     def _tools_node(self, state: ReactState, config: RunnableConfig) -> dict[str, Any]:
         env: ShoppingEnv = config["configurable"]["env"]
+        rules = self._rules(config)
         messages: list[Message] = []
-        reserve = 1 if self.config.final_recommendation else 0
-        limit = min(env.max_steps, self.config.max_steps)
+        reserve = 1 if self._forces_recommendation(rules) else 0
+        # shoplab's rules count tool calls (one kept back for the answer); shoppingbench's only turns.
+        limit = min(env.max_steps, self.config.max_steps) if rules.limits_tool_calls else None
         tool_errors: dict[str, str] = {}
-        for raw in state.get("pending", []):
+        pending = state.get("pending", [])
+        for raw in pending:
             call = ToolCall(**raw)
-            if env.state.steps >= limit - reserve and call.name != "recommend_product":
+            if limit is not None and env.state.steps >= limit - reserve and call.name != "recommend_product":
                 content = f"Error: no tool calls left ({limit}); recommend_product is still possible"
                 tool_errors[call.id] = ErrorKind.episode_over.value
             elif call.name == "terminate" and reserve and not env.state.recommended:
@@ -140,7 +165,7 @@ class ReactAgent:
                 tool_errors[call.id] = ErrorKind.rejected.value
             else:
                 result = env.step(call.name, call.arguments)
-                content = result.observation
+                content = results_json(result.data) if rules.upstream_observations else result.observation
                 if result.error is not None:
                     tool_errors[call.id] = result.error.kind.value
             messages.append({"role": "tool", "tool_call_id": call.id, "name": call.name, "content": content})
@@ -154,9 +179,11 @@ class ReactAgent:
         update: dict[str, Any] = {"messages": messages, "pending": [], "pending_errors": [],
                                   "format_errors": format_errors, "tool_errors": tool_errors}
         turns = len(state.get("turns", []))
-        if env.state.terminate_status is not None or env.state.done:
-            update["finish"] = "terminate" if env.state.terminate_status is not None else "env_done"
-        elif env.state.steps >= limit - reserve or turns >= self.config.max_steps:
+        terminated = env.state.terminate_status is not None or (
+            rules.ends_on_terminate_call and any(raw["name"] == "terminate" for raw in pending))
+        if terminated or env.state.done:
+            update["finish"] = "terminate" if terminated else "env_done"
+        elif (limit is not None and env.state.steps >= limit - reserve) or turns >= self.config.max_steps:
             update["finish"] = "step_limit"
         elif format_errors >= self.config.max_format_errors:
             update["finish"] = "format_errors"
@@ -164,11 +191,12 @@ class ReactAgent:
 
     def _finalize_node(self, state: ReactState, config: RunnableConfig) -> dict[str, Any]:
         env: ShoppingEnv = config["configurable"]["env"]
-        if env.state.recommended or not self.config.final_recommendation:
+        rules = self._rules(config)
+        if env.state.recommended or not self._forces_recommendation(rules):
             return {}
         update: dict[str, Any] = {"final_recommendation": "none"}
         if state.get("finish") != "llm_error":  # a backend that just failed is not asked again
-            update.update(self._ask_for_recommendation(state, env))
+            update.update(self._ask_for_recommendation(state, env, rules))
         if not env.state.recommended:
             top = _searched_ids(env, limit=1)
             if top:
@@ -176,13 +204,13 @@ class ReactAgent:
                 update["final_recommendation"] = "fallback"
         return update
 
-    def _ask_for_recommendation(self, state: ReactState, env: ShoppingEnv) -> dict[str, Any]:
+    def _ask_for_recommendation(self, state: ReactState, env: ShoppingEnv, rules: EpisodeRules) -> dict[str, Any]:
         seen = _searched_ids(env)
         seen_text = (f"Product ids from your searches, most recent first: {', '.join(seen)}." if seen
                      else "Your searches returned no products.")
         messages = list(state["messages"]) + [{"role": "user", "content": self.config.prompt(
             "final_recommendation", seen_ids=seen_text)}]
-        result, parsed, record = self._call_model(messages, env, len(state.get("turns", [])))
+        result, parsed, record = self._call_model(messages, env, len(state.get("turns", [])), rules)
         record["final"] = True
         new: list[Message] = [messages[-1]]
         recommend = next((c for c in parsed.calls if c.name == "recommend_product"), None)
@@ -198,6 +226,12 @@ class ReactAgent:
                 return {"messages": new, "turns": [record], "final_recommendation": source,
                         "tool_errors": {recommend.id: obs.error.kind.value}}
         return {"messages": new, "turns": [record], "final_recommendation": source}
+
+    def _rules(self, config: RunnableConfig) -> EpisodeRules:
+        return config["configurable"].get("rules") or self.config.rules_for(config["configurable"]["env"])
+
+    def _forces_recommendation(self, rules: EpisodeRules) -> bool:
+        return rules.may_force_recommendation and self.config.final_recommendation
 
     # -- graph --------------------------------------------------------------------
     def _build(self):
@@ -233,14 +267,16 @@ class ReactAgent:
         # The environment comes with its tools (plug-in toolkits included); the agent only narrows
         # them to its config's selection, and refuses to run without one it was configured for.
         env.use_tools(self.config.tools)
+        rules = self.config.rules_for(env)
         started = time.perf_counter()
-        init: dict[str, Any] = {"messages": [{"role": "system", "content": self.system_prompt(env)},
+        system = self.config.system_message(env.tool_specs(), self.tool_format, rules)
+        init: dict[str, Any] = {"messages": [{"role": "system", "content": system},
                                              *(history or []),
                                              {"role": "user", "content": env.instruction}],
                                 "turns": [], "format_errors": 0}
         final: dict[str, Any] = init
         # Each turn is at most agent -> tools: 2 graph steps, plus finalize.
-        for mode, chunk in self.graph.stream(init, config={"configurable": {"env": env},
+        for mode, chunk in self.graph.stream(init, config={"configurable": {"env": env, "rules": rules},
                                                            "recursion_limit": 2 * self.config.max_steps + 6},
                                              stream_mode=["updates", "values"]):
             if mode == "values":
@@ -258,6 +294,7 @@ class ReactAgent:
             "messages": final["messages"],
             "turns": turns,
             "finish": final.get("finish", "unknown"),
+            "episode_rules": rules.name,
             "final_recommendation": final.get("final_recommendation"),
             "llm_turns": len(turns),
             "prompt_tokens": sum(t["prompt_tokens"] for t in turns),
@@ -283,7 +320,8 @@ def _searched_ids(env: ShoppingEnv, limit: int = 10) -> list[str]:
     ids: list[str] = []
     for step in reversed(env.state.history):
         if step.tool == "find_product" and step.ok and isinstance(step.data, list):
-            ids += [p["product_id"] for p in step.data if p["product_id"] not in ids]
+            found = [p.get("product_id") for p in step.data if isinstance(p, dict)]
+            ids += [i for i in found if isinstance(i, str) and i and i not in ids]
             if len(ids) >= limit:
                 break
     return ids[:limit]

@@ -97,7 +97,8 @@ def _as_call(obj: Any) -> ToolCall:
     return ToolCall(name=name.strip(), arguments=args)
 
 
-def parse_text_turn(text: str) -> ParsedTurn:
+def parse_text_turn(text: str, max_calls: int | None = MAX_CALLS_PER_TURN) -> ParsedTurn:
+    """The turn's think, calls and response; calls past `max_calls` are dropped with an error (None: keep all)."""
     turn = ParsedTurn()
     if m := _THINK.search(text):
         turn.think = m.group(1).strip()
@@ -119,21 +120,22 @@ def parse_text_turn(text: str) -> ParsedTurn:
                 turn.calls.append(_as_call(item))
             except ValueError as exc:
                 turn.errors.append(str(exc))
-    if len(turn.calls) > MAX_CALLS_PER_TURN:
-        turn.errors.append(f"{len(turn.calls)} tool calls in one turn; at most {MAX_CALLS_PER_TURN} are run")
-        turn.calls = turn.calls[:MAX_CALLS_PER_TURN]
+    if max_calls is not None and len(turn.calls) > max_calls:
+        turn.errors.append(f"{len(turn.calls)} tool calls in one turn; at most {max_calls} are run")
+        turn.calls = turn.calls[:max_calls]
     return turn
 
 
-def parse_native_turn(text: str, tool_calls: list[dict[str, Any]] | None) -> ParsedTurn:
+def parse_native_turn(text: str, tool_calls: list[dict[str, Any]] | None,
+                      max_calls: int | None = MAX_CALLS_PER_TURN) -> ParsedTurn:
     """Structured calls from an OpenAI-compatible API; falls back to the text format in `text`."""
     if not tool_calls:
-        turn = parse_text_turn(text or "")
+        turn = parse_text_turn(text or "", max_calls)
         if not turn.calls and not turn.response and not turn.errors and text:
             turn.response = text.strip()
         return turn
     turn = ParsedTurn(think=(m.group(1).strip() if text and (m := _THINK.search(text)) else ""))
-    for c in tool_calls[:MAX_CALLS_PER_TURN]:
+    for c in tool_calls[:max_calls]:
         fn = c.get("function") or {}
         try:
             call = _as_call({"name": fn.get("name"), "arguments": fn.get("arguments") or {}})

@@ -16,13 +16,15 @@ from typing import Any
 from tqdm import tqdm
 
 from sandbox.catalogue.generator import FillerGenerator, IdSpace, n_shops_for, shop_name
-from sandbox.catalogue.golds import GoldBuilder
-from sandbox.catalogue.profile import learn_profile, profile_summary
+from sandbox.catalogue.golds import fit_decoys, reconstruct
+from sandbox.catalogue.profile import profile_summary
 from sandbox.data_model import Product
 from sandbox.engines.base import SearchBackend
-from sandbox.tasks import Task, load_tasks, write_tasks
+from sandbox.engines.lucene_bm25 import LuceneBM25Builder
+from sandbox.tasks import Task, load_located_tasks, write_tasks
 
 FORMAT_VERSION = 1
+LUCENE_INDEX_DIR = "index/lucene_bm25"  # ShoppingBench's relevance (sandbox.engines.lucene_bm25)
 
 
 @dataclass
@@ -37,7 +39,8 @@ class BuildReport:
     intents: dict[str, int]
     seconds: float
     products_per_second: float
-    conflicts: list[str]
+    conflicts: list[str]  # the tasks skipped (`skip_bad_tasks`), each with its file, line and why
+    n_decoys_left_out: int = 0  # decoys that did not fit in `n_products` (see `fit_decoys`)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -76,12 +79,17 @@ SANDBOX_MARKERS = ("manifest.json", "tasks.jsonl")
 
 
 def build_sandbox(data_dir: str | Path, task_files: Sequence[str | Path], n_products: int, backend: str = "tantivy",
-                  seed: int = 0, es_options: dict[str, Any] | None = None, progress: bool = True) -> BuildReport:
+                  seed: int = 0, es_options: dict[str, Any] | None = None, progress: bool = True,
+                  skip_bad_tasks: bool = False) -> BuildReport:
     """Build a sandbox into `data_dir`, atomically: everything is written into a staging folder next
     to it, which replaces `data_dir` only once the build has succeeded. A build that fails or is killed
     leaves the previous sandbox as it was (or no folder at all). `data_dir` must be missing, empty, or
     an earlier sandbox: it is replaced as a whole. (With the elasticsearch backend the index lives in
-    the cluster and is rewritten in place.)"""
+    the cluster and is rewritten in place.)
+
+    The catalogue holds exactly `n_products` products: the golds, their decoys (evenly fewer when they do
+    not all fit) and generated fillers. A task that cannot be built fails the build with its file and line,
+    or with `skip_bad_tasks` is left out and listed in the report's `conflicts`."""
     final = Path(data_dir)
     if final.exists() and (not final.is_dir() or (any(final.iterdir())
                                                    and not any((final / m).exists() for m in SANDBOX_MARKERS))):
@@ -92,7 +100,8 @@ def build_sandbox(data_dir: str | Path, task_files: Sequence[str | Path], n_prod
     staging = final.parent / f".{final.name}.building-{os.getpid()}"
     staging.mkdir()
     try:
-        report = _build_into(staging, final, task_files, n_products, backend, seed, es_options, progress)
+        report = _build_into(staging, final, task_files, n_products, backend, seed, es_options, progress,
+                             skip_bad_tasks)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -110,13 +119,14 @@ def _replace_folder(staging: Path, final: Path) -> None:
 
 
 def _build_into(data_dir: Path, final: Path, task_files: Sequence[str | Path], n_products: int, backend: str,
-                seed: int, es_options: dict[str, Any] | None, progress: bool) -> BuildReport:
+                seed: int, es_options: dict[str, Any] | None, progress: bool, skip_bad_tasks: bool = False
+                ) -> BuildReport:
     started = time.perf_counter()
-    tasks: list[Task] = load_tasks(task_files)
-    if not tasks:
-        raise ValueError("the task files hold no task")
-    profile = learn_profile(tasks)
-    recon = GoldBuilder(profile, seed, n_products).build(tasks)
+    located = load_located_tasks(task_files, allow_empty=False)  # bounded and checked, with file:line
+    tasks: list[Task] = [t.task for t in located]
+    recon, profile, tasks = reconstruct(tasks, seed, n_products, {t.task.task_id: t.where for t in located},
+                                        skip_bad_tasks)
+    left_out = fit_decoys(recon, n_products)
     specials = recon.golds + recon.decoys
     for p in specials:
         Product.model_validate(p)  # a reconstruction bug must fail the build, not an episode
@@ -152,18 +162,22 @@ def _build_into(data_dir: Path, final: Path, task_files: Sequence[str | Path], n
     gen = FillerGenerator(profile, seed, n_products, reserved_ids={p["product_id"] for p in specials})
     stream = _interleave(gen.stream(n_fill), specials, n_fill, seed)
     total = n_fill + len(specials)
+    relevance = LuceneBM25Builder()  # the `shoppingbench` profile's search, in the same docid order
     batch: list[dict[str, Any]] = []
     with tqdm(total=total, desc=f"indexing ({backend})", unit="prod", disable=not progress, mininterval=1.0) as bar:
         for product in stream:
             batch.append(product)
             if len(batch) >= 5000:
                 engine.index_products(batch)
+                relevance.add(batch)
                 bar.update(len(batch))
                 batch = []
         if batch:
             engine.index_products(batch)
+            relevance.add(batch)
             bar.update(len(batch))
     engine.commit()
+    relevance.save(data_dir / LUCENE_INDEX_DIR)
     indexed = engine.count()
     engine.close()
     seconds = time.perf_counter() - started
@@ -172,7 +186,7 @@ def _build_into(data_dir: Path, final: Path, task_files: Sequence[str | Path], n
         data_dir=str(final), backend=backend, n_products=indexed, n_gold=len(recon.golds),
         n_decoys=len(recon.decoys), n_fillers=n_fill, n_tasks=len(tasks), intents=dict(intents),
         seconds=round(seconds, 2), products_per_second=round(indexed / max(seconds, 1e-9), 1),
-        conflicts=recon.conflicts,
+        conflicts=recon.conflicts, n_decoys_left_out=left_out,
     )
     manifest = {
         "format_version": FORMAT_VERSION, "backend": backend, "seed": seed, "requested_products": n_products,

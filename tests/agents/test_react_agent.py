@@ -237,7 +237,8 @@ def test_parallel_episodes_are_isolated_and_batched(world, similarity, tmp_path)
     llm = BatchingChat(backend, gather_ms=200)
     llm.expect_clients(6)
     summary = run_benchmark(world, tasks, lambda: ReactAgent(llm), tmp_path / "run",
-                            RunConfig(agent="react", parallel=6), similarity=similarity, progress=False)
+                            RunConfig(agent="react", parallel=6, profile="shoplab"), similarity=similarity,
+                            progress=False)
     assert summary["overall"]["asr"] == 1.0
     assert summary["overall"]["mean_llm_turns"] == 2.0 and summary["overall"]["format_error_rate"] == 0.0
     assert max(backend.batch_sizes) > 1, backend.batch_sizes

@@ -185,8 +185,9 @@ def _carries(spec, entry):
 
 
 UNCHANGED_BUT = {  # what a decoy may change besides its id, urls, title and sold count
-    "price": {"price"}, "budget": {"price"}, "service": {"service"}, "attribute": {"attributes", "sku_options"},
-    "sku": {"attributes", "sku_options"}, "shop": {"shop_id"},
+    "price": {"price"}, "budget": {"price"}, "service": {"service"},
+    "attribute": {"attributes", "sku_options", "description", "specification"},
+    "sku": {"attributes", "sku_options", "description", "specification"}, "shop": {"shop_id"},
     "knowledge": {"description", "short_description"},
 }
 
@@ -199,6 +200,7 @@ def test_decoys_exist_and_change_only_their_constraint(golds, decoys, decoy_prod
         decoy, gold = decoy_products[d["decoy_id"]], golds[d["gold_id"]]
         changed = {f for f in PRODUCT_FIELDS if decoy[f] != gold[f]}
         allowed = UNCHANGED_BUT[_kind(d)] | {"product_id", "main_image_url", "product_url", "title", "sold_count"}
+        allowed |= set().union(*(UNCHANGED_BUT[also.split(":")[0]] for also in d.get("also", [])))
         assert changed <= allowed, (d, changed - allowed)
         assert changed & UNCHANGED_BUT[_kind(d)] or (_kind(d) == "knowledge" and decoy["title"] != gold["title"]), d
 

@@ -368,8 +368,9 @@ def test_unknown_or_missing_ids_score_zero(make_task, recommended):
 
 
 def test_parse_recommendation():
-    assert parse_recommendation(" a, b ,,c ") == ["a", "b", "c"]
-    assert parse_recommendation(["a", 12, " "]) == ["a", "12"]
+    assert parse_recommendation(" a, b ,,c ") == [" a", " b ", "", "c "]  # upstream trims nothing
+    assert parse_recommendation(["a", 12, " "]) == ["a", "12", " "]
+    assert parse_recommendation("") == []
     assert parse_recommendation(None) == []
 
 

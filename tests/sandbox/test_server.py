@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from sandbox.catalogue import build_sandbox
 from sandbox.data_model import DETAIL_FIELDS, SEARCH_HIT_FIELDS
-from sandbox.server import create_app
+from sandbox.server import create_app, server_config
 from sandbox.tools import TOOLS
 from sandbox.world import ShoppingWorld
 
@@ -44,10 +44,13 @@ def product_task(world):
     return next(t for t in world.tasks.values() if t.intent.value == "product")
 
 
+KINDS = {"invalid_arguments", "unknown_tool", "not_found", "rejected", "episode_over", "unavailable", "internal"}
+
+
 def _error_of(resp, status: int) -> str:
     assert resp.status_code == status, resp.text
     body = resp.json()
-    assert set(body) == {"error"}, body
+    assert set(body) == {"error", "kind"} and body["kind"] in KINDS, body
     assert "Traceback" not in body["error"]
     return body["error"]
 
@@ -202,7 +205,7 @@ def test_episode_cart_and_restricted_tools(client, product_task):
 
 
 def test_eviction_of_oldest_episodes(world):
-    with TestClient(create_app(world, max_episodes=3)) as c:
+    with TestClient(create_app(world, max_episodes=3, max_client_episodes=3)) as c:  # one client may fill it
         ids = [c.post("/episodes").json()["episode_id"] for _ in range(3)]
         c.get(f"/episodes/{ids[0]}")  # touched: now the most recently used
         ids.append(c.post("/episodes").json()["episode_id"])
@@ -242,7 +245,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def live_url(world):
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(world), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(server_config(create_app(world), "127.0.0.1", port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -279,7 +282,7 @@ def test_real_server_like_shoppingbench_toolkit(live_url):
     status, err = _get(f"{live_url}/find_product?q={urllib.parse.quote_plus('long words ' * 1000)}&page=1")
     assert status == 422 and "at most 500" in err["error"]
     status, err = _get(f"{live_url}/episodes/does-not-exist")
-    assert status == 404 and "unknown episode" in err["error"]
+    assert status == 404 and "unknown episode" in err["error"] and err["kind"] == "not_found"
 
     req = urllib.request.Request(f"{live_url}/episodes", data=b"{}", headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=10) as resp:

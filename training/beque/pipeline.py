@@ -217,7 +217,7 @@ class RewritePipeline:
         out = self.cfg.path("eval", f"heuristic_{name.replace('+', '_')}")
         if (out / "results.jsonl").exists():
             (out / "results.jsonl").unlink()  # a rewriter retrained since the last eval must be rerun
-        config = RunConfig(agent="heuristic", parallel=1, rewriter=name)
+        config = RunConfig(agent="heuristic", parallel=1, rewriter=name, profile="shoplab")  # the rewrite stage is shoplab's
         summary = run_benchmark(self.world, tasks, lambda: make_agent("heuristic"), out, config, self.similarity,
                                 progress=self.progress, query_rewriter=rewriter)
         return {intent: round(block["asr"], 4) for intent, block in summary.items() if isinstance(block, dict)

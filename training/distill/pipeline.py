@@ -20,6 +20,10 @@ from shoplab_core.config import load_config
 from training.stage_config import GRPOStageConfig, LoraSettings, SFTStageConfig
 
 STEPS = ("teacher", "data", "sft", "grpo_step", "grpo_episode", "eval")
+# Teacher episodes, training conversations and the student's evaluation share one profile: the
+# conversations are built with shoplab's observations and rules, so the student is measured under them
+# too (the `shoppingbench` profile's rules are the learning-loops issue's to adopt).
+DISTILL_PROFILE = "shoplab"
 STUDENT_TOOLS = ["shoppingbench"]  # the toolkit group: ShoppingBench's four tools, no calculate
 
 
@@ -171,7 +175,8 @@ class DistillPipeline:
             kwargs = {"llm": chat}
         try:
             summary = run_benchmark(self.world, tasks, lambda: make_agent(t.agent, **kwargs), self.cfg.path("teacher"),
-                                    RunConfig(agent=t.agent, trials=t.trials, parallel=t.parallel, max_steps=30),
+                                    RunConfig(agent=t.agent, trials=t.trials, parallel=t.parallel, max_steps=30,
+                                              profile=DISTILL_PROFILE),
                                     progress=self.progress)
         finally:
             if chat is not None:
@@ -318,7 +323,8 @@ class DistillPipeline:
         student_tasks = [t for t in tasks if not e.intents or t.intent.value in e.intents]
         for agent in ("heuristic", "oracle"):
             summary = run_benchmark(self.world, tasks, lambda a=agent: make_agent(a), self.cfg.path("eval", agent),
-                                    RunConfig(agent=agent, max_steps=30), progress=self.progress)
+                                    RunConfig(agent=agent, max_steps=30, profile=DISTILL_PROFILE),
+                                    progress=self.progress)
             table[agent] = _row(summary)
         agent_cfg = self.cfg.student_agent.react_config()
         for stage in stages or e.stages:
@@ -334,7 +340,7 @@ class DistillPipeline:
                 summary = run_benchmark(
                     self.world, student_tasks, lambda c=chat: make_agent("react", llm=c, config=agent_cfg, tool_format="native"),
                     self.cfg.path("eval", stage),
-                    RunConfig(agent="react", parallel=e.parallel, max_steps=agent_cfg.max_steps,
+                    RunConfig(agent="react", parallel=e.parallel, max_steps=agent_cfg.max_steps, profile=DISTILL_PROFILE,
                               llm=llm_cfg.as_dict()), progress=self.progress)
             finally:
                 chat.close()
