@@ -129,6 +129,8 @@ class ServeConfig:
 
     # Plug-in toolkits and their options, as in an agent config: {recsys: {service: runs/recsys/service}}.
     toolkits: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    # shoplab (validated, explained) | shoppingbench (GET routes and episodes answer as upstream's service).
+    profile: str = "shoplab"
 
 
 @app.command()
@@ -139,17 +141,23 @@ def serve(
     backend: str | None = typer.Option(None, "--backend"),
     config: Path | None = config_option(help="A YAML with `toolkits:` (plug-in toolkits to serve too)."),
     overrides: list[str] | None = set_option("e.g. --set toolkits.rewrite.rewriter=rule (repeatable)."),
+    profile: str | None = typer.Option(None, "--profile", help="shoplab (default: validated arguments, readable "
+                                       "errors) | shoppingbench (answers exactly as ShoppingBench's service)."),
 ) -> None:
     """Serve the tools over HTTP (ShoppingBench-compatible GET endpoints + episodes; OpenAPI at /docs)."""
     from sandbox.server import serve as run_server
+    from sandbox.shoppingbench_profile import PROFILES
     from sandbox.toolkit import toolkit_names
 
-    served = cli_config(ServeConfig, config, overrides=overrides)
+    served = cli_config(ServeConfig, config, overrides=overrides, flags={"profile": profile})
+    if served.profile not in PROFILES:
+        raise typer.BadParameter(f"unknown profile {served.profile!r}; choose from {', '.join(PROFILES)}",
+                                 param_hint="--profile")
     unknown = sorted(set(served.toolkits) - set(toolkit_names()))
     if unknown:
         raise typer.BadParameter(f"unknown toolkits {unknown}; installed: {', '.join(toolkit_names())}",
                                  param_hint="--config/--set")
-    run_server(data_dir, host=host, port=port, backend=backend, toolkits=served.toolkits)
+    run_server(data_dir, host=host, port=port, backend=backend, toolkits=served.toolkits, profile=served.profile)
 
 
 @app.command()

@@ -80,6 +80,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from sandbox.data_model import Intent
 from sandbox.environment import DEFAULT_MAX_STEPS, ShoppingEnv
 from sandbox.scorer import TitleSimilarity, default_title_similarity
+from sandbox.shoppingbench_profile import PROFILES, upstream_search, upstream_view_product_information
 from sandbox.toolkit import ErrorKind, Toolkit, ToolSpec, collect_tools
 from sandbox.tools import BUILTIN_TOOLKITS
 from sandbox.world import ShoppingWorld
@@ -487,17 +488,35 @@ class BodyLimit:
                 await too_large(scope, receive, send)
 
 
+def _upstream_find_product_route(world: ShoppingWorld, params: dict[str, Any]) -> Any:
+    return upstream_search(world, params.get("q"), params.get("page"), params.get("shop_id") or None,
+                           params.get("price"), params.get("sort"), params.get("service"))
+
+
+# ShoppingBench's search service, route by route, for the `shoppingbench` profile (query parameters in).
+UPSTREAM_ROUTES = {
+    "find_product": _upstream_find_product_route,
+    "view_product_information": lambda world, params: upstream_view_product_information(world, params,
+                                                                                         from_url=True),
+}
+
+
 # -- the app -----------------------------------------------------------------------------------
 def create_app(world: ShoppingWorld, max_episodes: int = 1000, *,
                similarity: TitleSimilarity | None = None, toolkits: Sequence[Toolkit] = (),
                max_episode_bytes: int = DEFAULT_EPISODE_BYTES, idle_seconds: float = DEFAULT_IDLE_SECONDS,
                allowed_hosts: Sequence[str] | None = None, max_client_episodes: int | None = None,
-               max_client_bytes: int | None = None) -> FastAPI:
+               max_client_bytes: int | None = None, profile: str = "shoplab") -> FastAPI:
     """The HTTP API over one opened sandbox. `similarity` overrides the scorer's title model
     (loaded on the first score request otherwise); `toolkits` adds plug-in toolkits to every
     episode, to `/tools` and, for their read tools, to the stateless `GET /<tool>` routes.
     `max_client_episodes` and `max_client_bytes` are one client's share of the episode store
-    (default: a quarter of `max_episodes` and `max_episode_bytes`)."""
+    (default: a quarter of `max_episodes` and `max_episode_bytes`). `profile` is the tools' behaviour
+    (`ShoppingEnv`'s): under `shoppingbench`, `GET /find_product` and `GET /view_product_information`
+    answer exactly as ShoppingBench's own search service does (its lenient parameters, `[]` rather than
+    errors), and episodes run under that profile."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
     toolkits = tuple(toolkits)
     available = collect_tools([*BUILTIN_TOOLKITS, *toolkits])
     store = _EpisodeStore(max_episodes, max_bytes=max_episode_bytes, idle_seconds=idle_seconds,
@@ -555,6 +574,11 @@ def create_app(world: ShoppingWorld, max_episodes: int = 1000, *,
 
     # -- ShoppingBench-compatible, stateless ------------------------------------------------
     def run_stateless(tool: str, arguments: dict[str, Any]) -> JSONResponse:
+        if profile == "shoppingbench" and tool in UPSTREAM_ROUTES:
+            try:
+                return JSONResponse(UPSTREAM_ROUTES[tool](world, arguments))
+            except Exception as exc:  # an engine failure: upstream's service answers 500 too
+                return _error(500, f"{tool} failed ({type(exc).__name__})", ErrorKind.internal)
         env = ShoppingEnv(world, max_description_chars=None, toolkits=toolkits)
         result = env.step(tool, {k: v for k, v in arguments.items() if v is not None})
         if result.error is not None:
@@ -617,7 +641,7 @@ def create_app(world: ShoppingWorld, max_episodes: int = 1000, *,
                 raise _ApiError(404, f"unknown task {_clip(body.task_id)}; see GET /tasks")
         try:
             env = ShoppingEnv(world, task=task, max_steps=body.max_steps or DEFAULT_MAX_STEPS, tools=body.tools,
-                              toolkits=toolkits)
+                              toolkits=toolkits, profile=profile)
         except ValueError as exc:
             raise _ApiError(422, str(exc)) from exc
         episode = store.add(env, client)
@@ -698,9 +722,9 @@ def server_config(app: Any, host: str, port: int, log_level: str = "info") -> An
 
 def serve(data_dir: str | Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT, backend: str | None = None,
           max_episodes: int = 1000, log_level: str = "info",
-          toolkits: dict[str, dict[str, Any] | None] | None = None) -> None:
+          toolkits: dict[str, dict[str, Any] | None] | None = None, profile: str = "shoplab") -> None:
     """Open the sandbox at `data_dir` and serve it until interrupted; `toolkits` names plug-in
-    toolkits and their options (`sandbox.load_toolkits`)."""
+    toolkits and their options (`sandbox.load_toolkits`); `profile` as in `create_app`."""
     import uvicorn
 
     from sandbox.toolkit import load_toolkits
@@ -709,7 +733,7 @@ def serve(data_dir: str | Path, host: str = "127.0.0.1", port: int = DEFAULT_POR
     try:
         loopback = host in LOOPBACK_HOSTS
         app = create_app(world, max_episodes=max_episodes, toolkits=load_toolkits(toolkits, world),
-                         allowed_hosts=[*LOOPBACK_HOSTS, host] if loopback else None)
+                         allowed_hosts=[*LOOPBACK_HOSTS, host] if loopback else None, profile=profile)
         url = f"http://{host}:{port}"
         print(f"shoplab sandbox ({world.backend.name}, {len(world.tasks)} tasks) at {url}  "
               f"- ShoppingBench API: {url}/find_product, API docs: {url}/docs", flush=True)

@@ -158,13 +158,13 @@ def _output(results: Any) -> ToolOutput:
 
 
 def upstream_find_product(world: Any, args: dict[str, Any]) -> list[dict[str, Any]] | None:
-    """`find_product` as upstream's client and server answer it, on the world's Lucene-exact index."""
+    """`find_product` as upstream's client and server answer an agent's call, on the world's Lucene-exact
+    index."""
     if "q" not in args or "page" not in args:
         return None
     q = args["q"]
     if not isinstance(q, str):  # the client's quote_plus fails on anything else
         return None
-    page_text = _as_url_text(args["page"])
     shop_id = _as_url_text(args["shop_id"]) if args.get("shop_id") else None
     price = _as_url_text(args["price"]) if args.get("price") else None
     sort = args.get("sort")
@@ -176,7 +176,16 @@ def upstream_find_product(world: Any, args: dict[str, Any]) -> list[dict[str, An
         if not isinstance(service, str):
             return None
         service = ",".join(x for x in service.split(",") if x != "default")
-    service_text = _as_url_text(service) if service else None
+    return upstream_search(world, q, _as_url_text(args["page"]), shop_id, price, sort,
+                           _as_url_text(service) if service else None)
+
+
+def upstream_search(world: Any, q: str | None, page_text: str | None, shop_id: str | None = None,
+                    price: str | None = None, sort: str | None = None, service_text: str | None = None
+                    ) -> list[dict[str, Any]] | None:
+    """Upstream's search service on its query parameters (text, as its URL carries them); None where
+    that service fails."""
+    page_text = page_text or ""
 
     if not page_text.isdigit():
         return []
@@ -190,7 +199,7 @@ def upstream_find_product(world: Any, args: dict[str, Any]) -> list[dict[str, An
     filters = RankedFilter(shop_id=shop_id or None, price_low=low, price_high=high,
                            services=parse_upstream_services(service_text))
     index = world.compat_index
-    docids = index.ranked(q, filters, limit=KEPT_HITS)
+    docids = index.ranked(q or "", filters, limit=KEPT_HITS)
     if docids is None:
         return None
     if sort in SORTS:
@@ -208,10 +217,12 @@ def upstream_find_product(world: Any, args: dict[str, Any]) -> list[dict[str, An
     return [{k: records[pid][k] for k in SEARCH_FIELDS} for pid in chosen if pid in records]
 
 
-def upstream_view_product_information(world: Any, args: dict[str, Any]) -> list[dict[str, Any]] | None:
+def upstream_view_product_information(world: Any, args: dict[str, Any], from_url: bool = False
+                                      ) -> list[dict[str, Any]] | None:
+    """`from_url`: the arguments are the service's query parameters, already read from its URL."""
     if "product_ids" not in args:
-        return None
-    ids = split_upstream_ids(_as_url_text(args["product_ids"]))
+        return [] if from_url else None
+    ids = split_upstream_ids(args["product_ids"] if from_url else _as_url_text(args["product_ids"]))
     found = world.products([i for i in ids if i])
     out = []
     for pid in ids:

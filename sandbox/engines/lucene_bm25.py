@@ -60,6 +60,8 @@ _L = r"[^\W\d_]"  # a letter (UAX #29 ALetter, roughly)
 # "." "," ";" "'" "’" between digits (UAX #29 rules WB6/7 and WB11/12).
 _WORD = re.compile(rf"\w+(?:(?:(?<={_L})[.'’:·](?={_L})|(?<=\d)[.,;'’](?=\d))\w+)*")
 _POSSESSIVE = ("'s", "’s", "＇s", "'S", "’S", "＇S")
+_PLAIN_WORD = re.compile(r"\w+")
+_JOINER = re.compile(r"[.'’:·,;]")  # without one of these in a text, its words are plain \w+ runs
 
 
 @lru_cache(maxsize=1)
@@ -84,17 +86,20 @@ def _raw_tokens(text: str) -> Iterable[str]:
                 yield tok[i: i + MAX_TOKEN_CHARS]
 
 
+def _term_of(token: str) -> str | None:
+    """One StandardTokenizer token through the filters: possessive, lower case, stop words, Porter."""
+    if token.endswith(_POSSESSIVE):
+        token = token[:-2]
+    token = token.lower()
+    if not token or token in ENGLISH_STOP_WORDS:
+        return None
+    return _stem(token)
+
+
 def lucene_english_tokens(text: str) -> list[str]:
     """The terms Anserini's default English analyzer makes of `text` (see the module docstring)."""
-    out: list[str] = []
-    for tok in _raw_tokens(unicodedata.normalize("NFC", text or "")):
-        if tok.endswith(_POSSESSIVE):
-            tok = tok[:-2]
-        tok = tok.lower()
-        if not tok or tok in ENGLISH_STOP_WORDS:
-            continue
-        out.append(_stem(tok))
-    return out
+    terms = (_term_of(tok) for tok in _raw_tokens(unicodedata.normalize("NFC", text or "")))
+    return [t for t in terms if t is not None]
 
 
 def shoppingbench_contents(product: dict[str, Any]) -> str:
@@ -156,9 +161,8 @@ class LuceneBM25Builder:
     def __init__(self) -> None:
         self.vocab: dict[str, int] = {}
         self.shops: dict[str, int] = {}
-        self._terms = array("i")
-        self._tfs = array("i")
-        self._doc_nterms = array("i")
+        self._token_ids: dict[str, int] = {}
+        self._chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (docs, term ids, tfs) per batch
         self._lengths = array("q")
         self._prices = array("d")
         self._sold = array("q")
@@ -166,19 +170,33 @@ class LuceneBM25Builder:
         self._service = array("B")
         self._ids: list[str] = []
 
+    def _learn(self, token: str) -> int:
+        """The term id of a raw token (-1: it makes no term), remembered: catalogue text repeats its words."""
+        term = _term_of(token)
+        tid = -1 if term is None else self.vocab.setdefault(term, len(self.vocab))
+        self._token_ids[token] = tid
+        return tid
+
+    def _doc_term_ids(self, text: str) -> list[int]:
+        if not text.isascii():
+            text = unicodedata.normalize("NFC", text)
+        raw = (_WORD if _JOINER.search(text) else _PLAIN_WORD).findall(text)
+        if raw and max(map(len, raw)) > MAX_TOKEN_CHARS:  # rare: over-long tokens split, the slow way
+            return [self.vocab.setdefault(t, len(self.vocab)) for t in lucene_english_tokens(text)]
+        cache = self._token_ids
+        ids = [cache[t] if t in cache else self._learn(t) for t in raw]
+        return [i for i in ids if i >= 0] if -1 in ids else ids
+
     def add(self, products: Iterable[dict[str, Any]]) -> None:
-        vocab = self.vocab
+        """Index products in order. Analysis goes through a raw-token → term-id cache (catalogue text repeats
+        its words), and a batch's term frequencies are counted at once with numpy."""
+        first = len(self._ids)
+        batch_ids: list[int] = []
+        lengths: list[int] = []
         for p in products:
-            terms = lucene_english_tokens(shoppingbench_contents(p))
-            counts = Counter(terms)
-            for term, tf in counts.items():
-                tid = vocab.get(term)
-                if tid is None:
-                    tid = vocab[term] = len(vocab)
-                self._terms.append(tid)
-                self._tfs.append(tf)
-            self._doc_nterms.append(len(counts))
-            self._lengths.append(len(terms))
+            ids = self._doc_term_ids(shoppingbench_contents(p))
+            batch_ids.extend(ids)
+            lengths.append(len(ids))
             self._prices.append(float(p["price"]))
             self._sold.append(int(p.get("sold_count") or 0))
             shop = str(p.get("shop_id"))
@@ -188,6 +206,13 @@ class LuceneBM25Builder:
                 mask |= SERVICE_BITS.get(s, 0)
             self._service.append(mask)
             self._ids.append(str(p["product_id"]))
+        if not lengths:
+            return
+        self._lengths.extend(lengths)
+        docs = np.repeat(np.arange(first, first + len(lengths), dtype=np.int64), lengths)
+        keys, tfs = np.unique((docs << 32) | np.asarray(batch_ids, dtype=np.int64), return_counts=True)
+        self._chunks.append(((keys >> 32).astype(np.int32), (keys & 0xFFFFFFFF).astype(np.int32),
+                             tfs.astype(np.int32)))
 
     def save(self, path: str | Path) -> None:
         """Write the index into `path` (replaced as a whole, via a temporary folder and a rename)."""
@@ -195,10 +220,11 @@ class LuceneBM25Builder:
         tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        term_ids = np.frombuffer(self._terms, dtype=np.int32) if len(self._terms) else np.zeros(0, np.int32)
-        tfs = np.frombuffer(self._tfs, dtype=np.int32) if len(self._tfs) else np.zeros(0, np.int32)
-        nterms = np.frombuffer(self._doc_nterms, dtype=np.int32) if len(self._doc_nterms) else np.zeros(0, np.int32)
-        docs = np.repeat(np.arange(len(nterms), dtype=np.int32), nterms)
+        empty = np.zeros(0, np.int32)
+        docs = np.concatenate([c[0] for c in self._chunks]) if self._chunks else empty
+        term_ids = np.concatenate([c[1] for c in self._chunks]) if self._chunks else empty
+        tfs = np.concatenate([c[2] for c in self._chunks]) if self._chunks else empty
+        self._chunks = []
         order = np.argsort(term_ids, kind="stable")  # by term, then by doc (stable keeps docs ascending)
         lengths = np.frombuffer(self._lengths, dtype=np.int64) if len(self._lengths) else np.zeros(0, np.int64)
         norms = np.array([length_to_norm(int(n)) for n in np.unique(lengths)], dtype=np.uint8)

@@ -239,3 +239,25 @@ def test_the_profile_bounds_calls_not_turns_and_never_reads_an_error(world):
     assert done.observation == "null" and env.state.done
     with pytest.raises(ValueError, match="unknown profile"):
         ShoppingEnv(world, profile="webshop")
+
+
+def test_the_server_answers_as_upstreams_service_under_the_profile(world):
+    from fastapi.testclient import TestClient
+
+    from sandbox.server import create_app
+
+    upstream = TestClient(create_app(world, profile="shoppingbench"))
+    shoplab = TestClient(create_app(world))
+    env = ShoppingEnv(world, profile="shoppingbench")
+    query = {"q": QUERY, "page": "1", "price": "1,000-2,000", "service": "official, COD"}
+    answer = upstream.get("/find_product", params=query)
+    assert answer.status_code == 200 and answer.json() == env.step("find_product", query).data
+    assert shoplab.get("/find_product", params=query).status_code == 422  # shoplab explains the bad price
+    assert upstream.get("/find_product", params={"q": QUERY, "page": "6"}).json() == []
+    assert upstream.get("/find_product", params={"q": QUERY}).json() == []  # no page: the service's []
+    ids = ",".join(r["product_id"] for r in answer.json()[:2])
+    assert len(upstream.get("/view_product_information", params={"product_ids": ids + ", x"}).json()) == 2
+    episode = upstream.post("/episodes", json={}).json()
+    step = upstream.post(f"/episodes/{episode['episode_id']}/step",
+                         json={"tool": "find_product", "arguments": {"q": QUERY}}).json()
+    assert step["observation"] == "null"  # episodes run under the server's profile
