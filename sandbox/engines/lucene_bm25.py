@@ -10,20 +10,22 @@ and scores it the way Lucene 9 does:
 
 - **Analysis** (`lucene_english_tokens`): StandardTokenizer's word rules (Unicode UAX #29 word
   boundaries: letters and digits join, "." "'" ":" join letters, "." "," ";" "'" join digits, so
-  "3.5mm", "1,000", "men's" and "e.g" are one token and "wi-fi" is two; tokens of over 255
-  characters are cut into pieces), then the English possessive filter ("'s"), lower case, Lucene's
-  33 English stop words, and Porter stemming (Martin Porter's own C version, which Lucene ports:
-  NLTK's `MARTIN_EXTENSIONS` mode).
+  "3.5mm", "1,000", "men's" and "e.g" are one token and "wi-fi" is two; accents and soft hyphens stay
+  inside a word; an emoji or flag is a token, each Han or Hiragana character is one, a Katakana or Thai
+  run is one; "½" is none; tokens of over 255 characters are cut into pieces; no Unicode
+  normalisation), then the English possessive filter ("'s"), lower case per code point, Lucene's 33
+  English stop words, and Porter stemming (Martin Porter's own C version, which Lucene ports: NLTK's
+  `MARTIN_EXTENSIONS` mode).
 - **Scoring**: `idf = ln(1 + (N - df + 0.5) / (df + 0.5))`, a query term's weight is its count in the
   query (Anserini's bag-of-words query boosts repeated terms) times idf, and a document's term score
   is `w - w / (1 + tf / (k1 * (1 - b + b * dl / avgdl)))` in 32-bit floats, where `dl` is the
   document length after Lucene's one-byte norm encoding (`SmallFloat.intToByte4`: exact below 24,
-  then 4 significant bits). Clause scores are summed in double and rounded to float, equal scores
-  are broken by document order (Lucene's docid), as Lucene's top-k collector does.
+  then 4 significant bits). Clause scores are summed in double and rounded to float; equal scores
+  are ordered by the product id as a string, as Anserini's searcher sorts its hits.
 - **Matching**: any query term (a disjunction), as Pyserini's bag-of-words query.
 
 Why not `bm25s` or a second tantivy field: neither can encode Lucene's length norms, float32
-arithmetic and docid tie-breaking, and page-1 parity with Pyserini needs all three
+arithmetic and Anserini's tie-breaking, and page-1 parity with Pyserini needs all three
 (benchmarks/peer_lucene.py measures it against real Pyserini).
 """
 
@@ -33,7 +35,6 @@ import json
 import os
 import re
 import shutil
-import unicodedata
 from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -43,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import regex
 
 K1 = 0.9
 B = 0.4
@@ -55,13 +57,26 @@ ENGLISH_STOP_WORDS = frozenset(
     "a an and are as at be but by for if in into is it no not of on or such that the their then there "
     "these they this to was will with".split())
 
-_L = r"[^\W\d_]"  # a letter (UAX #29 ALetter, roughly)
-# A word: runs of letters/digits/underscore, joined across "." "'" "’" ":" "·" between letters and
-# "." "," ";" "'" "’" between digits (UAX #29 rules WB6/7 and WB11/12).
-_WORD = re.compile(rf"\w+(?:(?:(?<={_L})[.'’:·](?={_L})|(?<=\d)[.,;'’](?=\d))\w+)*")
+# StandardTokenizer's word rules (Unicode UAX #29), with the `regex` module's Word_Break properties.
+_EX = r"[\p{WB=Extend}\p{WB=Format}\p{WB=ZWJ}]"  # ignored inside a word (WB4): accents, soft hyphens
+_AL = r"[\p{WB=ALetter}\p{WB=Hebrew_Letter}]"
+_NU = r"\p{WB=Numeric}"
+_WORD_CHAR = rf"(?:{_AL}|{_NU}|\p{{WB=ExtendNumLet}})"  # letters and digits join (WB8-10, 13a/b)
+_MID_LETTER = r"[\p{WB=MidLetter}\p{WB=MidNumLet}\p{WB=Single_Quote}]"  # joins letters (WB6/7)
+_MID_NUM = r"[\p{WB=MidNum}\p{WB=MidNumLet}\p{WB=Single_Quote}]"  # joins digits (WB11/12)
+_TOKEN = regex.compile("|".join([
+    # an emoji: a pictograph with its modifiers and ZWJ-joined pictographs, or a regional-indicator flag
+    r"\p{Extended_Pictographic}(?:[\p{WB=Extend}\p{WB=Format}]|\u200d\p{Extended_Pictographic}?)*",
+    r"\p{RI}\p{RI}",
+    rf"{_WORD_CHAR}{_EX}*(?:{_WORD_CHAR}{_EX}*|(?<={_AL}{_EX}*){_MID_LETTER}{_EX}*(?={_AL})"
+    rf"|(?<={_NU}{_EX}*){_MID_NUM}{_EX}*(?={_NU}))*",
+    rf"(?:\p{{WB=Katakana}}{_EX}*)+",  # a Katakana run is one token
+    rf"[\p{{Han}}\p{{Hiragana}}]{_EX}*",  # each ideograph and each Hiragana letter is its own token
+    r"\p{LB=SA}+",  # South-East Asian scripts (Thai, ...): a run is one token
+]))
 _POSSESSIVE = ("'s", "’s", "＇s", "'S", "’S", "＇S")
 _PLAIN_WORD = re.compile(r"\w+")
-_JOINER = re.compile(r"[.'’:·,;]")  # without one of these in a text, its words are plain \w+ runs
+_JOINER = re.compile(r"[.,:;'’‘·]")  # ASCII text without one of these is plain \w+ runs
 
 
 @lru_cache(maxsize=1)
@@ -77,8 +92,7 @@ def _stem(token: str) -> str:
 
 
 def _raw_tokens(text: str) -> Iterable[str]:
-    for m in _WORD.finditer(text):
-        tok = m.group(0)
+    for tok in _TOKEN.findall(text):
         if len(tok) <= MAX_TOKEN_CHARS:
             yield tok
         else:  # StandardTokenizer emits an over-long token in pieces of the maximum length
@@ -90,7 +104,9 @@ def _term_of(token: str) -> str | None:
     """One StandardTokenizer token through the filters: possessive, lower case, stop words, Porter."""
     if token.endswith(_POSSESSIVE):
         token = token[:-2]
-    token = token.lower()
+    # LowerCaseFilter lowers each code point on its own (Java's Character.toLowerCase): a final Σ is σ,
+    # and İ is i, where Python's str.lower() gives ς and i̇.
+    token = token.lower() if token.isascii() else "".join(c.lower()[0] for c in token)
     if not token or token in ENGLISH_STOP_WORDS:
         return None
     return _stem(token)
@@ -98,7 +114,7 @@ def _term_of(token: str) -> str | None:
 
 def lucene_english_tokens(text: str) -> list[str]:
     """The terms Anserini's default English analyzer makes of `text` (see the module docstring)."""
-    terms = (_term_of(tok) for tok in _raw_tokens(unicodedata.normalize("NFC", text or "")))
+    terms = (_term_of(tok) for tok in _raw_tokens(text or ""))  # Lucene normalises nothing (no NFC)
     return [t for t in terms if t is not None]
 
 
@@ -178,9 +194,8 @@ class LuceneBM25Builder:
         return tid
 
     def _doc_term_ids(self, text: str) -> list[int]:
-        if not text.isascii():
-            text = unicodedata.normalize("NFC", text)
-        raw = (_WORD if _JOINER.search(text) else _PLAIN_WORD).findall(text)
+        plain = text.isascii() and not _JOINER.search(text)  # then the words are plain \w+ runs, found faster
+        raw = (_PLAIN_WORD if plain else _TOKEN).findall(text)
         if raw and max(map(len, raw)) > MAX_TOKEN_CHARS:  # rare: over-long tokens split, the slow way
             return [self.vocab.setdefault(t, len(self.vocab)) for t in lucene_english_tokens(text)]
         cache = self._token_ids
@@ -328,31 +343,32 @@ class LuceneBM25Index:
     def ranked(self, text: str, filters: RankedFilter = RankedFilter(), limit: int = 50,
                cap: int = HITS_CAP) -> list[int] | None:
         """Docids of the first `limit` relevance hits (of Lucene's top `cap`) that pass the filters, in
-        relevance order; None when the query would fail upstream."""
+        relevance order; None when the query would fail upstream. Equal scores are ordered by product id
+        as a string, as Anserini's searcher sorts them (not by Lucene's docid)."""
         weights = self.query_weights(text)
         if weights is None:
             return None
         docs, scores = self.scores(weights)
-        if len(docs) > cap:  # only Lucene's top `cap` hits are ever looked at
-            keep = np.argpartition(-scores, cap - 1)[:cap]
-            kth = scores[keep].min()
-            # ties at the cut go to the lower docids, as in Lucene's collector
-            above = np.flatnonzero(scores > kth)
-            at = np.flatnonzero(scores == kth)[: cap - len(above)]
-            sel = np.concatenate([above, at])
-            docs, scores = docs[sel], scores[sel]
+        docs, scores = self._top(docs, scores, cap)  # only Lucene's top `cap` hits are ever looked at
         mask = self._filter_mask(docs, filters)
         if mask is not None:
             docs, scores = docs[mask], scores[mask]
-        if len(docs) > limit:
-            keep = np.argpartition(-scores, limit - 1)[:limit]
-            kth = scores[keep].min()
-            above = np.flatnonzero(scores > kth)
-            at = np.flatnonzero(scores == kth)[: limit - len(above)]
-            sel = np.concatenate([above, at])
-            docs, scores = docs[sel], scores[sel]
-        order = np.lexsort((docs, -scores.astype(np.float64)))
+        docs, scores = self._top(docs, scores, limit)
+        order = np.lexsort((np.asarray(self._product_ids[docs]), -scores.astype(np.float64)))
         return docs[order].tolist()
+
+    def _top(self, docs: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k best (score, then product id), unordered."""
+        if len(docs) <= k:
+            return docs, scores
+        kth = scores[np.argpartition(-scores, k - 1)[:k]].min()
+        above = np.flatnonzero(scores > kth)
+        at = np.flatnonzero(scores == kth)
+        need = k - len(above)
+        if len(at) > need:  # ties at the cut go to the smaller product ids
+            at = at[np.argsort(np.asarray(self._product_ids[docs[at]]), kind="stable")[:need]]
+        sel = np.concatenate([above, at])
+        return docs[sel], scores[sel]
 
     def _filter_mask(self, docs: np.ndarray, f: RankedFilter) -> np.ndarray | None:
         mask: np.ndarray | None = None

@@ -78,8 +78,8 @@ def _reference_ranking(titles: list[str], query: str, k1=0.9, b=0.4, quantize=Tr
             ninv = np.float32(1) / (np.float32(k1) * (np.float32(1 - b) + np.float32(b) * np.float32(dl) / avgdl))
             total += float(w - w / (np.float32(1) + np.float32(tf) * ninv))
         if total > 0:
-            scores.append((-np.float32(total), i))
-    return [i for _, i in sorted(scores)]
+            scores.append((-np.float32(total), f"p{i}", i))  # ties: the product id as a string
+    return [i for _, _, i in sorted(scores)]
 
 
 TITLES = [
@@ -102,13 +102,13 @@ def test_bm25_ranks_as_lucenes_formula(tmp_path, query):
 
 def test_bm25_parameters_query_boosts_and_length_norms_each_matter(tmp_path):
     """Each fidelity mechanism changes some ranking here: Pyserini's k1/b, repeated query words
-    weighing more, and lengths rounded to one byte (then docid breaks the tie)."""
+    weighing more, and lengths rounded to one byte (then the product id breaks the tie)."""
     index = _index(tmp_path, TITLES)
     assert _reference_ranking(TITLES, "red shoe", k1=1.2, b=0.75) != index.ranked("red shoe")
     assert _reference_ranking(TITLES, "red red shoe", boost=False) != index.ranked("red red shoe")
     assert _reference_ranking(TITLES, "red shoe", quantize=False) != index.ranked("red shoe")
     ranked = index.ranked("red shoe")
-    assert ranked.index(5) < ranked.index(6)  # equal scores: the lower docid first
+    assert ranked.index(5) < ranked.index(6)  # equal scores: the smaller product id first
 
 
 def test_filters_apply_after_ranking_and_the_hit_cap_comes_first(tmp_path):
