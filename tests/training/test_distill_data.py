@@ -27,6 +27,7 @@ from training.distill.data import (
     student_conversation,
     uses_unseen_ids,
 )
+from training.distill.pipeline import DISTILL_PROFILE
 
 from .test_chat_template import tiny_tokenizer
 
@@ -64,7 +65,8 @@ def teacher_run(world, similarity, tmp_path_factory) -> Path:
     tasks = generate_tasks(world, TaskGeneratorConfig(n_product=6, n_shop=1, seed=21))
     out = tmp_path_factory.mktemp("distill") / "teacher"
     summary = run_benchmark(world, tasks, lambda: make_agent("teacher", similarity=similarity), out,
-                            RunConfig(agent="teacher"), similarity=similarity, progress=False)
+                            RunConfig(agent="teacher", profile=DISTILL_PROFILE), similarity=similarity,
+                  progress=False)
     assert summary["overall"]["n"] == 7
     return out
 

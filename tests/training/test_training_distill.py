@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from shoplab_cli import app
 from tests.tiny_lm import build_tiny_chat_model
+from training.distill.pipeline import DISTILL_PROFILE
 from training.tool_reward import step_reward, tool_call_correctness
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,7 +79,8 @@ def teacher_run(world, similarity, tmp_path_factory) -> Path:
     tasks = generate_tasks(world, TaskGeneratorConfig(n_product=12, pool=2000, seed=3))
     out = tmp_path_factory.mktemp("teacher")
     run_benchmark(world, tasks, lambda: make_agent("teacher", similarity=similarity), out,
-                  RunConfig(agent="teacher"), similarity=similarity, progress=False)
+                  RunConfig(agent="teacher", profile=DISTILL_PROFILE), similarity=similarity,
+                  progress=False)
     with (out / "tasks.jsonl").open("w") as fh:
         for t in tasks:
             fh.write(json.dumps(t.to_shoppingbench()) + "\n")
