@@ -116,7 +116,7 @@ def _agent_label(summary: Mapping[str, Any]) -> str:
     llm = run.get("llm")
     if isinstance(llm, dict) and llm.get("model"):
         agent += f" ({llm.get('backend', '?')}:{llm['model']})"
-    return f"{agent} [{run.get('profile', 'shoplab')}]"
+    return f"{agent} · {run.get('profile', 'shoplab')}"  # not [..]: rich reads brackets as markup
 
 
 def _tokens(block: Mapping[str, Any]) -> str:

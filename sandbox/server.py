@@ -80,7 +80,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from sandbox.data_model import Intent
 from sandbox.environment import DEFAULT_MAX_STEPS, ShoppingEnv
 from sandbox.scorer import TitleSimilarity, default_title_similarity
-from sandbox.shoppingbench_profile import PROFILES, upstream_search, upstream_view_product_information
+from sandbox.shoppingbench_profile import PROFILES, upstream_service
 from sandbox.toolkit import ErrorKind, Toolkit, ToolSpec, collect_tools
 from sandbox.tools import BUILTIN_TOOLKITS
 from sandbox.world import ShoppingWorld
@@ -488,19 +488,6 @@ class BodyLimit:
                 await too_large(scope, receive, send)
 
 
-def _upstream_find_product_route(world: ShoppingWorld, params: dict[str, Any]) -> Any:
-    return upstream_search(world, params.get("q"), params.get("page"), params.get("shop_id") or None,
-                           params.get("price"), params.get("sort"), params.get("service"))
-
-
-# ShoppingBench's search service, route by route, for the `shoppingbench` profile (query parameters in).
-UPSTREAM_ROUTES = {
-    "find_product": _upstream_find_product_route,
-    "view_product_information": lambda world, params: upstream_view_product_information(world, params,
-                                                                                         from_url=True),
-}
-
-
 # -- the app -----------------------------------------------------------------------------------
 def create_app(world: ShoppingWorld, max_episodes: int = 1000, *,
                similarity: TitleSimilarity | None = None, toolkits: Sequence[Toolkit] = (),
@@ -574,9 +561,10 @@ def create_app(world: ShoppingWorld, max_episodes: int = 1000, *,
 
     # -- ShoppingBench-compatible, stateless ------------------------------------------------
     def run_stateless(tool: str, arguments: dict[str, Any]) -> JSONResponse:
-        if profile == "shoppingbench" and tool in UPSTREAM_ROUTES:
+        service = upstream_service(tool) if profile == "shoppingbench" else None
+        if service is not None:
             try:
-                return JSONResponse(UPSTREAM_ROUTES[tool](world, arguments))
+                return JSONResponse(service(world, arguments))
             except Exception as exc:  # an engine failure: upstream's service answers 500 too
                 return _error(500, f"{tool} failed ({type(exc).__name__})", ErrorKind.internal)
         env = ShoppingEnv(world, max_description_chars=None, toolkits=toolkits)

@@ -268,3 +268,19 @@ class ShoppingBenchProfileTools(Toolkit):
             return _output(None)
         env.state.terminate_status = str(a.status)
         return _output(f"The interaction has been completed with status: {a.status}")
+
+
+# -- upstream's search service on its own query parameters (`shoplab sandbox serve --profile shoppingbench`) --
+def service_find_product(world: Any, params: dict[str, Any]) -> list[dict[str, Any]] | None:
+    return upstream_search(world, params.get("q"), params.get("page"), params.get("shop_id") or None,
+                           params.get("price"), params.get("sort"), params.get("service"))
+
+
+def service_view_product_information(world: Any, params: dict[str, Any]) -> list[dict[str, Any]] | None:
+    return upstream_view_product_information(world, params, from_url=True)
+
+
+def upstream_service(tool: str) -> Any:
+    """How upstream's search service answers `GET /<tool>` (a `service_<tool>` function here), or None for
+    a tool it does not serve."""
+    return globals().get(f"service_{tool}")
