@@ -242,9 +242,8 @@ class LuceneBM25Builder:
         self._chunks = []
         order = np.argsort(term_ids, kind="stable")  # by term, then by doc (stable keeps docs ascending)
         lengths = np.frombuffer(self._lengths, dtype=np.int64) if len(self._lengths) else np.zeros(0, np.int64)
-        norms = np.array([length_to_norm(int(n)) for n in np.unique(lengths)], dtype=np.uint8)
-        norm_of = dict(zip(np.unique(lengths).tolist(), norms.tolist(), strict=True))
-        doc_norm = np.array([norm_of[int(n)] for n in lengths], dtype=np.uint8) if len(lengths) else np.zeros(0, np.uint8)
+        distinct, of_doc = np.unique(lengths, return_inverse=True)  # encode each distinct length once
+        doc_norm = np.array([length_to_norm(int(n)) for n in distinct], dtype=np.uint8)[of_doc]
         indptr = np.zeros(len(self.vocab) + 1, dtype=np.int64)
         np.cumsum(np.bincount(term_ids, minlength=len(self.vocab)), out=indptr[1:])
         np.save(tmp / "postings_doc.npy", docs[order])

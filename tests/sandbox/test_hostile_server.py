@@ -10,13 +10,13 @@ import threading
 import time
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketDenialResponse
 
 from sandbox import ShoppingEnv
-from sandbox.server import LOOPBACK_HOSTS, MAX_BODY_BYTES, _EpisodeStore, create_app, server_config
+from sandbox.server import LOOPBACK_HOSTS, MAX_BODY_BYTES, _EpisodeStore, create_app
 from sandbox.toolkit import ErrorKind
+from tests.sandbox.live_server import serving
 
 KINDS = {k.value for k in ErrorKind}
 
@@ -197,26 +197,10 @@ def test_a_websocket_handshake_is_refused_with_json(client):
 
 
 # -- a real server, configured as `shoplab sandbox serve` configures it --------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def live(world):
-    port = _free_port()
-    app = create_app(world, max_episodes=8, allowed_hosts=LOOPBACK_HOSTS)
-    server = uvicorn.Server(server_config(app, "127.0.0.1", port, log_level="critical"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    yield port
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(world, max_episodes=8, allowed_hosts=LOOPBACK_HOSTS), log_level="critical") as port:
+        yield port
 
 
 def _raw(port: int, data: bytes, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:

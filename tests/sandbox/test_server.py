@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from sandbox.catalogue import build_sandbox
 from sandbox.data_model import DETAIL_FIELDS, SEARCH_HIT_FIELDS
-from sandbox.server import create_app, server_config
+from sandbox.server import create_app
 from sandbox.tools import TOOLS
 from sandbox.world import ShoppingWorld
+from tests.sandbox.live_server import serving
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "shoppingbench"
 
@@ -236,25 +234,10 @@ def test_full_episode_scores_success(client, product_task):
 
 
 # -- a real server, called the way ShoppingBench's toolkit calls it ------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def live_url(world):
-    port = _free_port()
-    server = uvicorn.Server(server_config(create_app(world), "127.0.0.1", port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(world)) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def _get(url: str) -> tuple[int, object]:
