@@ -261,3 +261,13 @@ def test_the_server_answers_as_upstreams_service_under_the_profile(world):
     step = upstream.post(f"/episodes/{episode['episode_id']}/step",
                          json={"tool": "find_product", "arguments": {"q": QUERY}}).json()
     assert step["observation"] == "null"  # episodes run under the server's profile
+
+
+def test_equal_scores_are_ordered_by_product_id_as_a_string_not_by_index_order(tmp_path):
+    """Anserini sorts equal scores by the id field as a string: "p10" before "p9", whichever came first."""
+    builder = LuceneBM25Builder()
+    builder.add({"product_id": pid, "shop_id": "s", "title": "red shoe", "price": 1.0} for pid in ("p9", "p10"))
+    builder.save(tmp_path / "bm25")
+    index = LuceneBM25Index(tmp_path / "bm25")
+    assert [index.product_id(d) for d in index.ranked("red shoe")] == ["p10", "p9"]
+    assert [index.product_id(d) for d in index.ranked("red shoe", limit=1)] == ["p10"]  # at the cut too
