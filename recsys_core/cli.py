@@ -137,14 +137,18 @@ def build_service(sim: Path = typer.Option(..., "--sim", help="The simulator fol
                   ranker: Path = typer.Option(..., "--ranker", help="A CTR run folder (e.g. DIN)."),
                   tokenizer: Path = typer.Option(..., "--tokenizer", help="A semantic-ID tokenizer run folder."),
                   retriever: Path = typer.Option(..., "--retriever", help="A generative-retrieval run folder."),
-                  out: Path = typer.Option(..., "--out", help="Service folder to write (service.json).")) -> None:
+                  out: Path = typer.Option(..., "--out", help="Service folder to write (service.json)."),
+                  reasoner: Path | None = typer.Option(None, "--reasoner",
+                                                       help="Optional REG4Rec run (recommend_with_reasoning).")
+                  ) -> None:
     """Bundle a ranker, tokenizer and retriever trained on one simulation for the agent tools.
 
     The agent config then names the folder: `toolkits: {recsys: {service: <out>}}`, with `recsys` in `tools`."""
     from recsys_core.service import write_service
 
     try:
-        spec = write_service(out, sim=sim, ranker=ranker, tokenizer=tokenizer, retriever=retriever)
+        spec = write_service(out, sim=sim, ranker=ranker, tokenizer=tokenizer, retriever=retriever,
+                             reasoner=reasoner)
     except (FileNotFoundError, ValueError, KeyError) as exc:
         _fail(exc)
     console.print_json(json.dumps(spec))

@@ -63,8 +63,10 @@ def _check_trained_on(cfg: dict[str, Any], sim: Path, role: str, run_dir: Path) 
 
 
 def write_service(out: str | Path, sim: str | Path, ranker: str | Path, tokenizer: str | Path,
-                  retriever: str | Path) -> dict[str, Any]:
-    """Check that the runs fit together and write `out/service.json`; returns its content."""
+                  retriever: str | Path, reasoner: str | Path | None = None) -> dict[str, Any]:
+    """Check that the runs fit together and write `out/service.json`; returns its content. `reasoner`
+    (optional): a REG4Rec `reasoning_retrieval` run on the same simulation, for recommendations with
+    their reasoning paths."""
     out, sim, ranker, tokenizer, retriever = (Path(p) for p in (out, sim, ranker, tokenizer, retriever))
     featurizer = ItemFeaturizer.load(sim)
     n_items = featurizer.n_items
@@ -86,6 +88,14 @@ def write_service(out: str | Path, sim: str | Path, ranker: str | Path, tokenize
         if array.shape[0] != n_items + 1:
             raise ValueError(f"--tokenizer {tokenizer}/{name} has {array.shape[0]} rows but the simulation has "
                              f"{n_items} items (+ row 0): tokenize the same simulator folder")
+    reasoner_cfg: dict[str, Any] = {}
+    if reasoner is not None:
+        reasoner = Path(reasoner)
+        reasoner_cfg = _run_config(reasoner, "reasoner")
+        if reasoner_cfg.get("task") != "reasoning_retrieval":
+            raise ValueError(f"--reasoner {reasoner} is a {reasoner_cfg.get('task')!r} run; give a reasoning_retrieval "
+                             "run (reg4rec)")
+        _check_trained_on(reasoner_cfg, sim, "reasoner", reasoner)
     out.mkdir(parents=True, exist_ok=True)
     spec = {
         "sim": _relative(sim, out), "ranker": _relative(ranker, out), "tokenizer": _relative(tokenizer, out),
@@ -94,6 +104,9 @@ def write_service(out: str | Path, sim: str | Path, ranker: str | Path, tokenize
                    "retriever": retriever_cfg.get("model")},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+    if reasoner is not None:
+        spec["reasoner"] = _relative(reasoner, out)
+        spec["models"]["reasoner"] = reasoner_cfg.get("model")
     (out / SERVICE_FILE).write_text(json.dumps(spec, indent=2))
     return spec
 
@@ -150,6 +163,7 @@ class RecsysService:
         self.ranker_dir = _resolve(service_dir, spec["ranker"])
         self.tokenizer_dir = _resolve(service_dir, spec["tokenizer"])
         self.retriever_dir = _resolve(service_dir, spec["retriever"])
+        self.reasoner_dir = _resolve(service_dir, spec["reasoner"]) if spec.get("reasoner") else None
         self.featurizer = ItemFeaturizer.load(self.sim_dir)
         self.items = load_items(self.sim_dir)
         if len(self.items) != self.featurizer.n_items:
@@ -160,6 +174,7 @@ class RecsysService:
         self._lock = threading.RLock()
         self._ranker: tuple[Any, Any] | None = None
         self._retriever: tuple[Any, Any] | None = None
+        self._reasoner: tuple[Any, Any] | None = None
         self._codes: np.ndarray | None = None
         self._content: np.ndarray | None = None
 
@@ -205,6 +220,22 @@ class RecsysService:
                                      f"simulation {self.featurizer.n_items}: rebuild the service")
                 self._retriever = (task, model)
             return self._retriever
+
+    def reasoner(self):
+        """(reasoning retrieval task, REG4Rec model) of the reasoner run; a clear error when the service has none."""
+        with self._lock:
+            if self.reasoner_dir is None:
+                raise ValueError("this recommender service has no reasoning model: rebuild it with "
+                                 "`shoplab recsys build-service ... --reasoner <reg4rec run>`")
+            if self._reasoner is None:
+                from recsys_core.trainer import load_run
+
+                _, task, model = load_run(self.reasoner_dir)
+                if task.data.n_items != self.featurizer.n_items:
+                    raise ValueError(f"the reasoner {self.reasoner_dir} knows {task.data.n_items} items, the "
+                                     f"simulation {self.featurizer.n_items}: rebuild the service")
+                self._reasoner = (task, model)
+            return self._reasoner
 
     def codes(self) -> tuple[np.ndarray, np.ndarray]:
         """(semantic-ID codes [n+1, L], content vectors [n+1, d]) of the tokenizer run."""
@@ -303,3 +334,40 @@ class RecsysService:
             indices = task.recommend(model, known, k + len(seen))
         picks = [i for i in indices if i not in seen][:k]
         return [self._item_out(i) for i in picks]
+
+    def recommend_with_reasoning(self, history: list[str], k: int = 5) -> list[dict[str, Any]]:
+        """REG4Rec's next items after `history` (oldest first), each with its reasoning path: the semantic
+        tokens in the order the model chose them (CRSS), each token's probability, and which history
+        products carry the same token (what the step drew on). History items are not recommended."""
+        ids = _clean_ids(history, "history", MAX_HISTORY)
+        k = _check_k(k)
+        known, outside = self.split_known(ids)
+        if not known:
+            self._records(outside)
+            raise ValueError(f"none of the {len(ids)} history products is in the recommender's item universe "
+                             f"({self.featurizer.n_items} products); give products the shopper viewed from "
+                             "earlier recommendations, or use find_product")
+        task, model = self.reasoner()
+        seen = set(known)
+        with self._lock:
+            paths = model.beam_search(task.history_items([np.asarray(known, dtype=np.int64)]),
+                                      max(task.beam_size, k + len(seen)))
+        codes = model.item_codes.cpu().numpy()
+        recent = known[-task.max_items:]
+        out: list[dict[str, Any]] = []
+        for beam in range(paths.items.shape[1]):
+            item = int(paths.items[0, beam])
+            if item <= 0 or item in seen:
+                continue
+            steps = []
+            for step in range(paths.codebooks.shape[2]):
+                codebook, code = int(paths.codebooks[0, beam, step]), int(paths.codes[0, beam, step])
+                label = f"expert {codebook}" if codebook < model.free_codebooks else "collision"
+                shared = [self.items[h - 1]["product_id"] for h in recent if codes[h, codebook] == code]
+                steps.append({"token": f"{label}:{code}",
+                              "probability": round(float(np.exp(float(paths.step_log_probs[0, beam, step]))), 4),
+                              "shared_with_history": shared[:3]})
+            out.append({**self._item_out(item), "score": round(float(paths.scores[0, beam]), 4), "path": steps})
+            if len(out) == k:
+                break
+        return out

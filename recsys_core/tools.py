@@ -1,4 +1,5 @@
-"""`RecsysToolkit`: recommender tools for agents, `rank_products`, `similar_products`, `recommend_next`.
+"""`RecsysToolkit`: recommender tools for agents, `rank_products`, `similar_products`, `recommend_next`,
+`recommend_with_reasoning` (REG4Rec, when the service has a reasoner).
 
 They answer from a recsys service folder (`shoplab recsys build-service`): a CTR ranker, a
 semantic-ID tokenizer and a generative retriever trained on a simulation of the sandbox's
@@ -185,6 +186,18 @@ class RecsysToolkit(Toolkit):
         """Products the shopper is likely to want next, given products they viewed (oldest first)."""
         service = self.service(env.world)
         recommendations = _call(service.recommend_next, args.history, args.k)
+        out: dict[str, Any] = {"recommendations": recommendations}
+        _, ignored = service.split_known(args.history)
+        if ignored:
+            out["note"] = (f"{len(ignored)} history product(s) are unknown to the recommender and were ignored: "
+                           f"{', '.join(ignored[:5])}")
+        return out
+
+    @tool("read", icon="🧭")
+    def recommend_with_reasoning(self, env: Episode, args: RecommendNextArgs) -> dict[str, Any]:
+        """Products the shopper is likely to want next, given products they viewed (oldest first), each with the reasoning path that led to it: the product's semantic tokens in the order the recommender chose them, their probabilities, and which viewed products share each token."""
+        service = self.service(env.world)
+        recommendations = _call(service.recommend_with_reasoning, args.history, args.k)
         out: dict[str, Any] = {"recommendations": recommendations}
         _, ignored = service.split_known(args.history)
         if ignored:

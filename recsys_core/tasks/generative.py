@@ -299,6 +299,7 @@ class GenerativeRetrievalTask(Task):
         self.valid_users = users
         self.loader = SemanticIdBatches(self.data, self.item_tokens, self.max_items, cfg.train.batch_size)
         self.decode_seconds: dict[str, float] = {}
+        self.last_ranks: dict[str, np.ndarray] = {}
 
     def build_model(self):
         return build_model(self.cfg.model, self.cfg.model_params, level_sizes=self.trie.level_sizes,
@@ -344,8 +345,9 @@ class GenerativeRetrievalTask(Task):
         items = self.retrieve(model, [histories[u] for u in users])
         self.decode_seconds[split] = round(time.perf_counter() - started, 2)
         hits = items == torch.as_tensor(targets[users]).view(-1, 1)
-        ranks = torch.where(hits.any(1), hits.int().argmax(1), torch.tensor(-1))
-        return ranking_metrics(ranks.numpy(), METRIC_KS)
+        ranks = torch.where(hits.any(1), hits.int().argmax(1), torch.tensor(-1)).numpy()
+        self.last_ranks[split] = ranks  # per-user ranks: paired comparisons between runs
+        return ranking_metrics(ranks, METRIC_KS)
 
     def recommend(self, model, history_items: list[int], k: int) -> list[int]:
         """The top `k` item indices (best first, every one a real item) to follow `history_items`."""
@@ -371,6 +373,8 @@ class GenerativeRetrievalTask(Task):
 
     def on_train_end(self, model, run_dir: Path) -> dict[str, Any]:
         np.save(Path(run_dir) / "codes.npy", self.codes)
+        if "test" in self.last_ranks:
+            np.save(Path(run_dir) / "test_ranks.npy", self.last_ranks["test"])
         if self.cfg.data.get("sid_run"):
             metrics = Path(self.cfg.data["sid_run"]) / "metrics.json"
             if metrics.exists():

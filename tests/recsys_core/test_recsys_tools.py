@@ -43,7 +43,12 @@ def service_dir(world, tmp_path_factory) -> Path:
     retriever = _train("tiger", root / "tiger", data + ["data.codes=null", f"data.sid_run={tokenizer}",
                                                         "train.epochs=1", "train.max_steps=40",
                                                         "task_params.valid_users=50"])
-    write_service(root / "service", sim=sim, ranker=ranker, tokenizer=tokenizer, retriever=retriever)
+    mpq = _train("mpq", root / "mpq", data + ["train.epochs=4", "train.eval_every=4", "train.batch_size=512"])
+    reasoner = _train("reg4rec", root / "reg4rec", data + ["data.codes=null", f"data.sid_run={mpq}",
+                                                          "train.epochs=1", "train.max_steps=30",
+                                                          "task_params.valid_users=30", "task_params.test_users=30"])
+    write_service(root / "service", sim=sim, ranker=ranker, tokenizer=tokenizer, retriever=retriever,
+                  reasoner=reasoner)
     return root / "service"
 
 
@@ -263,3 +268,45 @@ def test_latency_benchmark_reports_batched_and_unbatched_modes(service_dir, smal
     assert results["service"]["calls"] == 20 and 0 < results["service"]["p50_ms"] <= results["service"]["p99_ms"]
     assert results["unbatched"]["p50_ms"] > results["score_only"]["p50_ms"]  # 100 forward passes vs 1
     assert report["models"]["service"]["model"] == "din"
+
+
+# -- REG4Rec's recommendations with reasoning paths ----------------------------------------------------
+def test_recommend_with_reasoning_gives_real_products_with_the_path_that_spells_each_one(service, universe):
+    history = [universe[0]["product_id"], universe[1]["product_id"]]
+    recs = service.recommend_with_reasoning(history, k=10)
+    assert len(recs) == 10 and len({r["product_id"] for r in recs}) == 10
+    assert not {r["product_id"] for r in recs} & set(history)
+    task, model = service.reasoner()
+    codes = model.item_codes.numpy()
+    for rec in recs:
+        item = service.featurizer.index_of(rec["product_id"])
+        assert item > 0
+        tokens = {step["token"] for step in rec["path"]}
+        expected = {(f"expert {r}" if r < model.free_codebooks else "collision") + f":{codes[item, r]}"
+                    for r in range(codes.shape[1])}
+        assert tokens == expected  # the path's tokens are exactly this product's token set
+        assert all(0 < step["probability"] <= 1 for step in rec["path"])
+        assert all(set(step["shared_with_history"]) <= set(history) for step in rec["path"])
+
+
+def test_recommend_with_reasoning_tool_answers_bad_input_with_readable_errors(env, universe, outside_ids):
+    ok = env.step("recommend_with_reasoning", {"history": [universe[3]["product_id"]], "k": 3})
+    assert ok.ok and len(ok.data["recommendations"]) == 3 and ok.data["recommendations"][0]["path"]
+    for bad, needle in (({"history": []}, "at least one product id"),
+                        ({"history": outside_ids[:2]}, "item universe"),
+                        ({"history": ["nope!"]}, "not a product id"),
+                        ({"history": [universe[0]["product_id"]], "k": 500}, "less than or equal to 20")):
+        out = env.step("recommend_with_reasoning", bad)
+        assert not out.ok and needle in out.observation, (bad, out.observation)
+        assert not env.state.done
+
+
+def test_a_service_without_a_reasoner_says_how_to_add_one(service_dir, world, tmp_path):
+    spec = json.loads((service_dir / "service.json").read_text())
+    spec.pop("reasoner")
+    for key in ("sim", "ranker", "tokenizer", "retriever"):
+        spec[key] = str((service_dir / spec[key]).resolve())
+    (tmp_path / "service.json").write_text(json.dumps(spec))
+    plain = RecsysService.load(tmp_path, world)
+    with pytest.raises(ValueError, match="--reasoner"):
+        plain.recommend_with_reasoning([plain.items[0]["product_id"]], 3)

@@ -1,0 +1,3 @@
+from recsys_core.models.reg4rec.model import ReasoningPaths, REG4Rec
+
+__all__ = ["REG4Rec", "ReasoningPaths"]
