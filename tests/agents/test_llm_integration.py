@@ -116,7 +116,7 @@ def test_vllm_backend_runs_an_episode_with_a_lora_adapter(small_sandbox, tmp_pat
     out = tmp_path / "vllm_run"
     cmd = [sys.executable, "-m", "shoplab_cli", "bench", "run", "--data-dir", str(small_sandbox), "--agent", "react",
            "--llm", "vllm", "--model", "smollm2-135m-instruct", "--lora", str(lora_adapter), "--intent", "product",
-           "--limit", "2", "--parallel", "2", "--max-steps", "3", "--max-new-tokens", "32", "--out", str(out),
+           "--limit", "2", "--parallel", "2", "--max-steps", "2", "--max-new-tokens", "24", "--out", str(out),
            "--profile", "shoplab"]  # shoplab's rules retry a malformed turn: the prefix cache gets a second turn
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "NO_COLOR": "1"})
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
@@ -173,7 +173,7 @@ def test_openai_backend_against_a_real_vllm_server(vllm_server, small_sandbox, t
     out = tmp_path / "oai_run"
     cmd = [sys.executable, "-m", "shoplab_cli", "bench", "run", "--data-dir", str(small_sandbox), "--agent", "react",
            "--llm", "openai", "--model", "smollm2", "--base-url", vllm_server, "--intent", "product",
-           "--limit", "2", "--parallel", "2", "--max-steps", "3", "--max-new-tokens", "32", "--out", str(out),
+           "--limit", "2", "--parallel", "2", "--max-steps", "2", "--max-new-tokens", "24", "--out", str(out),
            "--profile", "shoplab"]  # shoplab's rules retry a malformed turn: the prefix cache gets a second turn
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "NO_COLOR": "1"})
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
