@@ -56,14 +56,17 @@ def seeds(folder: Path) -> list[Path]:
     return sorted(p.parent for p in folder.glob("seed*/metrics.json"))
 
 
-def decoded_ranks(run: Path, name: str, **switches) -> np.ndarray:
-    """Test ranks of a finished REG4Rec run decoded with `switches` (cached as test_ranks_<name>.npy)."""
+def decoded_ranks(run: Path, name: str, corp_rank: int | None = None, **switches) -> np.ndarray:
+    """Test ranks of a finished REG4Rec run decoded with `switches` (and CORP's `corp_rank`), cached as
+    test_ranks_<name>.npy."""
     cache = run / f"test_ranks_{name}.npy"
     if cache.exists():
         return np.load(cache)
     from recsys_core.trainer import load_run
 
     _, task, model = load_run(run)
+    if corp_rank is not None:
+        model.corp_rank = corp_rank
     ranks = task.ranks(model, "test", **switches)
     np.save(cache, ranks)
     return ranks
@@ -92,12 +95,14 @@ def main() -> None:
     test_users = np.load(full_runs[0] / "test_users.npy")
     variants: dict[str, list[np.ndarray]] = {"REG4Rec (SFT + PARS + MSRA, CRSS, CORP)": [],
                                              "− PARS (SFT only)": [], "− MSRA (PARS, rewards for the target only)": [],
-                                             "− CORP (no pruning)": [], "− CRSS (fixed expert order)": []}
+                                             "− CORP (no pruning)": [], "− CRSS (fixed expert order)": [],
+                                             "CORP at rank 5 instead of 20 (threshold ablation)": []}
     names = list(variants)
     for run in full_runs:
         variants[names[0]].append(np.load(run / "test_ranks.npy"))
         variants[names[3]].append(decoded_ranks(run, "nocorp", corp=False))
         variants[names[4]].append(decoded_ranks(run, "nocrss", crss=False))
+        variants[names[5]].append(decoded_ranks(run, "corp5", corp_rank=5, corp=True))
     for run in seeds(runs / "reg4rec_sft"):
         variants[names[1]].append(np.load(run / "test_ranks.npy"))
     for run in seeds(runs / "reg4rec_pars_nomsra"):
@@ -131,13 +136,13 @@ def main() -> None:
     for label, folder in (("TIGER on the same MPQ tokens, all 22,363 test users", runs / "tiger_mpq"),
                           ("TIGER on RQ-VAE codes, all test users", runs / "tiger_rqvae"),
                           ("SASRec (IDs, same loop), all test users", runs / "sasrec_beauty")):
-        found = [json.loads((r / "metrics.json").read_text()) for r in seeds(folder)]
-        if not found and (folder / "metrics.json").exists():
-            found = [json.loads((folder / "metrics.json").read_text())]
-        committed = COMMITTED / folder.name
-        if not found and committed.exists():
-            found = [json.loads(p.read_text()) for p in [committed / "metrics.json",
-                                                          *sorted(committed.glob("seed*/metrics.json"))] if p.exists()]
+        def runs_in(where: Path) -> list[dict]:  # the folder's own metrics.json and its seed*/ runs
+            paths = [where / "metrics.json", *sorted(where.glob("seed*/metrics.json"))]
+            return [json.loads(p.read_text()) for p in paths if p.exists()]
+
+        found = runs_in(folder)
+        if not found and (COMMITTED / folder.name).exists() and folder.resolve() != (COMMITTED / folder.name).resolve():
+            found = runs_in(COMMITTED / folder.name)
             label += " (committed run)"
         if found:
             cells = {k: mean_std([f["test"][k] for f in found]) for k in KEYS}
