@@ -232,8 +232,11 @@ def test_react_agent_config_names_the_service(world, service_dir, universe):
 def test_build_service_checks_the_runs_fit_together(service_dir, tmp_path):
     spec = json.loads((service_dir / "service.json").read_text())
     root = service_dir.parent
-    assert spec["models"] == {"ranker": "din", "tokenizer": "rqvae", "retriever": "tiger"}
-    assert not Path(spec["ranker"]).is_absolute()  # the tree can move as a whole
+    assert spec["models"] == {"ranker": "din", "tokenizer": "rqvae", "retriever": "tiger", "reasoner": "reg4rec"}
+    assert not Path(spec["ranker"]).is_absolute() and not Path(spec["reasoner"]).is_absolute()  # the tree can move
+    with pytest.raises(ValueError, match="give a reasoning_retrieval run"):
+        write_service(tmp_path / "s", sim=root / "sim", ranker=root / "din", tokenizer=root / "rqvae",
+                      retriever=root / "tiger", reasoner=root / "tiger")
     with pytest.raises(ValueError, match="give a ctr run"):
         write_service(tmp_path / "s", sim=root / "sim", ranker=root / "tiger", tokenizer=root / "rqvae",
                       retriever=root / "tiger")
