@@ -317,17 +317,21 @@ class RecsysService:
         order = np.lexsort((-cosine, -shared))[:k]
         return [{**self._item_out(int(i) + 1), "shared_prefix": int(shared[i])} for i in order]
 
-    def recommend_next(self, history: list[str], k: int = 5) -> list[dict[str, Any]]:
-        """What the shopper is likely to click next after `history` (oldest first); products outside
-        the simulated universe are ignored (see `split_known`), history items are not recommended."""
+    def _known_history(self, history: list[str]) -> list[int]:
+        """Item indices of the history products inside the universe (others ignored); an error when none is."""
         ids = _clean_ids(history, "history", MAX_HISTORY)
-        k = _check_k(k)
         known, outside = self.split_known(ids)
         if not known:
             self._records(outside)
             raise ValueError(f"none of the {len(ids)} history products is in the recommender's item universe "
                              f"({self.featurizer.n_items} products); give products the shopper viewed from "
                              "earlier recommendations, or use find_product")
+        return known
+
+    def recommend_next(self, history: list[str], k: int = 5) -> list[dict[str, Any]]:
+        """What the shopper is likely to click next after `history` (oldest first); products outside
+        the simulated universe are ignored (see `split_known`), history items are not recommended."""
+        known, k = self._known_history(history), _check_k(k)
         task, model = self.retriever()
         seen = set(known)
         with self._lock:
@@ -339,14 +343,7 @@ class RecsysService:
         """REG4Rec's next items after `history` (oldest first), each with its reasoning path: the semantic
         tokens in the order the model chose them (CRSS), each token's probability, and which history
         products carry the same token (what the step drew on). History items are not recommended."""
-        ids = _clean_ids(history, "history", MAX_HISTORY)
-        k = _check_k(k)
-        known, outside = self.split_known(ids)
-        if not known:
-            self._records(outside)
-            raise ValueError(f"none of the {len(ids)} history products is in the recommender's item universe "
-                             f"({self.featurizer.n_items} products); give products the shopper viewed from "
-                             "earlier recommendations, or use find_product")
+        known, k = self._known_history(history), _check_k(k)
         task, model = self.reasoner()
         seen = set(known)
         with self._lock:

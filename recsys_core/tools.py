@@ -169,6 +169,16 @@ class RecsysToolkit(Toolkit):
                 raise ToolError(f"the recommender service could not be loaded: {exc}", ErrorKind.unavailable) from exc
             return self._service
 
+    def _recommendations(self, env: Episode, method: str, args: RecommendNextArgs) -> dict[str, Any]:
+        """The service's `method` answer for the history, with a note naming history ids it ignored."""
+        service = self.service(env.world)
+        out: dict[str, Any] = {"recommendations": _call(getattr(service, method), args.history, args.k)}
+        _, ignored = service.split_known(args.history)
+        if ignored:
+            out["note"] = (f"{len(ignored)} history product(s) are unknown to the recommender and were ignored: "
+                           f"{', '.join(ignored[:5])}")
+        return out
+
     @tool("read", icon="📊")
     def rank_products(self, env: Episode, args: RankProductsArgs) -> dict[str, Any]:
         """Order products by a recommender's predicted click probability for this shopper; give the product_ids to order and optionally the shopper's recent products as context.history."""
@@ -184,23 +194,9 @@ class RecsysToolkit(Toolkit):
     @tool("read", icon="👉")
     def recommend_next(self, env: Episode, args: RecommendNextArgs) -> dict[str, Any]:
         """Products the shopper is likely to want next, given products they viewed (oldest first)."""
-        service = self.service(env.world)
-        recommendations = _call(service.recommend_next, args.history, args.k)
-        out: dict[str, Any] = {"recommendations": recommendations}
-        _, ignored = service.split_known(args.history)
-        if ignored:
-            out["note"] = (f"{len(ignored)} history product(s) are unknown to the recommender and were ignored: "
-                           f"{', '.join(ignored[:5])}")
-        return out
+        return self._recommendations(env, "recommend_next", args)
 
     @tool("read", icon="🧭")
     def recommend_with_reasoning(self, env: Episode, args: RecommendNextArgs) -> dict[str, Any]:
         """Products the shopper is likely to want next, given products they viewed (oldest first), each with the reasoning path that led to it: the product's semantic tokens in the order the recommender chose them, their probabilities, and which viewed products share each token."""
-        service = self.service(env.world)
-        recommendations = _call(service.recommend_with_reasoning, args.history, args.k)
-        out: dict[str, Any] = {"recommendations": recommendations}
-        _, ignored = service.split_known(args.history)
-        if ignored:
-            out["note"] = (f"{len(ignored)} history product(s) are unknown to the recommender and were ignored: "
-                           f"{', '.join(ignored[:5])}")
-        return out
+        return self._recommendations(env, "recommend_with_reasoning", args)

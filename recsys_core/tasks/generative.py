@@ -269,6 +269,16 @@ class SemanticIdBatches:
         return {"tokens": torch.from_numpy(tokens), "targets": torch.from_numpy(targets)}
 
 
+def sample_users(n_users: int, count: Any, seed: Any = 0) -> np.ndarray:
+    """A sorted fixed sample of `count` user indices drawn with `seed` (every user when count is 0/None or
+    not below n_users): the same users for every run with the same settings."""
+    users = np.arange(n_users)
+    count = int(count or 0)
+    if 0 < count < n_users:
+        users = np.sort(np.random.default_rng(int(seed or 0)).choice(users, count, False))
+    return users
+
+
 # ---- the task ---------------------------------------------------------------------------------------
 @register_task("generative_retrieval")
 class GenerativeRetrievalTask(Task):
@@ -292,11 +302,7 @@ class GenerativeRetrievalTask(Task):
         self.eval_batch_size = int(params.get("eval_batch_size", 256))
         if self.beam_size < max(METRIC_KS):
             raise ValueError(f"task_params.beam_size must be at least {max(METRIC_KS)} for Recall/NDCG@10")
-        n_valid = int(params.get("valid_users", 3000) or 0)
-        users = np.arange(self.data.n_users)
-        if 0 < n_valid < len(users):
-            users = np.sort(np.random.default_rng(int(params.get("valid_seed", 0))).choice(users, n_valid, False))
-        self.valid_users = users
+        self.valid_users = sample_users(self.data.n_users, params.get("valid_users", 3000), params.get("valid_seed", 0))
         self.loader = SemanticIdBatches(self.data, self.item_tokens, self.max_items, cfg.train.batch_size)
         self.decode_seconds: dict[str, float] = {}
         self.last_ranks: dict[str, np.ndarray] = {}

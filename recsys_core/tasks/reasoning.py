@@ -36,7 +36,7 @@ from recsys_core.data.sources import load_sequences
 from recsys_core.metrics import codebook_stats, ranking_metrics
 from recsys_core.registry import build_model, register_task
 from recsys_core.tasks.base import Task
-from recsys_core.tasks.generative import METRIC_KS, load_codes
+from recsys_core.tasks.generative import METRIC_KS, load_codes, sample_users
 
 STAGES = ("sft", "pars")
 
@@ -95,16 +95,8 @@ class ReasoningRetrievalTask(Task):
         if self.beam_size < max(METRIC_KS):
             raise ValueError(f"task_params.beam_size must be at least {max(METRIC_KS)} for Recall/NDCG@10")
         self.eval_batch_size = int(params.get("eval_batch_size", 256))
-        n_valid = int(params.get("valid_users", 3000) or 0)
-        users = np.arange(self.data.n_users)
-        if 0 < n_valid < len(users):
-            users = np.sort(np.random.default_rng(int(params.get("valid_seed", 0))).choice(users, n_valid, False))
-        self.valid_users = users
-        n_test = int(params.get("test_users", 0) or 0)
-        users = np.arange(self.data.n_users)
-        if 0 < n_test < len(users):
-            users = np.sort(np.random.default_rng(int(params.get("test_seed", 0))).choice(users, n_test, False))
-        self.test_users = users
+        self.valid_users = sample_users(self.data.n_users, params.get("valid_users", 3000), params.get("valid_seed", 0))
+        self.test_users = sample_users(self.data.n_users, params.get("test_users", 0), params.get("test_seed", 0))
         # validation picks the best epoch; CORP is an inference-time filter, so it may be left out there
         self.valid_switches = {"corp": bool(params["valid_corp"])} if "valid_corp" in params else {}
         self.windows = item_windows(self.data, self.max_items)
@@ -119,7 +111,6 @@ class ReasoningRetrievalTask(Task):
         self.n_train_users = len(training_sequences(self.data))
         self.last_ranks: dict[str, np.ndarray] = {}
         self.decode_seconds: dict[str, float] = {}
-        self.eval_switches: dict[str, bool] = {}
 
     def build_model(self):
         model = build_model(self.cfg.model, self.cfg.model_params, item_codes=self.codes,
@@ -184,17 +175,13 @@ class ReasoningRetrievalTask(Task):
         """Beam-search items [n, beam] (0 = none) and the `ReasoningPaths` batches (users sorted by history
         length, batched; `switches` = crss / corp overrides)."""
         beam = beam_size or self.beam_size
-        switches = {**self.eval_switches, **switches}
         lengths = np.array([min(len(h), self.max_items) for h in histories])
         order = np.argsort(lengths, kind="stable")
         out = torch.zeros(len(histories), beam, dtype=torch.long)
-        pruned = 0
         for start in range(0, len(order), self.eval_batch_size):
             rows = order[start:start + self.eval_batch_size]
             paths = model.beam_search(self.history_items([histories[r] for r in rows]), beam, **switches)
             out[torch.as_tensor(rows), :paths.items.shape[1]] = paths.items.cpu()
-            pruned += paths.pruned
-        self.last_pruned = pruned
         return out
 
     def ranks(self, model, split: str, **switches) -> np.ndarray:
