@@ -159,6 +159,19 @@ class HistoryCTRData(CTRData):
         self.cold_item_rate = cold_item_rate
         self.negative_sampler = negative_sampler  # set: training positives get one fresh negative each epoch
         self.bucket_by_length = bucket_by_length
+        self.user_field_names: list[str] = []
+        self.user_field_vocab_sizes: list[int] = []
+        self.user_fields: np.ndarray | None = None
+
+    def set_user_fields(self, names: list[str], sizes: list[int], table: np.ndarray) -> None:
+        """Per-user categorical fields ([n_users, U] ids, indexed by a sample's `user`): batches then
+        carry `user_fields` [B, U] (MovieLens' age, gender, occupation, ...)."""
+        table = np.ascontiguousarray(table, dtype=np.int64)
+        if table.ndim != 2 or table.shape[1] != len(names) or len(names) != len(sizes):
+            raise ValueError(f"user fields: a [users, {len(names)}] table and {len(names)} sizes expected")
+        if (table < 0).any() or (table >= np.asarray(sizes)[None, :]).any():
+            raise ValueError("user fields: ids outside their vocab sizes")
+        self.user_field_names, self.user_field_vocab_sizes, self.user_fields = list(names), list(sizes), table
 
     @property
     def n_items(self) -> int:
@@ -195,9 +208,13 @@ class HistoryCTRData(CTRData):
         cand = self.item_fields[samples.cand[index]].copy()
         if rng is not None and self.cold_item_rate > 0:
             cand[rng.random(len(cand)) < self.cold_item_rate, 0] = 0
-        return {"hist_fields": torch.from_numpy(hist), "cand_fields": torch.from_numpy(cand),
-                "label": torch.from_numpy(samples.label[index].astype(np.float32)),
-                "user": torch.from_numpy(samples.user[index].astype(np.int64))}
+        batch = {"hist_fields": torch.from_numpy(hist), "cand_fields": torch.from_numpy(cand),
+                 "label": torch.from_numpy(samples.label[index].astype(np.float32)),
+                 "user": torch.from_numpy(samples.user[index].astype(np.int64)),
+                 "cand_item": torch.from_numpy(samples.cand[index].astype(np.int64))}
+        if self.user_fields is not None:
+            batch["user_fields"] = torch.from_numpy(self.user_fields[samples.user[index]])
+        return batch
 
     def train_batches(self, rng: np.random.Generator, batch_size: int):
         samples = self.epoch_samples(rng)
@@ -478,10 +495,16 @@ def load_ctr_sample(path: str | Path, label_column: str | None = None, dense_col
 # ---------------------------------------------------------------- entry point
 
 def load_ctr(data: dict[str, Any]) -> CTRData:
-    """The `data:` section of a CTR config: `kind` sequences | simulated | ctr_sample."""
+    """The `data:` section of a CTR config: `kind` sequences | simulated | movielens | ctr_sample."""
     kind = data.get("kind", "sequences")
     max_len = int(data.get("max_len", 50))
     bucket = bool(data.get("bucket_by_length", True))
+    if kind == "movielens":
+        from recsys_core.data.movielens import ctr_from_movielens, load_movielens
+
+        ml = load_movielens(data.get("path"), tuple(data.get("split", (0.8, 0.1))), data.get("dataset", "ml-1m"),
+                            data.get("synthetic"))
+        return ctr_from_movielens(ml, max_len=int(data.get("max_len", 30)), bucket_by_length=bucket)
     if kind == "sequences":
         seq_cfg = {k: v for k, v in data.items() if k not in ("kind", "source")}
         seq_cfg["kind"] = data.get("source", "s3rec")
@@ -496,4 +519,4 @@ def load_ctr(data: dict[str, Any]) -> CTRData:
     if kind == "ctr_sample":
         return load_ctr_sample(data.get("path", "data/ctr_samples/ali-ccp"), data.get("label_column"),
                                data.get("dense_columns"), data.get("user_column"), int(data.get("split_seed", 0)))
-    raise ValueError(f"unknown data.kind {kind!r} for the ctr task (sequences | simulated | ctr_sample)")
+    raise ValueError(f"unknown data.kind {kind!r} for the ctr task (sequences | simulated | movielens | ctr_sample)")

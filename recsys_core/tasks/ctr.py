@@ -41,9 +41,17 @@ class CTRTask(Task):
         self.data = load_ctr(cfg.data)
         self.eval_batch_size = int(cfg.task_params.get("eval_batch_size", 2048))
 
+    def model_inputs(self) -> dict[str, Any]:
+        """What every CTR model is built from: the data's field vocab sizes, dense width, history length
+        (and per-user field vocab sizes when the data has user fields)."""
+        inputs = {"field_vocab_sizes": list(self.data.field_vocab_sizes), "dense_dim": self.data.dense_dim,
+                  "max_len": self.data.max_len}
+        if getattr(self.data, "user_field_vocab_sizes", None):
+            inputs["user_field_vocab_sizes"] = list(self.data.user_field_vocab_sizes)
+        return inputs
+
     def build_model(self):
-        return build_model(self.cfg.model, self.cfg.model_params, field_vocab_sizes=list(self.data.field_vocab_sizes),
-                           dense_dim=self.data.dense_dim, max_len=self.data.max_len)
+        return build_model(self.cfg.model, self.cfg.model_params, **self.model_inputs())
 
     def steps_per_epoch(self) -> int:
         return self.data.n_train_batches(self.cfg.train.batch_size)

@@ -3,7 +3,9 @@
 FM (bias + first order + pairwise second order over all fields) plus a DNN on the concatenated field
 embeddings (and dense features) share one embedding table per field. With user histories, each
 field's history embeddings (and first-order weights) are mean-pooled over the real behaviours and
-enter as F extra fields, so the FM also models candidate × history-interest interactions.
+enter as F extra fields, so the FM also models candidate × history-interest interactions. Per-user
+fields (`user_fields`) are FM fields too, and so are `n_extra_fields` vectors a wrapper passes in
+(`forward(batch, extra)`: CoCo's knowledge), which then interact with every other field.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from recsys_core.registry import register_model
 @register_model("deepfm", tasks="ctr")
 class DeepFM(nn.Module):
     def __init__(self, field_vocab_sizes: Sequence[int], dense_dim: int = 0, max_len: int = 0, embed_dim: int = 16,
-                 mlp_hidden: Sequence[int] = (200, 80), dropout: float = 0.0):
+                 mlp_hidden: Sequence[int] = (200, 80), dropout: float = 0.0, user_field_vocab_sizes: Sequence[int] = (),
+                 n_extra_fields: int = 0):
         super().__init__()
         self.field_vocab_sizes = list(field_vocab_sizes)
         self.uses_history = max_len > 0
@@ -30,11 +33,15 @@ class DeepFM(nn.Module):
         self.first_order = nn.ModuleList(nn.Embedding(v, 1, padding_idx=0) for v in self.field_vocab_sizes)
         self.bias = nn.Parameter(torch.zeros(1))
         self.dense_linear = nn.Linear(dense_dim, 1, bias=False) if dense_dim else None
-        n_fields = len(self.field_vocab_sizes) * (2 if self.uses_history else 1)
+        self.embed_dim, self.n_extra_fields = embed_dim, n_extra_fields
+        self.user_embeddings = nn.ModuleList(nn.Embedding(v, embed_dim, padding_idx=0) for v in user_field_vocab_sizes)
+        self.user_first_order = nn.ModuleList(nn.Embedding(v, 1, padding_idx=0) for v in user_field_vocab_sizes)
+        n_fields = (len(self.field_vocab_sizes) * (2 if self.uses_history else 1) + len(self.user_embeddings)
+                    + n_extra_fields)
         self.dnn = mlp(n_fields * embed_dim + dense_dim, mlp_hidden, 1, dropout=dropout)
-        for emb in self.embeddings:
+        for emb in [*self.embeddings, *self.user_embeddings]:
             nn.init.normal_(emb.weight, std=0.05)
-        for emb in self.first_order:
+        for emb in [*self.first_order, *self.user_first_order]:
             nn.init.zeros_(emb.weight)
 
     def _lookup(self, fields: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,7 +52,16 @@ class DeepFM(nn.Module):
         weights = torch.cat([w(fields[..., i]) for i, w in enumerate(self.first_order)], dim=-1)
         return vectors, weights
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def embed_user(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """The user-field embeddings [B, k] each (none when the model has no user fields)."""
+        if not self.user_embeddings:
+            return []
+        if "user_fields" not in batch:
+            raise ValueError("this model was built with user fields: the batch lacks `user_fields`")
+        return [emb(batch["user_fields"][:, i]) for i, emb in enumerate(self.user_embeddings)]
+
+    def forward(self, batch: dict[str, torch.Tensor], extra: torch.Tensor | None = None) -> torch.Tensor:
+        """Click logits [B]; `extra` [B, n_extra_fields, embed_dim] side vectors (required when built with some)."""
         vectors, weights = self._lookup(batch["cand_fields"])
         if self.uses_history:
             if "hist_fields" not in batch:
@@ -57,6 +73,14 @@ class DeepFM(nn.Module):
             pooled = torch.einsum("bt,btfk->bfk", real, h_vectors) / count[:, None, None]
             pooled_w = torch.einsum("bt,btf->bf", real, h_weights) / count[:, None]
             vectors, weights = torch.cat([vectors, pooled], 1), torch.cat([weights, pooled_w], 1)
+        if self.user_embeddings:
+            user_w = torch.cat([w(batch["user_fields"][:, i]) for i, w in enumerate(self.user_first_order)], -1)
+            vectors = torch.cat([vectors, torch.stack(self.embed_user(batch), 1)], 1)
+            weights = torch.cat([weights, user_w], 1)
+        if self.n_extra_fields:
+            if extra is None or extra.shape[1:] != (self.n_extra_fields, self.embed_dim):
+                raise ValueError(f"this DeepFM expects extra [B, {self.n_extra_fields}, {self.embed_dim}] vectors")
+            vectors = torch.cat([vectors, extra], 1)
         square_of_sum = vectors.sum(1).pow(2)
         sum_of_square = vectors.pow(2).sum(1)
         logit = self.bias + weights.sum(1) + 0.5 * (square_of_sum - sum_of_square).sum(-1)

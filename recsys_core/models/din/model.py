@@ -4,7 +4,9 @@ The candidate attends over the user's history with DIN's local activation unit: 
 [h, c, h − c, h ⊙ c] gives one unnormalised weight per behaviour (no softmax, as in the paper, so
 the pooled vector keeps the intensity of interest), padded behaviours weigh 0. The pooled interest
 and the candidate go through an MLP (200-80-1). An item is the concatenation of its field
-embeddings (item id, category, ...). Activations: Dice (the paper's) or PReLU.
+embeddings (item id, category, ...). Activations: Dice (the paper's) or PReLU. With per-user fields
+(`user_fields`, MovieLens' age, gender, ...) their embeddings join the MLP input, and so do
+`n_extra_fields` vectors a wrapper passes in (`forward(batch, extra)`: CoCo's knowledge).
 """
 
 from __future__ import annotations
@@ -65,7 +67,8 @@ def din_mlp(in_dim: int, hidden: Sequence[int], activation: str, dropout: float 
 class DIN(nn.Module):
     def __init__(self, field_vocab_sizes: Sequence[int], max_len: int, dense_dim: int = 0, embed_dim: int = 16,
                  attention_hidden: Sequence[int] = (80, 40), mlp_hidden: Sequence[int] = (200, 80),
-                 activation: str = "dice", dropout: float = 0.0):
+                 activation: str = "dice", dropout: float = 0.0, user_field_vocab_sizes: Sequence[int] = (),
+                 n_extra_fields: int = 0):
         super().__init__()
         if max_len <= 0:
             raise ValueError("DIN needs user behaviour histories (hist_fields); this data has none "
@@ -75,8 +78,12 @@ class DIN(nn.Module):
         item_dim = embed_dim * len(self.field_vocab_sizes)
         self.attention = din_mlp(4 * item_dim, attention_hidden, activation)
         self.dense_dim = dense_dim
-        self.head = din_mlp(2 * item_dim + dense_dim, mlp_hidden, activation, dropout)
-        for emb in self.embeddings:
+        self.embed_dim = embed_dim
+        self.user_embeddings = nn.ModuleList(nn.Embedding(v, embed_dim, padding_idx=0) for v in user_field_vocab_sizes)
+        self.n_extra_fields = n_extra_fields
+        side_dim = embed_dim * (len(self.user_embeddings) + n_extra_fields)
+        self.head = din_mlp(2 * item_dim + dense_dim + side_dim, mlp_hidden, activation, dropout)
+        for emb in [*self.embeddings, *self.user_embeddings]:
             nn.init.normal_(emb.weight, std=0.05)
             with torch.no_grad():
                 emb.weight[0].zero_()
@@ -86,7 +93,16 @@ class DIN(nn.Module):
             raise ValueError(f"expected {len(self.embeddings)} fields per item, got {fields.shape[-1]}")
         return torch.cat([emb(fields[..., i]) for i, emb in enumerate(self.embeddings)], dim=-1)
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def embed_user(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """The user-field embeddings [B, k] each (none when the model has no user fields)."""
+        if not self.user_embeddings:
+            return []
+        if "user_fields" not in batch:
+            raise ValueError("this model was built with user fields: the batch lacks `user_fields`")
+        return [emb(batch["user_fields"][:, i]) for i, emb in enumerate(self.user_embeddings)]
+
+    def forward(self, batch: dict[str, torch.Tensor], extra: torch.Tensor | None = None) -> torch.Tensor:
+        """Click logits [B]; `extra` [B, n_extra_fields, embed_dim] side vectors (required when built with some)."""
         if "hist_fields" not in batch:
             raise ValueError("DIN needs `hist_fields` (user histories) in the batch")
         hist, cand = self.embed(batch["hist_fields"]), self.embed(batch["cand_fields"])
@@ -94,7 +110,11 @@ class DIN(nn.Module):
         c = cand.unsqueeze(1).expand_as(hist)
         weights = self.attention(torch.cat([hist, c, hist - c, hist * c], dim=-1)).squeeze(-1)
         interest = (weights * mask).unsqueeze(-1).mul(hist).sum(1)
-        parts = [interest, cand] + ([batch["dense"]] if self.dense_dim else [])
+        parts = [interest, cand] + ([batch["dense"]] if self.dense_dim else []) + self.embed_user(batch)
+        if self.n_extra_fields:
+            if extra is None or extra.shape[1:] != (self.n_extra_fields, self.embed_dim):
+                raise ValueError(f"this DIN expects extra [B, {self.n_extra_fields}, {self.embed_dim}] vectors")
+            parts.append(extra.flatten(1))
         return self.head(torch.cat(parts, dim=-1)).squeeze(-1)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

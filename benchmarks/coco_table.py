@@ -1,0 +1,158 @@
+"""CoCo's results table on MovieLens-1M CTR: heuristic floors, backbone alone, KAR-style knowledge, CoCo and
+one ablation per mechanism, per backbone; mean ± std over seeds and a paired bootstrap over users.
+
+    python benchmarks/coco_table.py --runs runs/recsys/coco --out benchmarks/results/recsys/coco
+
+Reads `<runs>/<backbone>_<row>_s<seed>/` (metrics.json, test_pred*.npy, test_labels.npy, test_users.npy),
+written by `benchmarks/run_coco.sh`. The CoCo rows' LoRA stage (contradiction resolution, with and without
+gradient masking) lives inside the `coco` runs (metrics.json["resolution"], test_pred_<variant>.npy).
+The bootstrap resamples test users (the same resample for every seed), and reports the seed-mean of
+ΔAUC (row − backbone alone) with a 95% interval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import numpy as np
+
+ROWS = (  # (key, run name, prediction file, label)
+    ("none", "none", "test_pred.npy", "backbone alone"),
+    ("fixed", "fixed", "test_pred.npy", "KAR-style fixed template (frozen LLM, one prompt for all)"),
+    ("coco", "coco", "test_pred.npy", "CoCo, frozen LLM (VQ prompts + cross-attention + InfoNCE)"),
+    ("coco_lora", "coco", "test_pred_masked.npy", "CoCo full (+ LoRA with gradient masking)"),
+    ("coco_lora_nomask", "coco", "test_pred_unmasked.npy", "− gradient masking (LoRA learns from every sample)"),
+    ("novq", "novq", "test_pred.npy", "− VQ prompts (one learned prompt for all)"),
+    ("noinfonce", "noinfonce", "test_pred.npy", "− InfoNCE"),
+)
+
+
+def weighted_auc(order: np.ndarray, labels_sorted: np.ndarray, weights: np.ndarray) -> float:
+    """AUC with per-sample weights, given the ascending score order (ties broken by the order)."""
+    w = weights[order]
+    neg_below = np.cumsum(w * (1 - labels_sorted)) - w * (1 - labels_sorted)
+    pos_w = w * labels_sorted
+    return float((pos_w * neg_below).sum() / max(pos_w.sum() * (w * (1 - labels_sorted)).sum(), 1e-12))
+
+
+def bootstrap_delta(preds: list[np.ndarray], base: list[np.ndarray], labels: np.ndarray, users: np.ndarray,
+                    n: int = 500, seed: int = 0) -> dict[str, float]:
+    """Paired bootstrap over users of the seed-mean ΔAUC (preds[s] − base[s])."""
+    codes = np.unique(users, return_inverse=True)[1]
+    n_users = codes.max() + 1
+    orders = [(np.argsort(p, kind="stable"), np.argsort(b, kind="stable")) for p, b in zip(preds, base, strict=True)]
+    sorted_labels = [(labels[o1], labels[o2]) for o1, o2 in orders]
+    rng = np.random.default_rng(seed)
+    deltas = []
+    ones = np.ones(len(labels))
+    point = np.mean([weighted_auc(o1, l1, ones) - weighted_auc(o2, l2, ones)
+                     for (o1, o2), (l1, l2) in zip(orders, sorted_labels, strict=True)])
+    for _ in range(n):
+        weights = np.bincount(rng.integers(0, n_users, n_users), minlength=n_users)[codes].astype(np.float64)
+        deltas.append(np.mean([weighted_auc(o1, l1, weights) - weighted_auc(o2, l2, weights)
+                               for (o1, o2), (l1, l2) in zip(orders, sorted_labels, strict=True)]))
+    lo, hi = np.percentile(deltas, [2.5, 97.5])
+    return {"delta_auc": float(point), "ci_low": float(lo), "ci_high": float(hi), "resamples": n}
+
+
+def cell(values: list[float]) -> dict[str, float]:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "n": len(values)}
+
+
+def fmt(c: dict[str, float] | None) -> str:
+    if not c:
+        return "–"
+    return f"{c['mean']:.4f} ± {c['std']:.4f}" if c["n"] > 1 else f"{c['mean']:.4f}"
+
+
+def floors() -> dict[str, dict[str, float]]:
+    from recsys_core.data.movielens import ctr_from_movielens, heuristic_floors, load_movielens
+    from recsys_core.metrics import auc, gauc, logloss
+
+    ml = load_movielens()
+    data = ctr_from_movielens(ml)
+    test = data.splits["test"]
+    out = {}
+    for name, scores in heuristic_floors(ml, data, "test").items():
+        probs = np.clip(scores, 1e-4, 1 - 1e-4) if name == "popularity" else None
+        out[name] = {"auc": auc(test.label, scores), "gauc": gauc(test.user, test.label, scores),
+                     "logloss": logloss(test.label, probs) if probs is not None else None}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", default="runs/recsys/coco")
+    ap.add_argument("--out", default="benchmarks/results/recsys/coco")
+    ap.add_argument("--resamples", type=int, default=500)
+    args = ap.parse_args()
+    runs, out = Path(args.runs), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result: dict = {"floors": floors(), "backbones": {}}
+    lines = ["# CoCo on MovieLens-1M CTR", "",
+             "Test split of the time-ordered 80/10/10 protocol (rating ≥ 4 = click; `recsys_core/data/movielens.py`).",
+             "Regenerate: `bash benchmarks/run_coco.sh` (runs + this table) or "
+             "`python benchmarks/coco_table.py --runs runs/recsys/coco`.", "",
+             "| heuristic floor | AUC | GAUC | logloss |", "|---|---|---|---|"]
+    for name, m in result["floors"].items():
+        ll = f"{m['logloss']:.4f}" if m["logloss"] is not None else "–"
+        lines.append(f"| {name} | {m['auc']:.4f} | {m['gauc']:.4f} | {ll} |")
+    for backbone in ("deepfm", "din"):
+        table: dict = {}
+        base_preds = None
+        labels = users = None
+        for key, run_name, pred_file, label in ROWS:
+            folders = sorted(runs.glob(f"{backbone}_{run_name}_s*/metrics.json"))
+            metrics, preds, extra = [], [], {}
+            for f in folders:
+                m = json.loads(f.read_text())
+                if pred_file == "test_pred.npy":
+                    metrics.append(m["test"])
+                else:
+                    variant = pred_file.removeprefix("test_pred_").removesuffix(".npy")
+                    res = m.get("resolution", {}).get(variant)
+                    if res is None:
+                        continue
+                    metrics.append(res["test"])
+                    extra.setdefault("lora_seconds", []).append(res["seconds"])
+                    extra.setdefault("hurt_share", []).append(res["hurt_share"])
+                    extra.setdefault("best_step", []).append(res["best_step"])
+                if (f.parent / pred_file).exists():
+                    preds.append(np.load(f.parent / pred_file))
+                    labels = np.load(f.parent / "test_labels.npy")
+                    users = np.load(f.parent / "test_users.npy")
+                if key == "coco" and "prompt_usage" in m:
+                    extra.setdefault("prompt_usage", []).append(m["prompt_usage"])
+                extra.setdefault("train_seconds", []).append(m["train_seconds"])
+                extra.setdefault("best_epoch", []).append(m["best_epoch"])
+            if not metrics:
+                continue
+            row = {"label": label, "seeds": len(metrics), **{k: cell([x[k] for x in metrics])
+                                                              for k in ("auc", "gauc", "logloss")}, **extra}
+            if key == "none":
+                base_preds = preds
+            elif base_preds and len(preds) == len(base_preds):
+                row["vs_backbone"] = bootstrap_delta(preds, base_preds, labels, users, args.resamples)
+            table[key] = row
+        if not table:
+            continue
+        result["backbones"][backbone] = table
+        lines += ["", f"## Backbone: {backbone.upper() if backbone == 'din' else 'DeepFM'}", "",
+                  "| row | seeds | AUC | GAUC | logloss | ΔAUC vs backbone [95% CI] |", "|---|---|---|---|---|---|"]
+        for row in table.values():
+            b = row.get("vs_backbone")
+            delta = f"{b['delta_auc']:+.4f} [{b['ci_low']:+.4f}, {b['ci_high']:+.4f}]" if b else ""
+            lines.append(f"| {row['label']} | {row['seeds']} | {fmt(row['auc'])} | {fmt(row['gauc'])} | "
+                         f"{fmt(row['logloss'])} | {delta} |")
+    (out / "coco.json").write_text(json.dumps(result, indent=1))
+    (out / "coco.md").write_text("\n".join(lines) + "\n")
+    print(json.dumps({"backbones": {b: {k: round(r["auc"]["mean"], 4) for k, r in t.items()}
+                                    for b, t in result["backbones"].items()}}))
+
+
+if __name__ == "__main__":
+    main()
