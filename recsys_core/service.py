@@ -71,8 +71,9 @@ def write_service(out: str | Path, sim: str | Path, ranker: str | Path, tokenize
     featurizer = ItemFeaturizer.load(sim)
     n_items = featurizer.n_items
     ranker_cfg = _run_config(ranker, "ranker")
-    if ranker_cfg.get("task") != "ctr":
-        raise ValueError(f"--ranker {ranker} is a {ranker_cfg.get('task')!r} run; give a ctr run (e.g. din)")
+    if ranker_cfg.get("task") not in ("ctr", "knowledge_ctr"):
+        raise ValueError(f"--ranker {ranker} is a {ranker_cfg.get('task')!r} run; give a ctr run (e.g. din) or a "
+                         "knowledge_ctr run (coco)")
     _check_trained_on(ranker_cfg, sim, "ranker", ranker)
     retriever_cfg = _run_config(retriever, "retriever")
     if retriever_cfg.get("task") != "generative_retrieval":

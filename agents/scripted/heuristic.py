@@ -1,6 +1,9 @@
 """The rule baseline (WebShop's in spirit): search the instruction text, recommend the top hit.
 
-It never sees the reward. Its success rate is the floor every learned agent must beat.
+It never sees the reward. Its success rate is the floor every learned agent must beat. When the
+episode offers the recommender tool `rank_products` (`shoplab bench run --recsys-service DIR`), it
+orders the first page of hits with it and recommends the ranker's first choice instead: how much a
+ranker (DIN, the knowledge-aware CoCo) helps or hurts an agent, on the same tasks.
 """
 
 from __future__ import annotations
@@ -26,7 +29,14 @@ class HeuristicAgent:
         query = self.query_from_instruction(env.instruction)
         result = env.step("find_product", {"q": query, "page": 1})
         hits = result.data if result.ok and isinstance(result.data, list) else []
+        info = {"query": json.dumps(query)[:200]}
         if hits:
-            env.step("recommend_product", {"product_ids": hits[0]["product_id"]})
+            choice = hits[0]["product_id"]
+            if "rank_products" in env.tool_names and len(hits) > 1:
+                ranked = env.step("rank_products", {"product_ids": [h["product_id"] for h in hits]})
+                if ranked.ok and isinstance(ranked.data, dict) and ranked.data.get("ranked"):
+                    choice = ranked.data["ranked"][0]["product_id"]
+                    info["reranked"] = choice != hits[0]["product_id"]
+            env.step("recommend_product", {"product_ids": choice})
         env.step("terminate", {"status": "success" if hits else "failure"})
-        return {"query": json.dumps(query)[:200]}
+        return info

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from agents.llm import ChatResult
@@ -100,6 +101,31 @@ def test_rank_products_scores_every_candidate_with_the_ranker(service, universe,
     assert all(service.featurizer.fields_for(records[p])[0] == 0 for p in outside_ids[:3])
     other = service.rank_products(ids, history=[it["product_id"] for it in universe[2000:2020]])
     assert [r["score"] for r in other] != scores  # the history is used
+
+
+def test_a_knowledge_aware_ranker_serves_rank_products(service_dir, world, universe, outside_ids, tmp_path):
+    """CoCo (the LLM's product knowledge fused into DIN) trained on the same simulation serves the tool."""
+    root = service_dir.parent
+    coco = _train("coco", root / "coco", ["data.kind=simulated", f"data.path={root / 'sim'}", "data.synthetic=null",
+                                          "data.max_len=20", "task_params.resolution.variants=[]", "task_params.knowledge.max_tokens=12",
+                                          f"task_params.knowledge.root={root / 'knowledge'}", "train.epochs=1",
+                                          "train.max_steps=30", "train.batch_size=256"])
+    write_service(tmp_path / "svc", sim=root / "sim", ranker=coco, tokenizer=root / "rqvae",
+                  retriever=root / "tiger")
+    served = RecsysService.load(tmp_path / "svc", world)
+    ids = [it["product_id"] for it in universe[:10]] + outside_ids[:2]
+    history = [it["product_id"] for it in universe[100:110]]
+    ranked = served.rank_products(ids, history=history)
+    assert sorted(r["product_id"] for r in ranked) == sorted(ids)
+    task, model = served.ranker()
+    assert type(model).__name__ == "CoCo" and model.user_context == "history"
+    before = {r["product_id"]: r["score"] for r in ranked}
+    with torch.no_grad():
+        model.item_keys.zero_()  # without the LLM's knowledge the scores move: it reaches the tool
+    after = {r["product_id"]: r["score"] for r in served.rank_products(ids, history=history)}
+    assert max(abs(before[p] - after[p]) for p in ids) > 1e-4
+    with pytest.raises(ValueError, match="unknown product ids: nope"):
+        served.rank_products(["nope"])
 
 
 def test_rank_products_rejects_bad_input_with_what_to_do(service, universe):

@@ -18,6 +18,9 @@ The paper's equations are not public; every form below is ours [proposal] (METHO
   LoRA weights learn only from samples whose loss with knowledge exceeds the loss without it
   (K_u = K_i = 0). The ranker meets "without knowledge" in training through `knowledge_dropout`, so
   that comparison is in-distribution.
+- Users known only by a history (the sandbox's simulated shoppers, and any shopper a served tool
+  sees): `user_context: history` reads the knowledge of their last `history_segments` items instead
+  of a per-user text [proposal]; `auto` picks profile when the knowledge has user texts.
 - `mode: fixed` is the KAR-style baseline: one fixed template for everyone (the same cached texts),
   mean of the user's segment states through an MLP, no prompt, no attention. `mode: none` is the
   backbone alone. `prompt_codebook_size: 1` is "without VQ prompts": one learned prompt for all.
@@ -58,7 +61,7 @@ class CoCo(nn.Module):
                  backbone_params: dict[str, Any] | None = None, mode: str = "coco", prompt_codebook_size: int = 8,
                  prompt_tokens: int = 2, proj_dim: int = 64, attention_dim: int = 32, commitment: float = 0.25,
                  vq_weight: float = 1.0, infonce_weight: float = 0.1, infonce_temperature: float = 0.1,
-                 knowledge_dropout: float = 0.1):
+                 knowledge_dropout: float = 0.1, user_context: str = "auto", history_segments: int = 8):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"coco mode must be one of {MODES}, got {mode!r}")
@@ -88,8 +91,16 @@ class CoCo(nn.Module):
         self.register_buffer("state_mean", torch.from_numpy(mean))
         self.register_buffer("state_projection", torch.from_numpy(proj))
         self.register_buffer("item_keys", self.project(torch.from_numpy(np.asarray(knowledge["item_states"]))))
-        self.register_buffer("user_keys", self.project(torch.from_numpy(np.asarray(knowledge["user_states"]))))
-        self.register_buffer("user_mask", torch.from_numpy(np.asarray(knowledge["user_mask"])))
+        has_users = len(knowledge["user_states"]) > 0
+        if user_context == "auto":
+            user_context = "profile" if has_users else "history"
+        if user_context not in ("profile", "history") or (user_context == "profile" and not has_users):
+            raise ValueError(f"user_context must be profile (per-user texts; this knowledge has "
+                             f"{len(knowledge['user_states'])}) or history, got {user_context!r}")
+        self.user_context, self.history_segments = user_context, history_segments
+        if user_context == "profile":
+            self.register_buffer("user_keys", self.project(torch.from_numpy(np.asarray(knowledge["user_states"]))))
+            self.register_buffer("user_mask", torch.from_numpy(np.asarray(knowledge["user_mask"])))
         self.item_keys[0] = 0.0
         p = self.state_projection.shape[1]
         self.item_adapter = mlp(p, [64], k)
@@ -166,10 +177,16 @@ class CoCo(nn.Module):
                           user_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """(K_u [B, k], K_i [B, k], aux losses). `user_keys` [B, S, P] replaces the cached user
         knowledge (the LoRA stage passes freshly computed, differentiable states)."""
-        users = batch["user"]
-        keys = self.user_keys[users] if user_keys is None else user_keys
-        mask = self.user_mask[users] if user_mask is None else user_mask
-        k_item = self.item_adapter(self.item_keys[batch["cand_item"]])
+        if user_keys is not None:
+            keys, mask = user_keys, user_mask
+        elif self.user_context == "profile":
+            keys, mask = self.user_keys[batch["user"]], self.user_mask[batch["user"]]
+        else:  # the knowledge of the last history items (a served shopper is known by a history only)
+            hist = batch["hist_fields"][:, -self.history_segments:, 0]
+            keys, mask = self.item_keys[hist], hist > 0
+        # the candidate's knowledge follows its real item index (`cand_item`: kept when training hides the
+        # item-id field, so the knowledge of cold items is learned); served batches have the field only
+        k_item = self.item_adapter(self.item_keys[batch.get("cand_item", batch["cand_fields"][:, 0])])
         aux: dict[str, torch.Tensor] = {}
         if self.mode == "fixed":
             pooled = (keys * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
