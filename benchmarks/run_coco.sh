@@ -3,7 +3,9 @@
 #   bash benchmarks/run_coco.sh [runs-dir]      (default runs/recsys/coco; ~3 h on 2 CPU cores, 2 queues)
 # The LLM knowledge cache (runs/recsys/knowledge) is built by the first run that needs it (~30 min).
 # Rows: backbone alone, KAR-style fixed template, CoCo (frozen LLM) and its ablations (no VQ prompts,
-# no InfoNCE); CoCo's LoRA stage with and without gradient masking runs inside the CoCo rows.
+# no InfoNCE); CoCo's LoRA stage with and without gradient masking runs inside the CoCo rows. Then the
+# served ranker: CoCo and DIN on the simulator's logs, rank_products latency, and the heuristic agent's
+# ASR on the 312 dev tasks without a ranker, re-ranking with DIN, re-ranking with CoCo.
 set -u
 cd "$(dirname "$0")/.."
 RUNS=${1:-runs/recsys/coco}
@@ -28,7 +30,31 @@ queue() {  # backbone
     run noinfonce "$bb" $seed --set model_params.infonce_weight=0 $NOLORA
   done
 }
+served() {  # CoCo behind rank_products: simulator logs, CoCo and DIN (the same pipeline, mode none), latency, agent
+  local sb=${SANDBOX:-runs/sandbox} sim=runs/recsys/sim out=benchmarks/results/recsys/coco
+  [ -f "$sb/manifest.json" ] || $BIN/shoplab sandbox build --data-dir "$sb" --products 200000 --seed 0 \
+    --tasks data/shoppingbench/synthesize_product_dev.jsonl --tasks data/shoppingbench/synthesize_shop_dev.jsonl \
+    --tasks data/shoppingbench/synthesize_voucher_dev.jsonl --tasks data/shoppingbench/synthesize_web_simpleqa_dev.jsonl
+  [ -f "$sim/items.jsonl" ] || $BIN/shoplab recsys simulate --data-dir "$sb" --users 5000 --out "$sim" --seed 0 --no-progress
+  local S="$BIN/shoplab recsys train --config configs/recsys/sim_coco.yaml --set train.progress=false --set data.path=$sim"
+  [ -f "$RUNS/sim_coco/metrics.json" ] || $S --out-dir "$RUNS/sim_coco" > "$RUNS/logs/sim_coco.log" 2>&1
+  [ -f "$RUNS/sim_din/metrics.json" ] || $S --set model_params.mode=none --out-dir "$RUNS/sim_din" > "$RUNS/logs/sim_din.log" 2>&1
+  $BIN/shoplab recsys build-service --sim "$sim" --ranker "$RUNS/sim_coco" --out "$RUNS/service_coco" > /dev/null
+  $BIN/shoplab recsys build-service --sim "$sim" --ranker "$RUNS/sim_din" --out "$RUNS/service_din" > /dev/null
+  $BIN/python benchmarks/bench_rank_products.py --service "$RUNS/service_coco" --baseline-ranker "$RUNS/sim_din" \
+    --out "$out/rank_latency.json"
+  local tasks="--tasks data/shoppingbench/synthesize_product_dev.jsonl --tasks data/shoppingbench/synthesize_shop_dev.jsonl"
+  tasks="$tasks --tasks data/shoppingbench/synthesize_voucher_dev.jsonl --tasks data/shoppingbench/synthesize_web_simpleqa_dev.jsonl"
+  $BIN/shoplab bench run --data-dir "$sb" $tasks --agent heuristic --out "$RUNS/agent_heuristic" > /dev/null
+  $BIN/shoplab bench run --data-dir "$sb" $tasks --agent heuristic --recsys-service "$RUNS/service_din" \
+    --out "$RUNS/agent_heuristic_din" > /dev/null
+  $BIN/shoplab bench run --data-dir "$sb" $tasks --agent heuristic --recsys-service "$RUNS/service_coco" \
+    --out "$RUNS/agent_heuristic_coco" > /dev/null
+  $BIN/shoplab bench report "$RUNS/agent_heuristic" "$RUNS/agent_heuristic_din" "$RUNS/agent_heuristic_coco" \
+    --out "$out/agent_rerank"
+}
 queue deepfm &
 queue din &
+served &
 wait
 $BIN/python benchmarks/coco_table.py --runs "$RUNS" --out benchmarks/results/recsys/coco

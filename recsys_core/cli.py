@@ -135,13 +135,15 @@ def simulate(data_dir: Path = typer.Option(..., "--data-dir", help="A built sand
 @app.command("build-service")
 def build_service(sim: Path = typer.Option(..., "--sim", help="The simulator folder the runs were trained on."),
                   ranker: Path = typer.Option(..., "--ranker", help="A CTR run folder (e.g. DIN)."),
-                  tokenizer: Path = typer.Option(..., "--tokenizer", help="A semantic-ID tokenizer run folder."),
-                  retriever: Path = typer.Option(..., "--retriever", help="A generative-retrieval run folder."),
+                  tokenizer: Path | None = typer.Option(None, "--tokenizer", help="A semantic-ID tokenizer run folder "
+                                                        "(similar_products; needed by --retriever)."),
+                  retriever: Path | None = typer.Option(None, "--retriever", help="A generative-retrieval run folder "
+                                                        "(recommend_next)."),
                   out: Path = typer.Option(..., "--out", help="Service folder to write (service.json)."),
                   reasoner: Path | None = typer.Option(None, "--reasoner",
                                                        help="Optional REG4Rec run (recommend_with_reasoning).")
                   ) -> None:
-    """Bundle a ranker, tokenizer and retriever trained on one simulation for the agent tools.
+    """Bundle a ranker (and optionally a tokenizer, retriever and reasoner) trained on one simulation for the agent tools.
 
     The agent config then names the folder: `toolkits: {recsys: {service: <out>}}`, with `recsys` in `tools`."""
     from recsys_core.service import write_service

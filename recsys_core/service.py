@@ -62,12 +62,15 @@ def _check_trained_on(cfg: dict[str, Any], sim: Path, role: str, run_dir: Path) 
                          "indices would not match; train it on the same simulator folder")
 
 
-def write_service(out: str | Path, sim: str | Path, ranker: str | Path, tokenizer: str | Path,
-                  retriever: str | Path, reasoner: str | Path | None = None) -> dict[str, Any]:
-    """Check that the runs fit together and write `out/service.json`; returns its content. `reasoner`
-    (optional): a REG4Rec `reasoning_retrieval` run on the same simulation, for recommendations with
-    their reasoning paths."""
-    out, sim, ranker, tokenizer, retriever = (Path(p) for p in (out, sim, ranker, tokenizer, retriever))
+def write_service(out: str | Path, sim: str | Path, ranker: str | Path, tokenizer: str | Path | None = None,
+                  retriever: str | Path | None = None, reasoner: str | Path | None = None) -> dict[str, Any]:
+    """Check that the runs fit together and write `out/service.json`; returns its content. The ranker
+    is required (`rank_products`); `tokenizer` (`similar_products`), `retriever` (`recommend_next`, needs
+    the tokenizer) and `reasoner` (a REG4Rec `reasoning_retrieval` run, `recommend_with_reasoning`) are
+    optional: a tool whose model the service lacks answers with an error saying how to add it."""
+    if retriever is not None and tokenizer is None:
+        raise ValueError("--retriever needs --tokenizer (the semantic IDs it generates)")
+    out, sim, ranker = Path(out), Path(sim), Path(ranker)
     featurizer = ItemFeaturizer.load(sim)
     n_items = featurizer.n_items
     ranker_cfg = _run_config(ranker, "ranker")
@@ -75,20 +78,25 @@ def write_service(out: str | Path, sim: str | Path, ranker: str | Path, tokenize
         raise ValueError(f"--ranker {ranker} is a {ranker_cfg.get('task')!r} run; give a ctr run (e.g. din) or a "
                          "knowledge_ctr run (coco)")
     _check_trained_on(ranker_cfg, sim, "ranker", ranker)
-    retriever_cfg = _run_config(retriever, "retriever")
-    if retriever_cfg.get("task") != "generative_retrieval":
-        raise ValueError(f"--retriever {retriever} is a {retriever_cfg.get('task')!r} run; give a "
-                         "generative_retrieval run (e.g. tiger)")
-    _check_trained_on(retriever_cfg, sim, "retriever", retriever)
-    for name in ("codes.npy", "content.npy"):
-        if not (tokenizer / name).exists():
-            raise FileNotFoundError(f"--tokenizer {tokenizer} has no {name}: give a finished semantic_id run")
-    codes = np.load(tokenizer / "codes.npy", mmap_mode="r")
-    content = np.load(tokenizer / "content.npy", mmap_mode="r")
-    for name, array in (("codes.npy", codes), ("content.npy", content)):
-        if array.shape[0] != n_items + 1:
-            raise ValueError(f"--tokenizer {tokenizer}/{name} has {array.shape[0]} rows but the simulation has "
-                             f"{n_items} items (+ row 0): tokenize the same simulator folder")
+    retriever_cfg: dict[str, Any] = {}
+    if retriever is not None:
+        retriever = Path(retriever)
+        retriever_cfg = _run_config(retriever, "retriever")
+        if retriever_cfg.get("task") != "generative_retrieval":
+            raise ValueError(f"--retriever {retriever} is a {retriever_cfg.get('task')!r} run; give a "
+                             "generative_retrieval run (e.g. tiger)")
+        _check_trained_on(retriever_cfg, sim, "retriever", retriever)
+    if tokenizer is not None:
+        tokenizer = Path(tokenizer)
+        for name in ("codes.npy", "content.npy"):
+            if not (tokenizer / name).exists():
+                raise FileNotFoundError(f"--tokenizer {tokenizer} has no {name}: give a finished semantic_id run")
+        codes = np.load(tokenizer / "codes.npy", mmap_mode="r")
+        content = np.load(tokenizer / "content.npy", mmap_mode="r")
+        for name, array in (("codes.npy", codes), ("content.npy", content)):
+            if array.shape[0] != n_items + 1:
+                raise ValueError(f"--tokenizer {tokenizer}/{name} has {array.shape[0]} rows but the simulation has "
+                                 f"{n_items} items (+ row 0): tokenize the same simulator folder")
     reasoner_cfg: dict[str, Any] = {}
     if reasoner is not None:
         reasoner = Path(reasoner)
@@ -99,12 +107,15 @@ def write_service(out: str | Path, sim: str | Path, ranker: str | Path, tokenize
         _check_trained_on(reasoner_cfg, sim, "reasoner", reasoner)
     out.mkdir(parents=True, exist_ok=True)
     spec = {
-        "sim": _relative(sim, out), "ranker": _relative(ranker, out), "tokenizer": _relative(tokenizer, out),
-        "retriever": _relative(retriever, out), "n_items": n_items,
-        "models": {"ranker": ranker_cfg.get("model"), "tokenizer": _run_model(tokenizer),
-                   "retriever": retriever_cfg.get("model")},
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "sim": _relative(sim, out), "ranker": _relative(ranker, out), "n_items": n_items,
+        "models": {"ranker": ranker_cfg.get("model")}, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+    if tokenizer is not None:
+        spec["tokenizer"] = _relative(tokenizer, out)
+        spec["models"]["tokenizer"] = _run_model(tokenizer)
+    if retriever is not None:
+        spec["retriever"] = _relative(retriever, out)
+        spec["models"]["retriever"] = retriever_cfg.get("model")
     if reasoner is not None:
         spec["reasoner"] = _relative(reasoner, out)
         spec["models"]["reasoner"] = reasoner_cfg.get("model")
@@ -162,8 +173,8 @@ class RecsysService:
         self.world = world
         self.sim_dir = _resolve(service_dir, spec["sim"])
         self.ranker_dir = _resolve(service_dir, spec["ranker"])
-        self.tokenizer_dir = _resolve(service_dir, spec["tokenizer"])
-        self.retriever_dir = _resolve(service_dir, spec["retriever"])
+        self.tokenizer_dir = _resolve(service_dir, spec["tokenizer"]) if spec.get("tokenizer") else None
+        self.retriever_dir = _resolve(service_dir, spec["retriever"]) if spec.get("retriever") else None
         self.reasoner_dir = _resolve(service_dir, spec["reasoner"]) if spec.get("reasoner") else None
         self.featurizer = ItemFeaturizer.load(self.sim_dir)
         self.items = load_items(self.sim_dir)
@@ -188,13 +199,13 @@ class RecsysService:
                                     "with `shoplab recsys build-service --sim ... --ranker ... --tokenizer ... "
                                     f"--retriever ... --out {service_dir}`")
         spec = json.loads(path.read_text())
-        missing = [k for k in ("sim", "ranker", "tokenizer", "retriever") if not spec.get(k)]
+        missing = [k for k in ("sim", "ranker") if not spec.get(k)]
         if missing:
             raise ValueError(f"{path} lacks {missing}; rebuild it with `shoplab recsys build-service`")
         service = cls(service_dir, spec, world)
         for role, folder in (("ranker", service.ranker_dir), ("retriever", service.retriever_dir),
                              ("tokenizer", service.tokenizer_dir)):
-            if not folder.is_dir():
+            if folder is not None and not folder.is_dir():
                 raise FileNotFoundError(f"{path}: the {role} run folder {folder} does not exist")
         return service
 
@@ -212,6 +223,9 @@ class RecsysService:
     def retriever(self):
         """(generative retrieval task, model) of the retriever run."""
         with self._lock:
+            if self.retriever_dir is None:
+                raise ValueError("this recommender service has no retriever: rebuild it with "
+                                 "`shoplab recsys build-service ... --tokenizer <semantic_id run> --retriever <tiger run>`")
             if self._retriever is None:
                 from recsys_core.trainer import load_run
 
@@ -241,6 +255,9 @@ class RecsysService:
     def codes(self) -> tuple[np.ndarray, np.ndarray]:
         """(semantic-ID codes [n+1, L], content vectors [n+1, d]) of the tokenizer run."""
         with self._lock:
+            if self.tokenizer_dir is None:
+                raise ValueError("this recommender service has no semantic-ID tokenizer: rebuild it with "
+                                 "`shoplab recsys build-service ... --tokenizer <semantic_id run>`")
             if self._codes is None:
                 codes = np.load(self.tokenizer_dir / "codes.npy")
                 content = np.load(self.tokenizer_dir / "content.npy").astype(np.float32)

@@ -110,9 +110,12 @@ def test_a_knowledge_aware_ranker_serves_rank_products(service_dir, world, unive
                                           "data.max_len=20", "task_params.resolution.variants=[]", "task_params.knowledge.max_tokens=12",
                                           f"task_params.knowledge.root={root / 'knowledge'}", "train.epochs=1",
                                           "train.max_steps=30", "train.batch_size=256"])
-    write_service(tmp_path / "svc", sim=root / "sim", ranker=coco, tokenizer=root / "rqvae",
-                  retriever=root / "tiger")
+    write_service(tmp_path / "svc", sim=root / "sim", ranker=coco)  # a ranker-only service
     served = RecsysService.load(tmp_path / "svc", world)
+    with pytest.raises(ValueError, match="no semantic-ID tokenizer: rebuild it with"):
+        served.similar_products(universe[0]["product_id"])
+    with pytest.raises(ValueError, match="no retriever: rebuild it with"):
+        served.recommend_next([universe[0]["product_id"]])
     ids = [it["product_id"] for it in universe[:10]] + outside_ids[:2]
     history = [it["product_id"] for it in universe[100:110]]
     ranked = served.rank_products(ids, history=history)
