@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # CoCo on MovieLens-1M CTR, from scratch: every run behind benchmarks/results/recsys/coco.md.
-#   bash benchmarks/run_coco.sh [runs-dir]      (default runs/recsys/coco; ~3 h on 2 CPU cores, 2 queues)
+#   bash benchmarks/run_coco.sh [runs-dir] [all|grid|served|table]   (default runs/recsys/coco, all;
+#   ~3 h on 2 CPU cores: the grid's two queues and the served ranker run side by side; finished runs are kept)
 # The LLM knowledge cache (runs/recsys/knowledge) is built by the first run that needs it (~30 min).
 # Rows: backbone alone, KAR-style fixed template, CoCo (frozen LLM) and its ablations (no VQ prompts,
 # no InfoNCE); CoCo's LoRA stage with and without gradient masking runs inside the CoCo rows. Then the
@@ -9,25 +10,33 @@
 set -u
 cd "$(dirname "$0")/.."
 RUNS=${1:-runs/recsys/coco}
+PART=${2:-all}
 BIN=.venv/bin
 mkdir -p "$RUNS/logs"
 T="$BIN/shoplab recsys train --config recsys_core/models/coco/config.yaml --set train.progress=false"
 NOLORA="--set task_params.resolution.variants=[]"
-run() {  # name backbone seed extra-args...
+run() {  # name backbone seed extra-args...   (skips a finished run, and one another process is running)
   local name=$1 backbone=$2 seed=$3; shift 3
   local out="$RUNS/${backbone}_${name}_s$seed"
   [ -f "$out/metrics.json" ] && return 0
+  pgrep -f -- "--out-dir $out\$" > /dev/null && return 0
   $T --set model_params.backbone="$backbone" --set train.seed="$seed" "$@" --out-dir "$out" \
     > "$RUNS/logs/${backbone}_${name}_s$seed.log" 2>&1
 }
-queue() {  # backbone
-  local bb=$1
-  for seed in 0 1 2; do
-    run none "$bb" $seed --set model_params.mode=none $NOLORA
-    run fixed "$bb" $seed --set model_params.mode=fixed $NOLORA
-    run coco "$bb" $seed
-    run novq "$bb" $seed --set model_params.prompt_codebook_size=1 $NOLORA
-    run noinfonce "$bb" $seed --set model_params.infonce_weight=0 $NOLORA
+queue() {  # backbone, then the rows in priority order, each over seeds 0-2 (DeepFM: the full ablation grid
+  # with the LoRA stage; DIN: the main rows)
+  local bb=$1; shift
+  for row in "$@"; do
+    for seed in 0 1 2; do
+      case $row in
+        none) run none "$bb" $seed --set model_params.mode=none $NOLORA ;;
+        fixed) run fixed "$bb" $seed --set model_params.mode=fixed $NOLORA ;;
+        coco) run coco "$bb" $seed ;;
+        coco_nolora) run coco "$bb" $seed $NOLORA ;;
+        novq) run novq "$bb" $seed --set model_params.prompt_codebook_size=1 $NOLORA ;;
+        noinfonce) run noinfonce "$bb" $seed --set model_params.infonce_weight=0 $NOLORA ;;
+      esac
+    done
   done
 }
 served() {  # CoCo behind rank_products: simulator logs, CoCo and DIN (the same pipeline, mode none), latency, agent
@@ -53,8 +62,12 @@ served() {  # CoCo behind rank_products: simulator logs, CoCo and DIN (the same 
   $BIN/shoplab bench report "$RUNS/agent_heuristic" "$RUNS/agent_heuristic_din" "$RUNS/agent_heuristic_coco" \
     --out "$out/agent_rerank"
 }
-queue deepfm &
-queue din &
-served &
+if [ "$PART" = all ] || [ "$PART" = grid ]; then
+  queue deepfm none coco fixed novq noinfonce &
+  queue din coco_nolora none fixed &
+fi
+if [ "$PART" = all ] || [ "$PART" = served ]; then served & fi
 wait
-$BIN/python benchmarks/coco_table.py --runs "$RUNS" --out benchmarks/results/recsys/coco
+if [ "$PART" = all ] || [ "$PART" = table ]; then
+  $BIN/python benchmarks/coco_table.py --runs "$RUNS" --out benchmarks/results/recsys/coco
+fi

@@ -71,14 +71,17 @@ class HistorySamples:
     cand: np.ndarray
     label: np.ndarray
     user: np.ndarray
+    ts: np.ndarray | None = None  # the sample's time, where a model needs it (batches then carry `ts`)
 
     def __len__(self) -> int:
         return len(self.cand)
 
     @staticmethod
     def concat(parts: list[HistorySamples]) -> HistorySamples:
-        return HistorySamples(*(np.concatenate([getattr(p, f) for p in parts])
-                                for f in ("hist_start", "hist_len", "cand", "label", "user")))
+        fields = ["hist_start", "hist_len", "cand", "label", "user"]
+        if all(p.ts is not None for p in parts):
+            fields.append("ts")
+        return HistorySamples(*(np.concatenate([getattr(p, f) for p in parts]) for f in fields))
 
 
 class UserNegativeSampler:
@@ -214,6 +217,8 @@ class HistoryCTRData(CTRData):
                  "cand_item": torch.from_numpy(samples.cand[index].astype(np.int64))}
         if self.user_fields is not None:
             batch["user_fields"] = torch.from_numpy(self.user_fields[samples.user[index]])
+        if samples.ts is not None:
+            batch["ts"] = torch.from_numpy(samples.ts[index].astype(np.int64))
         return batch
 
     def train_batches(self, rng: np.random.Generator, batch_size: int):

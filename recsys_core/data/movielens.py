@@ -105,19 +105,32 @@ class MovieLens:
         first), so knowledge can be pooled per segment."""
         movie_texts = [""] + [f"Movie: {self.titles[i]} ({int(self.years[i])}). Genres: {', '.join(self.genres[i])}."
                               for i in range(1, self.n_items + 1)]
-        train = np.flatnonzero(self.split_of == 0)
-        by_user: list[list[int]] = [[] for _ in range(self.n_users)]
-        for r in train:  # time order
-            by_user[self.rating_user[r]].append(r)
         user_texts = []
-        for u in range(self.n_users):
+        for u, ratings in enumerate(self.context_ratings(recent)):
             profile = (f"User profile: {self.gender[u]}, aged {AGE_GROUPS.get(int(self.age[u]), 'unknown')}, "
                        f"works as {OCCUPATIONS[int(self.occupation[u])] if 0 <= self.occupation[u] < 21 else 'other'}."
-                       + (" Recent ratings:" if by_user[u] else " No ratings yet."))
+                       + (" Recent ratings:" if ratings else " No ratings yet."))
             segments = [profile] + [f" {self.titles[self.rating_item[r]]} ({int(self.years[self.rating_item[r]])}) "
-                                    f"rated {int(self.rating[r])}/5;" for r in by_user[u][-recent:]]
+                                    f"rated {int(self.rating[r])}/5;" for r in ratings]
             user_texts.append(segments)
         return movie_texts, user_texts
+
+    def context_ratings(self, recent: int = 8) -> list[list[int]]:
+        """Per user, the rating rows its text lists: the last `recent` of the training period, oldest first."""
+        by_user: list[list[int]] = [[] for _ in range(self.n_users)]
+        for r in np.flatnonzero(self.split_of == 0):  # time order
+            by_user[self.rating_user[r]].append(int(r))
+        return [rows[-recent:] for rows in by_user]
+
+    def segment_times(self, recent: int = 8) -> np.ndarray:
+        """[U, 1 + recent] time of each user text segment: -1 for the profile (always known), the rating's
+        timestamp for a rating segment, int64 max for padding. A training sample may read only the
+        segments strictly older than itself (its own rating and later ones would leak its label)."""
+        out = np.full((self.n_users, 1 + recent), np.iinfo(np.int64).max, dtype=np.int64)
+        out[:, 0] = -1
+        for u, rows in enumerate(self.context_ratings(recent)):
+            out[u, 1:1 + len(rows)] = self.rating_ts[rows]
+        return out
 
 
 def synthetic_movielens(users: int = 40, movies: int = 24, ratings_per_user: int = 12, seed: int = 0) -> dict:
@@ -232,7 +245,7 @@ def ctr_from_movielens(ml: MovieLens, max_len: int = 30, bucket_by_length: bool 
     splits = {}
     for code, name in enumerate(SPLITS):
         idx = np.flatnonzero(ml.split_of == code)
-        splits[name] = HistorySamples(starts[user[idx]], hist_len[idx], item[idx], label[idx], user[idx])
+        splits[name] = HistorySamples(starts[user[idx]], hist_len[idx], item[idx], label[idx], user[idx], ts[idx])
     data = HistoryCTRData("ml-1m", "movielens", list(ITEM_FIELDS), list(ml.item_field_sizes), ml.item_fields, flat,
                           splits, max_len, bucket_by_length=bucket_by_length)
     data.set_user_fields(list(USER_FIELDS), list(ml.user_field_sizes), ml.user_fields)

@@ -97,6 +97,9 @@ class KnowledgeCTRTask(CTRTask):
             cache = self.knowledge()
             inputs["knowledge"] = {"item_states": cache.item_states, "user_states": cache.user_states,
                                    "user_mask": cache.user_mask}
+            if self.movielens is not None:
+                inputs["knowledge"]["user_segment_ts"] = self.movielens.segment_times(
+                    int(self.knowledge_settings["recent"]))
         return build_model(self.cfg.model, self.cfg.model_params, **inputs)
 
     def on_train_end(self, model, run_dir: Path) -> dict[str, Any] | None:

@@ -230,3 +230,28 @@ def test_backbones_take_user_fields_and_knowledge_fields():
         assert (model(other_user, extra) - a).abs().max() > 0  # so do the user fields
         with pytest.raises(ValueError, match="extra"):
             model(batch)
+
+
+def test_a_training_sample_never_reads_its_own_rating_or_later_ones(trained_task):
+    """The user text lists training-period ratings; a sample sees only the segments older than itself."""
+    task, model, _, _ = trained_task
+    ml = task.movielens
+    train = task.data.splits["train"]
+    times = ml.segment_times(int(task.knowledge_settings["recent"]))
+    seen_rows = {u: rows for u, rows in enumerate(ml.context_ratings(int(task.knowledge_settings["recent"])))}
+    checked = 0
+    for i in range(len(train)):
+        u, ts = train.user[i], train.ts[i]
+        own = np.flatnonzero((ml.rating_user == u) & (ml.rating_item == train.cand[i]) & (ml.rating_ts == ts))
+        if not set(own) & set(seen_rows[u]):
+            continue  # this sample's rating is not in the user's text
+        visible = (times[u] < ts) & model.user_mask[u].numpy()
+        listed = [r for r in seen_rows[u] if ml.rating_ts[r] >= ts]
+        assert visible[0] and visible.sum() == 1 + len(seen_rows[u]) - len(listed)
+        checked += 1
+    assert checked > 0
+    # and the model applies it: a batch's knowledge mask hides exactly those segments
+    batch = task.data.make_batch(train, np.arange(len(train)))
+    k_all, _, _ = model.eval().knowledge_vectors({k: v for k, v in batch.items() if k != "ts"})
+    k_past, _, _ = model.knowledge_vectors(batch)
+    assert (k_all - k_past).abs().max() > 1e-5

@@ -101,6 +101,10 @@ class CoCo(nn.Module):
         if user_context == "profile":
             self.register_buffer("user_keys", self.project(torch.from_numpy(np.asarray(knowledge["user_states"]))))
             self.register_buffer("user_mask", torch.from_numpy(np.asarray(knowledge["user_mask"])))
+            # when each segment was written (a rating's time; -1 = the profile): a sample reads only older ones
+            times = knowledge.get("user_segment_ts")
+            self.register_buffer("user_segment_ts", None if times is None else
+                                 torch.from_numpy(np.asarray(times, dtype=np.int64)[:, :self.user_mask.shape[1]]))
         self.item_keys[0] = 0.0
         p = self.state_projection.shape[1]
         self.item_adapter = mlp(p, [64], k)
@@ -184,6 +188,11 @@ class CoCo(nn.Module):
         else:  # the knowledge of the last history items (a served shopper is known by a history only)
             hist = batch["hist_fields"][:, -self.history_segments:, 0]
             keys, mask = self.item_keys[hist], hist > 0
+        if self.user_context == "profile" and self.user_segment_ts is not None and "ts" in batch:
+            # a user's text lists ratings from the whole training period: a training sample must not read
+            # its own rating (its label) or later ones. The LLM read the segments causally, so an older
+            # segment's state knows nothing of the newer ones.
+            mask = mask & (self.user_segment_ts[batch["user"]] < batch["ts"][:, None])
         # the candidate's knowledge follows its real item index (`cand_item`: kept when training hides the
         # item-id field, so the knowledge of cold items is learned); served batches have the field only
         k_item = self.item_adapter(self.item_keys[batch.get("cand_item", batch["cand_fields"][:, 0])])
