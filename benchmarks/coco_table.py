@@ -6,8 +6,9 @@ one ablation per mechanism, per backbone; mean ± std over seeds and a paired bo
 Reads `<runs>/<backbone>_<row>_s<seed>/` (metrics.json, test_pred*.npy, test_labels.npy, test_users.npy),
 written by `benchmarks/run_coco.sh`. The CoCo rows' LoRA stage (contradiction resolution, with and without
 gradient masking) lives inside the `coco` runs (metrics.json["resolution"], test_pred_<variant>.npy).
-The bootstrap resamples test users (the same resample for every seed), and reports the seed-mean of
-ΔAUC (row − backbone alone) with a 95% interval.
+The paired bootstrap resamples test users (the same resample for every seed) and reports the seed-mean
+ΔAUC between two rows on the seeds both have, with a 95% interval: CoCo and KAR against the backbone, CoCo
+against each ablation, the LoRA stage against the frozen model and masked against unmasked.
 """
 
 from __future__ import annotations
@@ -28,6 +29,12 @@ ROWS = (  # (key, run name, prediction file, label)
     ("novq", "novq", "test_pred.npy", "− VQ prompts (one learned prompt for all)"),
     ("noinfonce", "noinfonce", "test_pred.npy", "− InfoNCE"),
 )
+
+
+SHORT = {"none": "backbone", "fixed": "KAR-style", "coco": "CoCo (frozen LLM)", "coco_lora": "CoCo + LoRA, masked",
+         "coco_lora_nomask": "CoCo + LoRA, unmasked", "novq": "CoCo − VQ", "noinfonce": "CoCo − InfoNCE"}
+PAIRS = (("coco", "none"), ("fixed", "none"), ("coco", "fixed"), ("coco", "novq"), ("coco", "noinfonce"),
+         ("coco_lora", "coco"), ("coco_lora", "coco_lora_nomask"))
 
 
 def weighted_auc(order: np.ndarray, labels_sorted: np.ndarray, weights: np.ndarray) -> float:
@@ -103,13 +110,13 @@ def main() -> None:
         lines.append(f"| {name} | {m['auc']:.4f} | {m['gauc']:.4f} | {ll} |")
     for backbone in ("deepfm", "din"):
         table: dict = {}
-        base_preds = None
+        preds_of: dict[str, dict[int, np.ndarray]] = {}  # row -> seed -> test predictions
         labels = users = None
         for key, run_name, pred_file, label in ROWS:
-            folders = sorted(runs.glob(f"{backbone}_{run_name}_s*/metrics.json"))
-            metrics, preds, extra = [], [], {}
-            for f in folders:
+            metrics, extra, preds = [], {}, {}
+            for f in sorted(runs.glob(f"{backbone}_{run_name}_s*/metrics.json")):
                 m = json.loads(f.read_text())
+                seed = int(f.parent.name.rsplit("_s", 1)[1])
                 if pred_file == "test_pred.npy":
                     metrics.append(m["test"])
                 else:
@@ -118,11 +125,10 @@ def main() -> None:
                     if res is None:
                         continue
                     metrics.append(res["test"])
-                    extra.setdefault("lora_seconds", []).append(res["seconds"])
-                    extra.setdefault("hurt_share", []).append(res["hurt_share"])
-                    extra.setdefault("best_step", []).append(res["best_step"])
+                    for name in ("seconds", "hurt_share", "best_step"):
+                        extra.setdefault(f"lora_{name}", []).append(res[name])
                 if (f.parent / pred_file).exists():
-                    preds.append(np.load(f.parent / pred_file))
+                    preds[seed] = np.load(f.parent / pred_file)
                     labels = np.load(f.parent / "test_labels.npy")
                     users = np.load(f.parent / "test_users.npy")
                 if key == "coco" and "prompt_usage" in m:
@@ -131,26 +137,31 @@ def main() -> None:
                 extra.setdefault("best_epoch", []).append(m["best_epoch"])
             if not metrics:
                 continue
-            row = {"label": label, "seeds": len(metrics), **{k: cell([x[k] for x in metrics])
-                                                              for k in ("auc", "gauc", "logloss")}, **extra}
-            if key == "none":
-                base_preds = preds
-            elif base_preds and len(preds) == len(base_preds):
-                row["vs_backbone"] = bootstrap_delta(preds, base_preds, labels, users, args.resamples)
-            table[key] = row
+            preds_of[key] = preds
+            table[key] = {"label": label, "seeds": len(metrics),
+                          **{k: cell([x[k] for x in metrics]) for k in ("auc", "gauc", "logloss")}, **extra}
         if not table:
             continue
-        result["backbones"][backbone] = table
+        comparisons = []
+        for a, b in PAIRS:
+            common = sorted(set(preds_of.get(a, {})) & set(preds_of.get(b, {})))
+            if common:
+                delta = bootstrap_delta([preds_of[a][s] for s in common], [preds_of[b][s] for s in common],
+                                        labels, users, args.resamples)
+                comparisons.append({"a": a, "b": b, "seeds": common, **delta})
+        result["backbones"][backbone] = {"rows": table, "paired": comparisons}
         lines += ["", f"## Backbone: {backbone.upper() if backbone == 'din' else 'DeepFM'}", "",
-                  "| row | seeds | AUC | GAUC | logloss | ΔAUC vs backbone [95% CI] |", "|---|---|---|---|---|---|"]
+                  "| row | seeds | AUC | GAUC | logloss |", "|---|---|---|---|---|"]
         for row in table.values():
-            b = row.get("vs_backbone")
-            delta = f"{b['delta_auc']:+.4f} [{b['ci_low']:+.4f}, {b['ci_high']:+.4f}]" if b else ""
             lines.append(f"| {row['label']} | {row['seeds']} | {fmt(row['auc'])} | {fmt(row['gauc'])} | "
-                         f"{fmt(row['logloss'])} | {delta} |")
+                         f"{fmt(row['logloss'])} |")
+        lines += ["", "Paired bootstrap over test users (seed-mean ΔAUC on the seeds both rows have, 95% interval):", ""]
+        for c in comparisons:
+            lines.append(f"- {SHORT[c['a']]} vs {SHORT[c['b']]}: {c['delta_auc']:+.4f} "
+                         f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] (seeds {c['seeds']})")
     (out / "coco.json").write_text(json.dumps(result, indent=1))
     (out / "coco.md").write_text("\n".join(lines) + "\n")
-    print(json.dumps({"backbones": {b: {k: round(r["auc"]["mean"], 4) for k, r in t.items()}
+    print(json.dumps({"backbones": {b: {k: round(r["auc"]["mean"], 4) for k, r in t["rows"].items()}
                                     for b, t in result["backbones"].items()}}))
 
 
