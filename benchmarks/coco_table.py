@@ -77,7 +77,8 @@ def fmt(c: dict[str, float] | None) -> str:
 
 
 def floors() -> dict[str, dict[str, float]]:
-    from recsys_core.data.movielens import ctr_from_movielens, heuristic_floors, load_movielens
+    from recsys_core.data.ctr import ctr_from_movielens
+    from recsys_core.data.movielens import heuristic_floors, load_movielens
     from recsys_core.metrics import auc, gauc, logloss
 
     ml = load_movielens()

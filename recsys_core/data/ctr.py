@@ -55,6 +55,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from recsys_core.data.movielens import ITEM_FIELDS, USER_FIELDS, MovieLens, load_movielens
 from recsys_core.data.sequences import SequenceData
 from recsys_core.data.sources import load_sequences
 
@@ -411,6 +412,31 @@ def ctr_from_simulated(folder: str | Path, max_len: int = 50, cold_item_rate: fl
                           cold_item_rate, bucket_by_length=bucket_by_length)
 
 
+# ---------------------------------------------------------------- kind: movielens
+
+def ctr_from_movielens(ml: MovieLens, max_len: int = 30, bucket_by_length: bool = True) -> HistoryCTRData:
+    """MovieLens' CTR protocol (`recsys_core.data.movielens`'s docstring), in the zoo's batch contract (plus
+    `user_fields` [B, 5] and `ts`)."""
+    user, item, ts, label = ml.rating_user, ml.rating_item, ml.rating_ts, ml.labels
+    by_user = np.lexsort((np.arange(len(user)), user))  # per user, time order kept
+    clicked = by_user[label[by_user] > 0]
+    flat = item[clicked]
+    starts = np.concatenate([[0], np.cumsum(np.bincount(user[clicked], minlength=ml.n_users))[:-1]])
+    span = int(ts.max() - ts.min()) + 2
+    click_keys = user[clicked] * span + (ts[clicked] - ts.min())
+    keys = user * span + (ts - ts.min())
+    hist_len = np.searchsorted(click_keys, keys, side="left") - starts[user]
+    splits = {}
+    for code, name in enumerate(SPLITS):
+        idx = np.flatnonzero(ml.split_of == code)
+        splits[name] = HistorySamples(starts[user[idx]], hist_len[idx], item[idx], label[idx], user[idx], ts[idx])
+    data = HistoryCTRData("ml-1m", "movielens", list(ITEM_FIELDS), list(ml.item_field_sizes), ml.item_fields, flat,
+                          splits, max_len, bucket_by_length=bucket_by_length)
+    data.set_user_fields(list(USER_FIELDS), list(ml.user_field_sizes), ml.user_fields)
+    return data
+
+
+
 # ---------------------------------------------------------------- kind: ctr_sample
 
 LABEL_COLUMNS = ("click", "label", "purchase", "conversion")
@@ -505,8 +531,6 @@ def load_ctr(data: dict[str, Any]) -> CTRData:
     max_len = int(data.get("max_len", 50))
     bucket = bool(data.get("bucket_by_length", True))
     if kind == "movielens":
-        from recsys_core.data.movielens import ctr_from_movielens, load_movielens
-
         ml = load_movielens(data.get("path"), tuple(data.get("split", (0.8, 0.1))), data.get("dataset", "ml-1m"),
                             data.get("synthetic"))
         return ctr_from_movielens(ml, max_len=int(data.get("max_len", 30)), bucket_by_length=bucket)

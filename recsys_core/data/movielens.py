@@ -25,10 +25,9 @@ import importlib.util
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-
-from recsys_core.data.ctr import SPLITS, HistoryCTRData, HistorySamples
 
 AGE_GROUPS = {1: "under 18", 18: "18-24", 25: "25-34", 35: "35-44", 45: "45-49", 50: "50-55", 56: "56 or older"}
 OCCUPATIONS = ("other", "academic/educator", "artist", "clerical/admin", "college/grad student", "customer service",
@@ -231,29 +230,9 @@ def load_movielens(path: str | Path | None = None, split: tuple[float, float] = 
         rating_ts=r_ts[order], split_of=split_of)
 
 
-def ctr_from_movielens(ml: MovieLens, max_len: int = 30, bucket_by_length: bool = True) -> HistoryCTRData:
-    """The CTR protocol of the module docstring, in the zoo's batch contract (plus `user_fields` [B, 5])."""
-    user, item, ts, label = ml.rating_user, ml.rating_item, ml.rating_ts, ml.labels
-    by_user = np.lexsort((np.arange(len(user)), user))  # per user, time order kept
-    clicked = by_user[label[by_user] > 0]
-    flat = item[clicked]
-    starts = np.concatenate([[0], np.cumsum(np.bincount(user[clicked], minlength=ml.n_users))[:-1]])
-    span = int(ts.max() - ts.min()) + 2
-    click_keys = user[clicked] * span + (ts[clicked] - ts.min())
-    keys = user * span + (ts - ts.min())
-    hist_len = np.searchsorted(click_keys, keys, side="left") - starts[user]
-    splits = {}
-    for code, name in enumerate(SPLITS):
-        idx = np.flatnonzero(ml.split_of == code)
-        splits[name] = HistorySamples(starts[user[idx]], hist_len[idx], item[idx], label[idx], user[idx], ts[idx])
-    data = HistoryCTRData("ml-1m", "movielens", list(ITEM_FIELDS), list(ml.item_field_sizes), ml.item_fields, flat,
-                          splits, max_len, bucket_by_length=bucket_by_length)
-    data.set_user_fields(list(USER_FIELDS), list(ml.user_field_sizes), ml.user_fields)
-    return data
-
-
-def heuristic_floors(ml: MovieLens, data: HistoryCTRData, split: str = "test") -> dict[str, np.ndarray]:
-    """Scores of the two heuristic floors for every sample of `split`, in the split's sample order:
+def heuristic_floors(ml: MovieLens, data: Any, split: str = "test") -> dict[str, np.ndarray]:
+    """Scores of the two heuristic floors for every sample of `split` of `data` (the `HistoryCTRData` of
+    `recsys_core.data.ctr.ctr_from_movielens`, which imports this module), in the split's sample order:
     `popularity` = the movie's click rate in train (smoothed towards the global rate with 20 pseudo
     ratings); `genre_match` = the share of the user's history clicks sharing a genre with the movie
     (ties broken by popularity)."""

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from recsys_core.data.ctr import ctr_from_simulated
-from recsys_core.data.movielens import ctr_from_movielens, load_movielens
+from recsys_core.data.ctr import ctr_from_movielens, ctr_from_simulated
+from recsys_core.data.movielens import load_movielens
 from recsys_core.data.simulated import load_items
 from recsys_core.metrics import auc
 from recsys_core.models.coco.knowledge import (

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from recsys_core import ExperimentConfig, Trainer
-from recsys_core.data.ctr import load_ctr
-from recsys_core.data.movielens import ctr_from_movielens, heuristic_floors, load_movielens
+from recsys_core.data.ctr import ctr_from_movielens, load_ctr
+from recsys_core.data.movielens import heuristic_floors, load_movielens
 from recsys_core.models.coco import CoCo, KnowledgeCache, build_knowledge_cache
 from recsys_core.models.coco.resolution import KnowledgeResolver
 from recsys_core.registry import build_model
