@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys_core.layers import mlp
+from recsys_core.layers import mlp, user_field_embeddings
 from recsys_core.registry import register_model
 
 
@@ -54,11 +54,7 @@ class DeepFM(nn.Module):
 
     def embed_user(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         """The user-field embeddings [B, k] each (none when the model has no user fields)."""
-        if not self.user_embeddings:
-            return []
-        if "user_fields" not in batch:
-            raise ValueError("this model was built with user fields: the batch lacks `user_fields`")
-        return [emb(batch["user_fields"][:, i]) for i, emb in enumerate(self.user_embeddings)]
+        return user_field_embeddings(self.user_embeddings, batch)
 
     def forward(self, batch: dict[str, torch.Tensor], extra: torch.Tensor | None = None) -> torch.Tensor:
         """Click logits [B]; `extra` [B, n_extra_fields, embed_dim] side vectors (required when built with some)."""
