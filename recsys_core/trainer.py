@@ -90,7 +90,11 @@ class Trainer:
         accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision=t.mixed_precision)
         model = self.task.build_model()
         params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+        if not params and t.epochs:
+            raise ValueError(f"{cfg.model} has no trainable parameters: a test-time method runs with train.epochs: 0")
+        # train.epochs: 0 only evaluates (a test-time method such as MATT); the optimiser then has nothing to hold
+        optimizer = torch.optim.AdamW(params or [torch.nn.Parameter(torch.zeros(1))], lr=t.lr,
+                                      weight_decay=t.weight_decay)
         steps_per_epoch = max(1, self.task.steps_per_epoch())
         total_steps = t.max_steps or steps_per_epoch * t.epochs
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, total_steps))

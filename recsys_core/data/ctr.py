@@ -256,6 +256,32 @@ class HistoryCTRData(CTRData):
             yield self.make_batch(samples, order[start:start + batch_size])
 
 
+def ctr_floors(data: HistoryCTRData, split: str = "test", match_fields: tuple[int, ...] = (1,)) -> dict[str, np.ndarray]:
+    """Scores of the two heuristic floors for every sample of `split`, in the split's sample order:
+    `popularity` = the candidate's click rate in the training samples (one draw of negatives where the
+    protocol samples them; smoothed towards the global rate with 20 pseudo samples); `attribute_match` = the
+    share of the user's last `max_len` history items sharing a value of `match_fields` with the candidate
+    (the category on Beauty; genre1/genre2, one genre vocabulary, on MovieLens), ties broken by popularity."""
+    _check_split(split)
+    train = data.epoch_samples(np.random.default_rng(0))
+    n = data.n_items + 1
+    clicks = np.bincount(train.cand, weights=train.label, minlength=n)
+    shown = np.bincount(train.cand, minlength=n)
+    prior = float(train.label.mean())
+    popularity = (clicks + 20 * prior) / (shown + 20)
+    values = data.item_fields[:, list(match_fields)]
+    has_value = np.zeros((n, int(values.max(initial=0)) + 1), dtype=bool)
+    for f in range(values.shape[1]):
+        has_value[np.arange(n), values[:, f]] = True
+    has_value[:, 0] = False  # 0 = no value
+    samples = data.splits[split]
+    hist = data.history_ids(samples.hist_start, samples.hist_len)
+    real = hist > 0
+    shares = (has_value[hist] & has_value[samples.cand][:, None, :]).any(-1) & real
+    match = np.where(real.any(1), shares.sum(1) / np.maximum(real.sum(1), 1), 0.0)
+    return {"popularity": popularity[samples.cand], "attribute_match": match + 1e-3 * popularity[samples.cand]}
+
+
 class TabularCTRData(CTRData):
     def __init__(self, name: str, field_names: list[str], field_vocab_sizes: list[int], dense_names: list[str],
                  tables: dict[str, dict[str, np.ndarray]], has_user: bool):

@@ -25,7 +25,6 @@ import importlib.util
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -228,29 +227,3 @@ def load_movielens(path: str | Path | None = None, split: tuple[float, float] = 
         item_field_sizes=[len(items) + 1, len(genre_names) + 1, len(genre_names) + 1, n_year],
         genre_names=genre_names, rating_user=r_user[order], rating_item=r_item[order], rating=rating[order],
         rating_ts=r_ts[order], split_of=split_of)
-
-
-def heuristic_floors(ml: MovieLens, data: Any, split: str = "test") -> dict[str, np.ndarray]:
-    """Scores of the two heuristic floors for every sample of `split` of `data` (the `HistoryCTRData` of
-    `recsys_core.data.ctr.ctr_from_movielens`, which imports this module), in the split's sample order:
-    `popularity` = the movie's click rate in train (smoothed towards the global rate with 20 pseudo
-    ratings); `genre_match` = the share of the user's history clicks sharing a genre with the movie
-    (ties broken by popularity)."""
-    train = data.splits["train"]
-    n = ml.n_items + 1
-    clicks = np.bincount(train.cand, weights=train.label, minlength=n)
-    shown = np.bincount(train.cand, minlength=n)
-    prior = float(train.label.mean())
-    popularity = (clicks + 20 * prior) / (shown + 20)
-    samples = data.splits[split]
-    genre_sets = np.zeros((n, len(ml.genre_names) + 1), dtype=bool)
-    for i in range(1, n):
-        for g in ml.item_fields[i, 1:3]:
-            if g:
-                genre_sets[i, g] = True
-    match = np.zeros(len(samples), dtype=np.float64)
-    hist = data.history_ids(samples.hist_start, samples.hist_len)  # last max_len clicks
-    real = hist > 0
-    shares = (genre_sets[hist] & genre_sets[samples.cand][:, None, :]).any(-1)
-    match = np.where(real.any(1), (shares & real).sum(1) / np.maximum(real.sum(1), 1), 0.0)
-    return {"popularity": popularity[samples.cand], "genre_match": match + 1e-3 * popularity[samples.cand]}

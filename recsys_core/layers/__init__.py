@@ -1,9 +1,11 @@
 """Layers shared across the zoo."""
 
-from recsys_core.layers.mlp import mlp, user_field_embeddings
+from recsys_core.layers.features import FeatureEmbedding, FieldSpec, field_specs
+from recsys_core.layers.mlp import mlp
 from recsys_core.layers.transformer import Block, CausalTransformer, RMSNorm, init_weights, swiglu_hidden
 
-__all__ = ["Block", "CausalTransformer", "RMSNorm", "init_weights", "mlp", "swiglu_hidden", "user_field_embeddings"]
+__all__ = ["Block", "CausalTransformer", "FeatureEmbedding", "FieldSpec", "RMSNorm", "field_specs", "init_weights", "mlp",
+           "swiglu_hidden"]
 
 from recsys_core.layers.quantize import (  # noqa: E402
     Codebook,

@@ -24,12 +24,3 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int | None = None, activati
         layers.append(nn.Linear(dim, out_dim))
     return nn.Sequential(*layers)
 
-
-def user_field_embeddings(embeddings: nn.ModuleList, batch: dict) -> list:
-    """The per-user field embeddings [B, k] each of `batch["user_fields"]` (none when `embeddings` is empty);
-    shared by the CTR models that take MovieLens-style user fields."""
-    if not embeddings:
-        return []
-    if "user_fields" not in batch:
-        raise ValueError("this model was built with user fields: the batch lacks `user_fields`")
-    return [emb(batch["user_fields"][:, i]) for i, emb in enumerate(embeddings)]

@@ -14,7 +14,7 @@ import torch
 
 from recsys_core.data.ctr import load_ctr
 from recsys_core.metrics import auc, gauc, logloss
-from recsys_core.registry import build_model, register_task
+from recsys_core.registry import build_model, get_model, register_task
 from recsys_core.tasks.base import Task, to_device
 from shoplab_core.devices import module_device
 
@@ -51,7 +51,11 @@ class CTRTask(Task):
         return inputs
 
     def build_model(self):
-        return build_model(self.cfg.model, self.cfg.model_params, **self.model_inputs())
+        inputs = self.model_inputs()
+        data_inputs = getattr(get_model(self.cfg.model).cls, "data_inputs", None)
+        if data_inputs is not None:  # what a model derives from the training data itself (STORE's token codes)
+            inputs.update(data_inputs(self.data, dict(self.cfg.model_params)))
+        return build_model(self.cfg.model, self.cfg.model_params, **inputs)
 
     def steps_per_epoch(self) -> int:
         return self.data.n_train_batches(self.cfg.train.batch_size)
@@ -59,15 +63,16 @@ class CTRTask(Task):
     def train_batches(self, rng: np.random.Generator):
         return self.data.train_batches(rng, self.cfg.train.batch_size)
 
-    def predict(self, model, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """(labels, click probabilities, users or None) of every sample of `split`."""
+    def predict(self, model, split: str, **forward_kwargs: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(labels, click probabilities, users or None) of every sample of `split` (`forward_kwargs` go to
+        the model: an inference-time variant such as SGCTR's `refine_steps=0`)."""
         labels, probs, users = [], [], []
         was_training = model.training
         model.eval()
         device = module_device(model)
         with torch.no_grad():
             for batch in self.data.eval_batches(split, self.eval_batch_size):
-                probs.append(torch.sigmoid(model(to_device(batch, device))).float().cpu().numpy())
+                probs.append(torch.sigmoid(model(to_device(batch, device), **forward_kwargs)).float().cpu().numpy())
                 labels.append(batch["label"].numpy())
                 if "user" in batch:
                     users.append(batch["user"].numpy())
@@ -75,12 +80,8 @@ class CTRTask(Task):
         return (np.concatenate(labels), np.concatenate(probs),
                 np.concatenate(users) if users else None)
 
-    def evaluate(self, model, split: str) -> dict[str, float]:
-        labels, probs, users = self.predict(model, split)
-        out = {"auc": auc(labels, probs), "logloss": logloss(labels, probs)}
-        if users is not None:
-            out["gauc"] = gauc(users, labels, probs)
-        return out
+    def evaluate(self, model, split: str, **forward_kwargs: Any) -> dict[str, float]:
+        return ctr_metrics(*self.predict(model, split, **forward_kwargs))
 
     def score(self, model, hist_fields: Any, cand_fields: Any) -> np.ndarray:
         """Click probabilities [N] of N candidates [N, F] after one user history [T, F] (field ids,
@@ -130,8 +131,35 @@ class CTRTask(Task):
         return auc(np.concatenate(labels), np.concatenate(probs))
 
     def on_train_end(self, model, run_dir: Path) -> dict[str, Any] | None:
+        """Train AUC, the transfer report, and the test predictions (`test_predictions.npz`: label, prob,
+        user) for paired comparisons between runs; a model's `inference_variants()` ({name: forward kwargs},
+        e.g. SGCTR without refinement) are evaluated with the same weights and saved the same way."""
         out: dict[str, Any] = {"train_auc": self.train_auc(model)}
-        report = getattr(model, "transfer_report", None)
-        if report:
-            out["transfer"] = report
+        for attr in ("transfer_report", "init_report"):
+            if getattr(model, attr, None):
+                out[attr.removesuffix("_report")] = getattr(model, attr)
+        save_predictions(run_dir / "test_predictions.npz", *self.predict(model, "test"))
+        variants = getattr(model, "inference_variants", dict)()
+        if variants:
+            out["variants"] = {}
+            for name, kwargs in variants.items():
+                predictions = self.predict(model, "test", **kwargs)
+                save_predictions(run_dir / f"test_predictions_{name}.npz", *predictions)
+                out["variants"][name] = {"kwargs": kwargs, "test": ctr_metrics(*predictions),
+                                         "valid": self.evaluate(model, "valid", **kwargs)}
         return out
+
+
+def ctr_metrics(labels: np.ndarray, probs: np.ndarray, users: np.ndarray | None) -> dict[str, float]:
+    out = {"auc": auc(labels, probs), "logloss": logloss(labels, probs)}
+    if users is not None:
+        out["gauc"] = gauc(users, labels, probs)
+    return out
+
+
+def save_predictions(path: Path, labels: np.ndarray, probs: np.ndarray, users: np.ndarray | None) -> None:
+    """A split's predictions in the split's sample order (the same order for every run of the same data)."""
+    arrays = {"label": labels.astype(np.float32), "prob": probs.astype(np.float32)}
+    if users is not None:
+        arrays["user"] = users.astype(np.int64)
+    np.savez_compressed(path, **arrays)

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from recsys_core import ExperimentConfig, Trainer
-from recsys_core.data.ctr import ctr_from_movielens, load_ctr
-from recsys_core.data.movielens import heuristic_floors, load_movielens
+from recsys_core.data.ctr import ctr_floors, ctr_from_movielens, load_ctr
+from recsys_core.data.movielens import load_movielens
 from recsys_core.models.coco import CoCo, KnowledgeCache, build_knowledge_cache
 from recsys_core.models.coco.resolution import KnowledgeResolver
 from recsys_core.registry import build_model
@@ -87,11 +87,11 @@ def test_heuristic_floors_rank_liked_genres_above_chance(movielens):
     ml, data = movielens
     from recsys_core.metrics import auc
 
-    floors = heuristic_floors(ml, data, "test")
+    floors = ctr_floors(data, "test", match_fields=(1, 2))
     labels = data.splits["test"].label
-    assert set(floors) == {"popularity", "genre_match"}
+    assert set(floors) == {"popularity", "attribute_match"}
     # the synthetic users like exactly their favourite genre: matching genres must beat chance
-    assert auc(labels, floors["genre_match"]) > 0.6
+    assert auc(labels, floors["attribute_match"]) > 0.6
 
 
 # ---- the knowledge cache -----------------------------------------------------------------------------

@@ -355,9 +355,9 @@ def test_full_transfer_copies_the_whole_backbone_and_sparse_only_the_item_table(
     sparse = get_task("ctr")(ctr_config("gpsd", transfer={"from_run": str(pretrained_run), "mode": "sparse"}))
     model = sparse.build_model()
     state = model.state_dict()
-    assert model.transfer_report["loaded"] == ["item_embeddings.weight"]
-    assert torch.equal(state["item_embeddings.weight"], pre["item_embeddings.weight"])
-    others = [k for k in pre if k != "item_embeddings.weight" and pre[k].numel() > 1 and "norm" not in k]
+    assert model.transfer_report["loaded"] == ["features.tables.0.weight"]
+    assert torch.equal(state["features.tables.0.weight"], pre["features.tables.0.weight"])
+    others = [k for k in pre if k != "features.tables.0.weight" and pre[k].numel() > 1 and "norm" not in k]
     assert others and not any(torch.equal(state[k], pre[k]) for k in others)
 
 
@@ -366,20 +366,20 @@ def test_frozen_item_table_stays_identical_through_training_while_the_rest_learn
     transfer = {"from_run": str(pretrained_run), "mode": "sparse", "freeze_sparse": True}
     cfg = ctr_config("gpsd", epochs=2, transfer=transfer)
     result = Trainer(cfg, tmp_path / "run").fit()
-    assert result["transfer"]["frozen"] == ["item_embeddings.weight"]
-    assert result["parameters"]["trainable"] == result["parameters"]["total"] - pre["item_embeddings.weight"].numel()
+    assert result["transfer"]["frozen"] == ["features.tables.0.weight"]
+    assert result["parameters"]["trainable"] == result["parameters"]["total"] - pre["features.tables.0.weight"].numel()
     trained = torch.load(tmp_path / "run" / "best.pt", map_location="cpu")
-    assert torch.equal(trained["item_embeddings.weight"], pre["item_embeddings.weight"])
+    assert torch.equal(trained["features.tables.0.weight"], pre["features.tables.0.weight"])
     seed_everything(cfg.train.seed)  # the trainer's seed: the run's initial weights
     untouched = get_task("ctr")(cfg).build_model().state_dict()
     assert not torch.equal(trained["rank_head.0.weight"], untouched["rank_head.0.weight"])
-    assert not torch.equal(trained["field_embeddings.0.weight"], untouched["field_embeddings.0.weight"])
+    assert not torch.equal(trained["features.tables.1.weight"], untouched["features.tables.1.weight"])
     assert result["test"]["auc"] > 0.8
     # without freezing, the transferred table moves
     cfg = ctr_config("gpsd", epochs=1, transfer={**transfer, "freeze_sparse": False})
     Trainer(cfg, tmp_path / "run2").fit()
     moved = torch.load(tmp_path / "run2" / "best.pt", map_location="cpu")
-    assert not torch.equal(moved["item_embeddings.weight"], pre["item_embeddings.weight"])
+    assert not torch.equal(moved["features.tables.0.weight"], pre["features.tables.0.weight"])
 
 
 def test_bad_transfer_settings_give_clear_errors(pretrained_run, tmp_path):

@@ -132,16 +132,16 @@ class CoCo(nn.Module):
 
     def _user_repr_dim(self) -> int:
         bb = self.backbone
-        return bb.embed_dim * (len(bb.user_embeddings) + len(bb.embeddings))
+        return bb.embed_dim * (len(bb.user_features) + len(bb.features))
 
     def user_representation(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """u [B, R]: the backbone's user-field embeddings and the mean embedding of the history items."""
         bb = self.backbone
         hist = batch["hist_fields"]
         real = (hist > 0).any(-1).float()
-        items = torch.cat([emb(hist[..., i]) for i, emb in enumerate(bb.embeddings)], -1)
+        items = bb.features.flat(hist)
         mean_item = (items * real.unsqueeze(-1)).sum(1) / real.sum(1, keepdim=True).clamp(min=1.0)
-        return torch.cat([*bb.embed_user(batch), mean_item], -1)
+        return torch.cat([bb.embed_user(batch).flatten(1), mean_item], -1)
 
     def choose_prompt(self, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(prompt [B, T·A] with u's straight-through gradient, chosen code [B], VQ loss [B])."""

@@ -1,7 +1,8 @@
 """DeepFM (Guo et al., IJCAI 2017) on the zoo's CTR batch contract.
 
 FM (bias + first order + pairwise second order over all fields) plus a DNN on the concatenated field
-embeddings (and dense features) share one embedding table per field. With user histories, each
+embeddings (and dense features) share one embedding table per field (the zoo's `FeatureEmbedding`, with
+first-order weights). With user histories, each
 field's history embeddings (and first-order weights) are mean-pooled over the real behaviours and
 enter as F extra fields, so the FM also models candidate × history-interest interactions. Per-user
 fields (`user_fields`) are FM fields too, and so are `n_extra_fields` vectors a wrapper passes in
@@ -16,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys_core.layers import mlp, user_field_embeddings
+from recsys_core.layers import FeatureEmbedding, mlp
 from recsys_core.registry import register_model
 
 
@@ -29,50 +30,34 @@ class DeepFM(nn.Module):
         self.field_vocab_sizes = list(field_vocab_sizes)
         self.uses_history = max_len > 0
         self.dense_dim = dense_dim
-        self.embeddings = nn.ModuleList(nn.Embedding(v, embed_dim, padding_idx=0) for v in self.field_vocab_sizes)
-        self.first_order = nn.ModuleList(nn.Embedding(v, 1, padding_idx=0) for v in self.field_vocab_sizes)
+        self.features = FeatureEmbedding(self.field_vocab_sizes, embed_dim, first_order=True)
+        self.user_features = FeatureEmbedding(list(user_field_vocab_sizes), embed_dim, first_order=True)
         self.bias = nn.Parameter(torch.zeros(1))
         self.dense_linear = nn.Linear(dense_dim, 1, bias=False) if dense_dim else None
         self.embed_dim, self.n_extra_fields = embed_dim, n_extra_fields
-        self.user_embeddings = nn.ModuleList(nn.Embedding(v, embed_dim, padding_idx=0) for v in user_field_vocab_sizes)
-        self.user_first_order = nn.ModuleList(nn.Embedding(v, 1, padding_idx=0) for v in user_field_vocab_sizes)
-        n_fields = (len(self.field_vocab_sizes) * (2 if self.uses_history else 1) + len(self.user_embeddings)
-                    + n_extra_fields)
+        n_fields = (len(self.features) * (2 if self.uses_history else 1) + len(self.user_features) + n_extra_fields)
         self.dnn = mlp(n_fields * embed_dim + dense_dim, mlp_hidden, 1, dropout=dropout)
-        for emb in [*self.embeddings, *self.user_embeddings]:
-            nn.init.normal_(emb.weight, std=0.05)
-        for emb in [*self.first_order, *self.user_first_order]:
-            nn.init.zeros_(emb.weight)
 
-    def _lookup(self, fields: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """([..., F, k] vectors, [..., F] first-order weights)."""
-        if fields.shape[-1] != len(self.embeddings):
-            raise ValueError(f"expected {len(self.embeddings)} fields per item, got {fields.shape[-1]}")
-        vectors = torch.stack([emb(fields[..., i]) for i, emb in enumerate(self.embeddings)], dim=-2)
-        weights = torch.cat([w(fields[..., i]) for i, w in enumerate(self.first_order)], dim=-1)
-        return vectors, weights
-
-    def embed_user(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-        """The user-field embeddings [B, k] each (none when the model has no user fields)."""
-        return user_field_embeddings(self.user_embeddings, batch)
+    def embed_user(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The user-field embeddings [B, U, k] (U = 0 when the model has no user fields)."""
+        return self.user_features.of_batch(batch)
 
     def forward(self, batch: dict[str, torch.Tensor], extra: torch.Tensor | None = None) -> torch.Tensor:
         """Click logits [B]; `extra` [B, n_extra_fields, embed_dim] side vectors (required when built with some)."""
-        vectors, weights = self._lookup(batch["cand_fields"])
+        vectors, weights = self.features(batch["cand_fields"]), self.features.linear(batch["cand_fields"])
         if self.uses_history:
             if "hist_fields" not in batch:
                 raise ValueError("this DeepFM was built for data with histories: the batch lacks `hist_fields`")
             hist = batch["hist_fields"]
-            h_vectors, h_weights = self._lookup(hist)
+            h_vectors, h_weights = self.features(hist), self.features.linear(hist)
             real = (hist > 0).any(-1).float()  # [B, T]
             count = real.sum(1).clamp(min=1.0)
             pooled = torch.einsum("bt,btfk->bfk", real, h_vectors) / count[:, None, None]
             pooled_w = torch.einsum("bt,btf->bf", real, h_weights) / count[:, None]
             vectors, weights = torch.cat([vectors, pooled], 1), torch.cat([weights, pooled_w], 1)
-        if self.user_embeddings:
-            user_w = torch.cat([w(batch["user_fields"][:, i]) for i, w in enumerate(self.user_first_order)], -1)
-            vectors = torch.cat([vectors, torch.stack(self.embed_user(batch), 1)], 1)
-            weights = torch.cat([weights, user_w], 1)
+        if len(self.user_features):
+            vectors = torch.cat([vectors, self.embed_user(batch)], 1)
+            weights = torch.cat([weights, self.user_features.linear(batch["user_fields"])], 1)
         if self.n_extra_fields:
             if extra is None or extra.shape[1:] != (self.n_extra_fields, self.embed_dim):
                 raise ValueError(f"this DeepFM expects extra [B, {self.n_extra_fields}, {self.embed_dim}] vectors")

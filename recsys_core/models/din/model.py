@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys_core.layers import user_field_embeddings
+from recsys_core.layers import FeatureEmbedding
 from recsys_core.registry import register_model
 
 
@@ -75,28 +75,23 @@ class DIN(nn.Module):
             raise ValueError("DIN needs user behaviour histories (hist_fields); this data has none "
                              "(data.kind ctr_sample): use deepfm for history-free CTR samples")
         self.field_vocab_sizes = list(field_vocab_sizes)
-        self.embeddings = nn.ModuleList(nn.Embedding(v, embed_dim, padding_idx=0) for v in self.field_vocab_sizes)
+        self.features = FeatureEmbedding(self.field_vocab_sizes, embed_dim)
         item_dim = embed_dim * len(self.field_vocab_sizes)
         self.attention = din_mlp(4 * item_dim, attention_hidden, activation)
         self.dense_dim = dense_dim
         self.embed_dim = embed_dim
-        self.user_embeddings = nn.ModuleList(nn.Embedding(v, embed_dim, padding_idx=0) for v in user_field_vocab_sizes)
+        self.user_features = FeatureEmbedding(list(user_field_vocab_sizes), embed_dim)
         self.n_extra_fields = n_extra_fields
-        side_dim = embed_dim * (len(self.user_embeddings) + n_extra_fields)
+        side_dim = embed_dim * (len(self.user_features) + n_extra_fields)
         self.head = din_mlp(2 * item_dim + dense_dim + side_dim, mlp_hidden, activation, dropout)
-        for emb in [*self.embeddings, *self.user_embeddings]:
-            nn.init.normal_(emb.weight, std=0.05)
-            with torch.no_grad():
-                emb.weight[0].zero_()
 
     def embed(self, fields: torch.Tensor) -> torch.Tensor:
-        if fields.shape[-1] != len(self.embeddings):
-            raise ValueError(f"expected {len(self.embeddings)} fields per item, got {fields.shape[-1]}")
-        return torch.cat([emb(fields[..., i]) for i, emb in enumerate(self.embeddings)], dim=-1)
+        """An item as the concatenation of its field embeddings: [..., F·k]."""
+        return self.features.flat(fields)
 
-    def embed_user(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-        """The user-field embeddings [B, k] each (none when the model has no user fields)."""
-        return user_field_embeddings(self.user_embeddings, batch)
+    def embed_user(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The user-field embeddings [B, U, k] (U = 0 when the model has no user fields)."""
+        return self.user_features.of_batch(batch)
 
     def forward(self, batch: dict[str, torch.Tensor], extra: torch.Tensor | None = None) -> torch.Tensor:
         """Click logits [B]; `extra` [B, n_extra_fields, embed_dim] side vectors (required when built with some)."""
@@ -107,7 +102,7 @@ class DIN(nn.Module):
         c = cand.unsqueeze(1).expand_as(hist)
         weights = self.attention(torch.cat([hist, c, hist - c, hist * c], dim=-1)).squeeze(-1)
         interest = (weights * mask).unsqueeze(-1).mul(hist).sum(1)
-        parts = [interest, cand] + ([batch["dense"]] if self.dense_dim else []) + self.embed_user(batch)
+        parts = [interest, cand] + ([batch["dense"]] if self.dense_dim else []) + [self.embed_user(batch).flatten(1)]
         if self.n_extra_fields:
             if extra is None or extra.shape[1:] != (self.n_extra_fields, self.embed_dim):
                 raise ValueError(f"this DIN expects extra [B, {self.n_extra_fields}, {self.embed_dim}] vectors")

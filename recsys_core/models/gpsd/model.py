@@ -2,8 +2,9 @@
 code chqiwang/gpsd-rec), re-implemented on the zoo's Llama-style `CausalTransformer`.
 
 Two models share one backbone and its parameter names, so a pretrained run transfers by name:
-- `item_embeddings` (field 0, the item id), `field_embeddings.{i}` (the other fields: category, ...),
-  `segment_embeddings` (0 = history, 1 = candidate), `encoder` (RMSNorm, RoPE, SwiGLU, 4 heads).
+- `features` (the zoo's `FeatureEmbedding`: `features.tables.0` is the item id, the other tables the
+  other fields: category, ...), `segment_embeddings` (0 = history, 1 = candidate), `encoder` (RMSNorm,
+  RoPE, SwiGLU, 4 heads).
 - token = sum of the item's field embeddings + its segment embedding. Init N(0, 0.02), dropout 0.
 
 `gpsd_generative` (task gpsd_pretrain): causal next-item prediction with a sampled softmax on
@@ -21,7 +22,7 @@ about 2× faster in training (a positive and its negative share a history) and ~
 user's 100 candidates.
 `model_params.transfer = {from_run, mode: none|full|sparse, freeze_sparse}`:
 - full: every parameter of the pretrained run's best.pt with the same name (the whole backbone);
-- sparse: only names matching `.*item.*emb.*` = the item-id table (GPSD's ST);
+- sparse: only the item-id table `features.tables.0.weight` (GPSD's ST);
 - freeze_sparse: the transferred item table gets requires_grad=False (GPSD's ST&SF / FT&SF; the
   trainer leaves frozen parameters out of the optimiser, so weight decay never touches them).
 The transfer happens when the model is built, so the pretrained run folder must still exist when a
@@ -39,11 +40,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys_core.layers import CausalTransformer, init_weights
+from recsys_core.layers import CausalTransformer, FeatureEmbedding, init_weights
 from recsys_core.layers.transformer import apply_rope
 from recsys_core.registry import register_model
 
-SPARSE_PARAMS = re.compile(r".*item.*emb.*")
+SPARSE_PARAMS = re.compile(r"features\.tables\.0\.weight")  # the item-id table (field 0 by the batch contract)
 TRANSFER_MODES = ("none", "full", "sparse")
 
 
@@ -55,20 +56,19 @@ class GPSDBackbone(nn.Module):
         if not self.field_vocab_sizes:
             raise ValueError("GPSD needs at least the item field")
         self.hidden = hidden
-        self.item_embeddings = nn.Embedding(self.field_vocab_sizes[0], hidden, padding_idx=0)
-        self.field_embeddings = nn.ModuleList(nn.Embedding(v, hidden, padding_idx=0)
-                                              for v in self.field_vocab_sizes[1:])
+        self.features = FeatureEmbedding(self.field_vocab_sizes, hidden)
         self.segment_embeddings = nn.Embedding(2, hidden)
         self.encoder = CausalTransformer(hidden, layers, heads, positions, dropout)
         self.emb_dropout = nn.Dropout(dropout)
 
+    @property
+    def item_embeddings(self) -> nn.Embedding:
+        """The item-id table (field 0): GPSD's sparse parameters, and the generative model's output table."""
+        return self.features.tables[0]
+
     def token_embeddings(self, fields: torch.Tensor, segment: int) -> torch.Tensor:
-        if fields.shape[-1] != len(self.field_vocab_sizes):
-            raise ValueError(f"expected {len(self.field_vocab_sizes)} fields per item, got {fields.shape[-1]}")
-        x = self.item_embeddings(fields[..., 0]) + self.segment_embeddings.weight[segment]
-        for i, emb in enumerate(self.field_embeddings, start=1):
-            x = x + emb(fields[..., i])
-        return x
+        """An item token = the sum of its field embeddings + the segment embedding."""
+        return self.features.summed(fields) + self.segment_embeddings.weight[segment]
 
 
 @register_model("gpsd_generative", tasks="gpsd_pretrain")
@@ -80,7 +80,7 @@ class GPSDGenerative(GPSDBackbone):
         if n_negatives < 1:
             raise ValueError("n_negatives must be >= 1")
         self.temperature, self.n_negatives = temperature, n_negatives
-        self.category_loss_weight = category_loss_weight if len(self.field_embeddings) else 0.0
+        self.category_loss_weight = category_loss_weight if len(self.features) > 1 else 0.0
         init_weights(self)
 
     def hidden_states(self, fields: torch.Tensor) -> torch.Tensor:
@@ -103,7 +103,7 @@ class GPSDGenerative(GPSDBackbone):
         item_loss = F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=h.device))
         loss, logs = item_loss, {"item_loss": float(item_loss.detach())}
         if self.category_loss_weight:
-            categories = self.field_embeddings[0].weight
+            categories = self.features.tables[1].weight
             cat_logits = h @ F.normalize(categories, dim=-1).T / self.temperature
             target_cats = targets[..., 1][keep]
             if (target_cats > 0).any():  # category 0 = item without a category: nothing to predict
