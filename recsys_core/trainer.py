@@ -169,6 +169,8 @@ class Trainer:
 
         if (self.run_dir / "best.pt").exists():
             raw_model.load_state_dict(torch.load(self.run_dir / "best.pt", map_location="cpu"))
+        else:  # nothing was evaluated during training (train.epochs: 0): the evaluated weights are the run's
+            torch.save(raw_model.state_dict(), self.run_dir / "best.pt")
         model.eval()
         with torch.no_grad():
             test = self.task.evaluate(raw_model, "test")
