@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from recsys_core.metrics import bootstrap_delta
+
 ROWS = (  # (key, run name, prediction file, label)
     ("none", "none", "test_pred.npy", "backbone alone"),
     ("fixed", "fixed", "test_pred.npy", "KAR-style fixed template (frozen LLM, one prompt for all)"),
@@ -35,34 +37,6 @@ SHORT = {"none": "backbone", "fixed": "KAR-style", "coco": "CoCo (frozen LLM)", 
          "coco_lora_nomask": "CoCo + LoRA, unmasked", "novq": "CoCo − VQ", "noinfonce": "CoCo − InfoNCE"}
 PAIRS = (("coco", "none"), ("fixed", "none"), ("coco", "fixed"), ("coco", "novq"), ("coco", "noinfonce"),
          ("coco_lora", "coco"), ("coco_lora", "coco_lora_nomask"))
-
-
-def weighted_auc(order: np.ndarray, labels_sorted: np.ndarray, weights: np.ndarray) -> float:
-    """AUC with per-sample weights, given the ascending score order (ties broken by the order)."""
-    w = weights[order]
-    neg_below = np.cumsum(w * (1 - labels_sorted)) - w * (1 - labels_sorted)
-    pos_w = w * labels_sorted
-    return float((pos_w * neg_below).sum() / max(pos_w.sum() * (w * (1 - labels_sorted)).sum(), 1e-12))
-
-
-def bootstrap_delta(preds: list[np.ndarray], base: list[np.ndarray], labels: np.ndarray, users: np.ndarray,
-                    n: int = 500, seed: int = 0) -> dict[str, float]:
-    """Paired bootstrap over users of the seed-mean ΔAUC (preds[s] − base[s])."""
-    codes = np.unique(users, return_inverse=True)[1]
-    n_users = codes.max() + 1
-    orders = [(np.argsort(p, kind="stable"), np.argsort(b, kind="stable")) for p, b in zip(preds, base, strict=True)]
-    sorted_labels = [(labels[o1], labels[o2]) for o1, o2 in orders]
-    rng = np.random.default_rng(seed)
-    deltas = []
-    ones = np.ones(len(labels))
-    point = np.mean([weighted_auc(o1, l1, ones) - weighted_auc(o2, l2, ones)
-                     for (o1, o2), (l1, l2) in zip(orders, sorted_labels, strict=True)])
-    for _ in range(n):
-        weights = np.bincount(rng.integers(0, n_users, n_users), minlength=n_users)[codes].astype(np.float64)
-        deltas.append(np.mean([weighted_auc(o1, l1, weights) - weighted_auc(o2, l2, weights)
-                               for (o1, o2), (l1, l2) in zip(orders, sorted_labels, strict=True)]))
-    lo, hi = np.percentile(deltas, [2.5, 97.5])
-    return {"delta_auc": float(point), "ci_low": float(lo), "ci_high": float(hi), "resamples": n}
 
 
 def cell(values: list[float]) -> dict[str, float]:

@@ -1,10 +1,10 @@
 """Layers shared across the zoo."""
 
-from recsys_core.layers.features import FeatureEmbedding, FieldSpec, field_specs
+from recsys_core.layers.features import FeatureEmbedding, FieldSpec, LegacyFieldTables, field_specs
 from recsys_core.layers.mlp import mlp
 from recsys_core.layers.transformer import Block, CausalTransformer, RMSNorm, init_weights, swiglu_hidden
 
-__all__ = ["Block", "CausalTransformer", "FeatureEmbedding", "FieldSpec", "RMSNorm", "field_specs", "init_weights", "mlp",
+__all__ = ["Block", "CausalTransformer", "FeatureEmbedding", "FieldSpec", "LegacyFieldTables", "RMSNorm", "field_specs", "init_weights", "mlp",
            "swiglu_hidden"]
 
 from recsys_core.layers.quantize import (  # noqa: E402

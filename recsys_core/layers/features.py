@@ -107,3 +107,28 @@ class FeatureEmbedding(nn.Module):
             raise ValueError(f"this model was built with {key} ({', '.join(f.name for f in self.fields)}): "
                              f"the batch lacks `{key}`")
         return self(batch[key])
+
+
+class LegacyFieldTables:
+    """Mixin: a model whose field tables moved into a `FeatureEmbedding` still loads weights saved before
+    (`legacy_names`: (regex on the old name, replacement) pairs, applied under the module's prefix), so
+    run folders trained by earlier versions keep working."""
+
+    legacy_names: tuple = ()  # (old-name regex, replacement string or function) pairs
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        upgrade_legacy_names(state_dict, self.legacy_names, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def upgrade_legacy_names(state: dict, renames: tuple, prefix: str = "") -> dict:
+    """Rename (in place) the keys of `state` under `prefix` that match one of `renames`' old-name patterns."""
+    import re
+
+    for key in [k for k in state if k.startswith(prefix)]:
+        for pattern, replacement in renames:
+            new = re.sub(f"^{pattern}$", replacement, key[len(prefix):])
+            if new != key[len(prefix):]:
+                state[prefix + new] = state.pop(key)
+                break
+    return state

@@ -17,12 +17,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys_core.layers import FeatureEmbedding, mlp
+from recsys_core.layers import FeatureEmbedding, LegacyFieldTables, mlp
 from recsys_core.registry import register_model
 
 
 @register_model("deepfm", tasks="ctr")
-class DeepFM(nn.Module):
+class DeepFM(LegacyFieldTables, nn.Module):
+    legacy_names = ((r"embeddings\.(\d+)\.weight", r"features.tables.\1.weight"),
+                    (r"first_order\.(\d+)\.weight", r"features.first_order.\1.weight"),
+                    (r"user_embeddings\.(\d+)\.weight", r"user_features.tables.\1.weight"),
+                    (r"user_first_order\.(\d+)\.weight", r"user_features.first_order.\1.weight"))
+
     def __init__(self, field_vocab_sizes: Sequence[int], dense_dim: int = 0, max_len: int = 0, embed_dim: int = 16,
                  mlp_hidden: Sequence[int] = (200, 80), dropout: float = 0.0, user_field_vocab_sizes: Sequence[int] = (),
                  n_extra_fields: int = 0):

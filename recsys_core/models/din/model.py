@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys_core.layers import FeatureEmbedding
+from recsys_core.layers import FeatureEmbedding, LegacyFieldTables
 from recsys_core.registry import register_model
 
 
@@ -65,7 +65,10 @@ def din_mlp(in_dim: int, hidden: Sequence[int], activation: str, dropout: float 
 
 
 @register_model("din", tasks="ctr")
-class DIN(nn.Module):
+class DIN(LegacyFieldTables, nn.Module):
+    legacy_names = ((r"embeddings\.(\d+)\.weight", r"features.tables.\1.weight"),
+                    (r"user_embeddings\.(\d+)\.weight", r"user_features.tables.\1.weight"))
+
     def __init__(self, field_vocab_sizes: Sequence[int], max_len: int, dense_dim: int = 0, embed_dim: int = 16,
                  attention_hidden: Sequence[int] = (80, 40), mlp_hidden: Sequence[int] = (200, 80),
                  activation: str = "dice", dropout: float = 0.0, user_field_vocab_sizes: Sequence[int] = (),

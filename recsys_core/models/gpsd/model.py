@@ -40,7 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys_core.layers import CausalTransformer, FeatureEmbedding, init_weights
+from recsys_core.layers import CausalTransformer, FeatureEmbedding, LegacyFieldTables, init_weights
+from recsys_core.layers.features import upgrade_legacy_names
 from recsys_core.layers.transformer import apply_rope
 from recsys_core.registry import register_model
 
@@ -48,7 +49,11 @@ SPARSE_PARAMS = re.compile(r"features\.tables\.0\.weight")  # the item-id table 
 TRANSFER_MODES = ("none", "full", "sparse")
 
 
-class GPSDBackbone(nn.Module):
+class GPSDBackbone(LegacyFieldTables, nn.Module):
+    # runs saved before the shared FeatureEmbedding had `item_embeddings` and `field_embeddings.{i}`
+    legacy_names = ((r"item_embeddings\.weight", "features.tables.0.weight"),
+                    (r"field_embeddings\.(\d+)\.weight", lambda m: f"features.tables.{int(m.group(1)) + 1}.weight"))
+
     def __init__(self, field_vocab_sizes: Sequence[int], positions: int, hidden: int = 64, layers: int = 4,
                  heads: int = 4, dropout: float = 0.0):
         super().__init__()
@@ -225,7 +230,8 @@ def transfer_from_pretrained(model: nn.Module, transfer: dict[str, Any] | None) 
     weights = source if source.suffix == ".pt" else source / "best.pt"
     if not weights.exists():
         raise FileNotFoundError(f"{weights} not found: transfer.from_run must be a finished gpsd_pretrain run folder")
-    pretrained = torch.load(weights, map_location="cpu", weights_only=True)
+    pretrained = upgrade_legacy_names(torch.load(weights, map_location="cpu", weights_only=True),
+                                      GPSDBackbone.legacy_names)
     own = model.state_dict()
     if mode == "full":
         names = [k for k in pretrained if k in own]
