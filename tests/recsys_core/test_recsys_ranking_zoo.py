@@ -74,6 +74,26 @@ def test_every_ctr_model_looks_its_fields_up_through_the_shared_feature_embeddin
             assert id(m) in owned, f"{model}.{name} is a field table outside the shared FeatureEmbedding"
 
 
+def test_runs_saved_before_the_shared_feature_embedding_still_load():
+    from recsys_core.models.deepfm.model import DeepFM
+    from recsys_core.models.gpsd.model import GPSDRanker
+
+    deepfm = DeepFM([10, 4], max_len=5, embed_dim=4, user_field_vocab_sizes=[3])
+    old = {k.replace("user_features.tables", "user_embeddings").replace("user_features.first_order", "user_first_order")
+           .replace("features.tables", "embeddings").replace("features.first_order", "first_order"): v
+           for k, v in deepfm.state_dict().items()}
+    assert "embeddings.0.weight" in old and "user_first_order.0.weight" in old
+    fresh = DeepFM([10, 4], max_len=5, embed_dim=4, user_field_vocab_sizes=[3])
+    fresh.load_state_dict(old)
+    assert torch.equal(fresh.features.tables[1].weight, deepfm.features.tables[1].weight)
+    gpsd = GPSDRanker([10, 4], max_len=5, hidden=8, layers=1, heads=2)
+    old = {k.replace("features.tables.0", "item_embeddings").replace("features.tables.1", "field_embeddings.0"): v
+           for k, v in gpsd.state_dict().items()}
+    fresh = GPSDRanker([10, 4], max_len=5, hidden=8, layers=1, heads=2)
+    fresh.load_state_dict(old)
+    assert torch.equal(fresh.item_embeddings.weight, gpsd.item_embeddings.weight)
+
+
 # ---- floors ----------------------------------------------------------------------------------------
 def test_ctr_floors_rank_popular_and_matching_candidates_above_chance():
     data = load_ctr(SEQ_SYNTHETIC)
