@@ -252,7 +252,7 @@ def test_train_sft_resumes_after_a_kill_with_the_same_step_count(tiny_student, d
     sft, _ = distill_data
     data = tmp_path / "episodes"
     sft.select_columns(["messages"]).save_to_disk(str(data))
-    config = _sft_job(tmp_path, tiny_student, data, max_steps=60)
+    config = _sft_job(tmp_path, tiny_student, data, max_steps=16)
     out = tmp_path / "sft_cli"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "shoplab_cli", "train", "sft", "--config", str(config)], cwd=ROOT,
@@ -263,12 +263,12 @@ def test_train_sft_resumes_after_a_kill_with_the_same_step_count(tiny_student, d
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     checkpoints = sorted(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*"))
-    assert checkpoints and checkpoints[-1] < 60 and not (out / "stage.json").exists(), "not killed mid-run"
+    assert checkpoints and checkpoints[-1] < 16 and not (out / "stage.json").exists(), "not killed mid-run"
     result = _ok(CliRunner().invoke(app, ["train", "sft", "--config", str(config), "--resume"]))
     metrics = json.loads((out / "stage.json").read_text())["metrics"]
-    assert metrics["steps"] == 60, result.output
+    assert metrics["steps"] == 16, result.output
     assert metrics["resumed_from"] and int(metrics["resumed_from"].rsplit("-", 1)[1]) >= checkpoints[-1] - 2
-    assert (out / "checkpoint-60").is_dir()
+    assert (out / "checkpoint-16").is_dir()
     # The adapter loads onto the base with PEFT (as vLLM's LoRARequest reads it).
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
