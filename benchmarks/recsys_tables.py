@@ -80,15 +80,19 @@ def semantic_id_table(runs: Path) -> tuple[str, dict]:
 
 
 def ranking_table(runs: Path) -> tuple[str, dict]:
+    """DIN and DeepFM (ranking zoo I's converged runs, `zoo/beauty/<model>/seed*`, else the older `<model>_beauty`)
+    and the GPSD grid (`gpsd_d<d>_<mode>/seed*`, benchmarks/run_gpsd_grid.sh), each with the mean best epoch."""
     rows, data = [], {}
-    for name in ("din_beauty", "deepfm_beauty"):
-        res = run_results(runs / name)
+    for name, label in (("din_beauty", "DIN"), ("deepfm_beauty", "DeepFM")):
+        zoo = runs / "zoo" / "beauty" / name.split("_")[0]
+        res = run_results(zoo) or run_results(runs / name)
         if res:
             s = summarise(res, CTR_KEYS)
-            data[name] = {"test": s, "seeds": len(res), "samples_per_s": res[0].get("train_samples_per_s")}
-            rows.append(f"| {name.split('_')[0].upper() if name.startswith('din') else 'DeepFM'} | – | – | "
-                        + " | ".join(fmt(s.get(k)) for k in CTR_KEYS) + f" | {len(res)} |")
-    for folder in sorted(runs.glob("gpsd_d*_*")):
+            data[name] = {"test": s, "seeds": len(res), "samples_per_s": res[0].get("train_samples_per_s"),
+                          "best_epoch": [r.get("best_epoch") for r in res]}
+            rows.append(f"| {label} | – | – | " + " | ".join(fmt(s.get(k)) for k in CTR_KEYS)
+                        + f" | {statistics.fmean(r['best_epoch'] for r in res):.1f} | {len(res)} |")
+    for folder in sorted(runs.glob("gpsd_d*_*"), key=lambda f: (int(f.name.split("_")[1][1:]), f.name)):
         size, mode = folder.name.split("_")[1], folder.name.split("_", 2)[2]
         res = run_results(folder)
         if not res:
@@ -97,11 +101,14 @@ def ranking_table(runs: Path) -> tuple[str, dict]:
         params = res[0].get("parameters", {})
         data[folder.name] = {"test": s, "seeds": len(res), "parameters": params,
                              "samples_per_s": res[0].get("train_samples_per_s"),
+                             "best_epoch": [r.get("best_epoch") for r in res],
                              "train_valid_auc_gap": [r.get("train_auc", float("nan")) - r["valid"]["auc"]
                                                      for r in res if "auc" in r.get("valid", {})]}
         rows.append(f"| GPSD {mode} | {size} | {params.get('dense', '–')} | "
-                    + " | ".join(fmt(s.get(k)) for k in CTR_KEYS) + f" | {len(res)} |")
-    header = ("| model | size | dense params | AUC | GAUC | logloss | seeds |\n|---|---|---|---|---|---|---|")
+                    + " | ".join(fmt(s.get(k)) for k in CTR_KEYS)
+                    + f" | {statistics.fmean(r['best_epoch'] for r in res):.1f} | {len(res)} |")
+    header = ("| model | size | dense params | AUC | GAUC | logloss | best epoch | seeds |\n"
+              "|---|---|---|---|---|---|---|---|")
     return header + "\n" + "\n".join(rows), data
 
 
@@ -157,20 +164,22 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", default="runs/recsys")
     ap.add_argument("--out", default="benchmarks/results/recsys")
+    ap.add_argument("--tables", nargs="+", default=["semantic_ids", "ranking", "throughput"],
+                    choices=["semantic_ids", "ranking", "throughput"],
+                    help="rebuild only these tables (the others, and their part of tables.json, stay as they are)")
     args = ap.parse_args()
     runs, out = Path(args.runs), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    sid_md, sid = semantic_id_table(runs)
-    rank_md, rank = ranking_table(runs)
-    thr_md, thr = throughput_table(runs)
-    (out / "throughput.md").write_text(thr_md + "\n")
-    (out / "semantic_ids.md").write_text(sid_md + "\n")
-    (out / "ranking.md").write_text(rank_md + "\n")
-    plot_gpsd_scaling(rank, out / "gpsd_scaling.png")
-    (out / "tables.json").write_text(json.dumps({"semantic_ids": sid, "ranking": rank, "throughput": thr}, indent=2))
-    print(json.dumps({"semantic_ids": list(sid), "ranking": list(rank)}))
-    print(sid_md)
-    print(rank_md)
+    builders = {"semantic_ids": semantic_id_table, "ranking": ranking_table, "throughput": throughput_table}
+    merged = json.loads((out / "tables.json").read_text()) if (out / "tables.json").exists() else {}
+    for name in args.tables:
+        md, data = builders[name](runs)
+        (out / f"{name}.md").write_text(md + "\n")
+        merged[name] = data
+        if name == "ranking":
+            plot_gpsd_scaling(data, out / "gpsd_scaling.png")
+        print(md)
+    (out / "tables.json").write_text(json.dumps(merged, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every recsys result in the README, end to end (~3 CPU-hours on 2 cores; three queues run side by side).
+# Every recsys result in the README, end to end (~3 CPU-hours on 2 cores without the ranking zoo; the GPSD grid
+# and ranking zoo I add ~12 CPU-hours; three queues run side by side).
 #   S3REC=../shared/data/s3rec SANDBOX=runs/sb200k bash benchmarks/run_recsys.sh
 # Amazon Beauty (S3-Rec files, read by path): SASRec baseline; RQ-VAE / MMQ / ADA-SID / MPQ tokenizers, each
 # followed by TIGER-style generative retrieval; GPSD pretraining at d = 32/64/128 and the CTR grid (scratch,
@@ -23,19 +24,10 @@ retrieval_queue() {
 }
 
 ranking_queue() {
-  for d in 32 64 128; do
-    $T --config recsys_core/models/gpsd/pretrain_d$d.yaml --out-dir "$RUNS/gpsd_pretrain_d$d" > "$RUNS/logs/gpsd_pretrain_d$d.log" 2>&1
-  done
-  $T --config recsys_core/models/din/config.yaml --out-dir "$RUNS/din_beauty" > "$RUNS/logs/din.log" 2>&1
-  $T --config recsys_core/models/deepfm/config.yaml --out-dir "$RUNS/deepfm_beauty" > "$RUNS/logs/deepfm.log" 2>&1
-  for d in 32 64 128; do
-    C="--config recsys_core/models/gpsd/config.yaml --set model_params.hidden=$d"
-    P="--set model_params.transfer.from_run=$RUNS/gpsd_pretrain_d$d"
-    $T $C --out-dir "$RUNS/gpsd_d${d}_nt" > "$RUNS/logs/gpsd_d${d}_nt.log" 2>&1
-    $T $C $P --set model_params.transfer.mode=full --out-dir "$RUNS/gpsd_d${d}_ft" > "$RUNS/logs/gpsd_d${d}_ft.log" 2>&1
-    $T $C $P --set model_params.transfer.mode=sparse --set model_params.transfer.freeze_sparse=true \
-       --out-dir "$RUNS/gpsd_d${d}_stsf" > "$RUNS/logs/gpsd_d${d}_stsf.log" 2>&1
-  done
+  # GPSD at convergence (early stopping, 3 seeds with their own pretraining seeds, d = 32/64/128), then ranking
+  # zoo I (DIN, DeepFM, STORE, SGCTR, DGenCTR, MATT around DIN/DeepFM/GPSD, ablations) on Beauty and ML-1M.
+  S3REC=$S3REC RUNS=$RUNS BIN=$BIN bash benchmarks/run_gpsd_grid.sh > "$RUNS/logs/gpsd_grid.log" 2>&1
+  S3REC=$S3REC RUNS=$RUNS BIN=$BIN bash benchmarks/run_ranking_zoo.sh all > "$RUNS/logs/ranking_zoo.log" 2>&1
 }
 
 # REG4Rec (benchmarks/results/recsys/reg4rec.md): MPQ with and without its anti-collapse terms, then per seed the
@@ -73,5 +65,6 @@ $BIN/shoplab recsys build-service --sim "$RUNS/sim" --ranker "$RUNS/din_sim" --t
   --retriever "$RUNS/tiger_sim" --reasoner "$RUNS/reg4rec_sim" --out "$RUNS/service"
 $BIN/python benchmarks/bench_rank_products.py --service "$RUNS/service"
 $BIN/python benchmarks/recsys_tables.py --runs "$RUNS" --out benchmarks/results/recsys
+$BIN/python benchmarks/ranking_zoo_table.py --runs "$RUNS" --s3rec "$S3REC" --out benchmarks/results/recsys/zoo
 $BIN/python benchmarks/reg4rec_table.py --runs "$RUNS" --out benchmarks/results/recsys
 $BIN/python benchmarks/bench_reasoning_latency.py --run "$RUNS/reg4rec_pars/seed0" --tiger "$RUNS/tiger_mpq/seed0"
