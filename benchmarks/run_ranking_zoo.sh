@@ -37,7 +37,7 @@ model_args() {  # per-dataset model sizes: ML-1M's zip3 (679 values) is tokenise
 seed_rows() {  # seed_rows DATASET SEED
   local ds=$1 s=$2 Z="$RUNS/zoo/$1" D
   D="$(dataset_args "$ds") --set train.seed=$s"
-  for m in din deepfm store sgctr; do
+  for m in din deepfm store; do
     run "$Z/$m/seed$s" --config $M/$m/config.yaml $D $(model_args "$ds" $m)
   done
   run "$Z/dgenctr_pretrain/seed$s" --config $M/dgenctr/pretrain.yaml $D
@@ -51,6 +51,7 @@ seed_rows() {  # seed_rows DATASET SEED
     [ -f "$base/metrics.json" ] && run "$Z/matt_$b/seed$s" --config $M/matt/config.yaml $D \
       --set model_params.base_run="$base"
   done
+  run "$Z/sgctr/seed$s" --config $M/sgctr/config.yaml $D  # the slowest row (~3 CPU-minutes an epoch on Beauty) last
 }
 
 ablation_rows() {  # ablation_rows DATASET SEED: one mechanism off at a time
@@ -64,10 +65,12 @@ ablation_rows() {  # ablation_rows DATASET SEED: one mechanism off at a time
   run "$Z/sgctr_no_refine_train/seed$s" --config $M/sgctr/config.yaml $D --set model_params.refine_steps=0
 }
 
+PARTS=${PARTS:-rows ablations}  # e.g. PARTS=rows SEEDS="1 2": a second queue beside one doing seed 0
+FIRST=${SEEDS%% *}
 for ds in beauty ml1m; do
   [ "$WHICH" = all ] || [ "$WHICH" = "$ds" ] || continue
-  seed_rows "$ds" 0
-  ablation_rows "$ds" 0
-  for s in $SEEDS; do [ "$s" = 0 ] || seed_rows "$ds" "$s"; done
-  for s in $SEEDS; do [ "$s" = 0 ] || ablation_rows "$ds" "$s"; done
+  [[ "$PARTS" == *rows* ]] && seed_rows "$ds" "$FIRST"
+  [[ "$PARTS" == *ablations* ]] && ablation_rows "$ds" "$FIRST"
+  for s in $SEEDS; do [ "$s" = "$FIRST" ] || [[ "$PARTS" != *rows* ]] || seed_rows "$ds" "$s"; done
+  for s in $SEEDS; do [ "$s" = "$FIRST" ] || [[ "$PARTS" != *ablations* ]] || ablation_rows "$ds" "$s"; done
 done
