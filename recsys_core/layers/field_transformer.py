@@ -14,6 +14,7 @@ and "what this id means" share one space; SGCTR and DGenCTR are built on it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -38,11 +39,25 @@ class TokenEncoderLayer(nn.Module):
         """x [B, N, d]; padding [B, N] True = a padded token. Returns (x, attention of token 0 over the N
         tokens [B, N], averaged over heads, when `cls_weights`)."""
         h = self.attn_norm(x)
-        out, weights = self.attn(h, h, h, key_padding_mask=padding, need_weights=cls_weights,
-                                 average_attn_weights=True)
+        out, _ = self.attn(h, h, h, key_padding_mask=padding, need_weights=False)
+        weights = self._cls_attention(h, padding) if cls_weights else None
         x = x + self.dropout(out)
         x = x + self.dropout(self.ffn(self.ffn_norm(x)))
-        return x, (weights[:, 0] if cls_weights else None)
+        return x, weights
+
+    def _cls_attention(self, h: torch.Tensor, padding: torch.Tensor | None) -> torch.Tensor:
+        """Token 0's attention over the tokens [B, N], averaged over heads: the same weights the layer uses,
+        computed for that one query only (asking the attention for its weights would materialise every
+        query's row and leave the fused kernel: slower than the filter saves)."""
+        attn = self.attn
+        d, heads = attn.embed_dim, attn.num_heads
+        w, bias = attn.in_proj_weight, attn.in_proj_bias
+        q = F.linear(h[:, :1], w[:d], bias[:d]).view(len(h), 1, heads, d // heads).transpose(1, 2)
+        k = F.linear(h, w[d:2 * d], bias[d:2 * d]).view(len(h), -1, heads, d // heads).transpose(1, 2)
+        scores = (q @ k.transpose(-1, -2)).squeeze(2) / math.sqrt(d // heads)  # [B, H, N]
+        if padding is not None:
+            scores = scores.masked_fill(padding[:, None, :], float("-inf"))
+        return scores.softmax(-1).mean(1)
 
 
 class SampleFieldEncoder(nn.Module):

@@ -164,6 +164,19 @@ def _token_index(net, field: int) -> slice:
     return slice(start, start + width)
 
 
+def test_the_filter_reads_the_attention_the_first_layer_really_pays():
+    from recsys_core.layers.field_transformer import TokenEncoderLayer
+
+    torch.manual_seed(0)
+    layer = TokenEncoderLayer(32, 4).eval()
+    x, pad = torch.randn(3, 7, 32), torch.zeros(3, 7, dtype=torch.bool)
+    pad[0, 5:] = True
+    h = layer.attn_norm(x)
+    _, weights = layer.attn(h, h, h, key_padding_mask=pad, need_weights=True, average_attn_weights=True)
+    _, cls = layer(x, pad, cls_weights=True)
+    assert torch.allclose(cls, weights[:, 0], atol=1e-6) and torch.all(cls[0, 5:] == 0)
+
+
 def test_store_filters_low_contribution_tokens_after_the_first_layer():
     task, net = _task_and_model(_cfg("store", None, "train.epochs=1"))
     seen = []
