@@ -16,9 +16,12 @@ mkdir -p "$RUNS/logs"
 M=recsys_core/models
 T="$BIN/shoplab recsys train --set train.progress=false"
 
-run() {  # run OUT_DIR ARGS...: skip a finished run, log next to the runs
+ROWS=${ROWS:-}  # e.g. ROWS="din deepfm matt_din": only these rows (run folder names under zoo/<dataset>/)
+
+run() {  # run OUT_DIR ARGS...: skip a finished run (or a row not in ROWS), log next to the runs
   local out=$1; shift
   [ -f "$out/metrics.json" ] && return 0
+  if [ -n "$ROWS" ] && [[ " $ROWS " != *" $(basename "$(dirname "$out")") "* ]]; then return 0; fi
   mkdir -p "$(dirname "$out")"
   echo "$(date +%T) $out"
   $T "$@" --out-dir "$out" > "$out.log" 2>&1 || echo "FAILED $out (see $out.log)"
