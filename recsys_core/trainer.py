@@ -173,8 +173,8 @@ class Trainer:
             torch.save(raw_model.state_dict(), self.run_dir / "best.pt")
         model.eval()
         with torch.no_grad():
-            test = self.task.evaluate(raw_model, "test")
             valid = self.task.evaluate(raw_model, "valid")
+            test = self.task.evaluate(raw_model, "test")  # last: a task may keep these predictions (CTR saves them)
         extra = self.task.on_train_end(raw_model, self.run_dir) or {}
         result = {
             "model": cfg.model, "task": cfg.task, "seed": t.seed, "valid": valid, "test": test,
