@@ -17,7 +17,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test test-fast lint bench rewrite recsys distill demo clean
+.PHONY: install run test test-fast lint bench rewrite recsys recsys-zoo distill demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -72,6 +72,13 @@ recsys: $(STAMP)
 	test -f $(DATA_DIR)/manifest.json || $(BIN)/shoplab sandbox build --data-dir $(DATA_DIR) --tasks $(TASKS) \
 		--products $(PRODUCTS) --seed 0
 	S3REC=$(S3REC) SANDBOX=$(DATA_DIR) BIN=$(BIN) bash benchmarks/run_recsys.sh
+
+# Ranking zoo I (STORE, SGCTR, DGenCTR, MATT; DIN / DeepFM; ablations; 3 seeds) on Amazon Beauty CTR, then the
+# table with paired bootstraps. ~12 CPU-hours here; ZOO=all adds MovieLens-1M (~5x longer).
+ZOO ?= beauty
+recsys-zoo: $(STAMP)
+	S3REC=$(S3REC) BIN=$(BIN) bash benchmarks/run_ranking_zoo.sh $(ZOO)
+	$(BIN)/python benchmarks/ranking_zoo_table.py --s3rec $(S3REC)
 
 distill: $(STAMP)
 	test -f $(DATA_DIR)/manifest.json || $(BIN)/shoplab sandbox build --data-dir $(DATA_DIR) --tasks $(TASKS) \

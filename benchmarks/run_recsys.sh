@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Every recsys result in the README, end to end (~3 CPU-hours on 2 cores without the ranking zoo; the GPSD grid
-# and ranking zoo I add ~12 CPU-hours; three queues run side by side).
+# Every recsys result in the README but ranking zoo I (`make recsys-zoo`), end to end (~3 CPU-hours on 2 cores
+# plus ~8 for the converged GPSD grid; three queues run side by side).
 #   S3REC=../shared/data/s3rec SANDBOX=runs/sb200k bash benchmarks/run_recsys.sh
 # Amazon Beauty (S3-Rec files, read by path): SASRec baseline; RQ-VAE / MMQ / ADA-SID / MPQ tokenizers, each
 # followed by TIGER-style generative retrieval; GPSD pretraining at d = 32/64/128 and the CTR grid (scratch,
@@ -24,10 +24,9 @@ retrieval_queue() {
 }
 
 ranking_queue() {
-  # GPSD at convergence (early stopping, 3 seeds with their own pretraining seeds, d = 32/64/128), then ranking
-  # zoo I (DIN, DeepFM, STORE, SGCTR, DGenCTR, MATT around DIN/DeepFM/GPSD, ablations) on Beauty and ML-1M.
+  # GPSD at convergence: early stopping, 3 seeds with their own pretraining seeds, d = 32/64/128. DIN and DeepFM
+  # (and the rest of ranking zoo I) are `make recsys-zoo` (benchmarks/run_ranking_zoo.sh).
   S3REC=$S3REC RUNS=$RUNS BIN=$BIN bash benchmarks/run_gpsd_grid.sh > "$RUNS/logs/gpsd_grid.log" 2>&1
-  S3REC=$S3REC RUNS=$RUNS BIN=$BIN bash benchmarks/run_ranking_zoo.sh all > "$RUNS/logs/ranking_zoo.log" 2>&1
 }
 
 # REG4Rec (benchmarks/results/recsys/reg4rec.md): MPQ with and without its anti-collapse terms, then per seed the
@@ -65,6 +64,5 @@ $BIN/shoplab recsys build-service --sim "$RUNS/sim" --ranker "$RUNS/din_sim" --t
   --retriever "$RUNS/tiger_sim" --reasoner "$RUNS/reg4rec_sim" --out "$RUNS/service"
 $BIN/python benchmarks/bench_rank_products.py --service "$RUNS/service"
 $BIN/python benchmarks/recsys_tables.py --runs "$RUNS" --out benchmarks/results/recsys
-$BIN/python benchmarks/ranking_zoo_table.py --runs "$RUNS" --s3rec "$S3REC" --out benchmarks/results/recsys/zoo
 $BIN/python benchmarks/reg4rec_table.py --runs "$RUNS" --out benchmarks/results/recsys
 $BIN/python benchmarks/bench_reasoning_latency.py --run "$RUNS/reg4rec_pars/seed0" --tiger "$RUNS/tiger_mpq/seed0"
