@@ -71,21 +71,13 @@ def write_service(out: str | Path, sim: str | Path, ranker: str | Path, tokenize
     if retriever is not None and tokenizer is None:
         raise ValueError("--retriever needs --tokenizer (the semantic IDs it generates)")
     out, sim, ranker = Path(out), Path(sim), Path(ranker)
+    retriever, reasoner = (Path(p) if p is not None else None for p in (retriever, reasoner))
     featurizer = ItemFeaturizer.load(sim)
     n_items = featurizer.n_items
-    ranker_cfg = _run_config(ranker, "ranker")
-    if ranker_cfg.get("task") not in ("ctr", "knowledge_ctr"):
-        raise ValueError(f"--ranker {ranker} is a {ranker_cfg.get('task')!r} run; give a ctr run (e.g. din) or a "
-                         "knowledge_ctr run (coco)")
-    _check_trained_on(ranker_cfg, sim, "ranker", ranker)
-    retriever_cfg: dict[str, Any] = {}
-    if retriever is not None:
-        retriever = Path(retriever)
-        retriever_cfg = _run_config(retriever, "retriever")
-        if retriever_cfg.get("task") != "generative_retrieval":
-            raise ValueError(f"--retriever {retriever} is a {retriever_cfg.get('task')!r} run; give a "
-                             "generative_retrieval run (e.g. tiger)")
-        _check_trained_on(retriever_cfg, sim, "retriever", retriever)
+    ranker_cfg = _checked_run(ranker, "ranker", ("ctr", "knowledge_ctr"), "a ctr run (e.g. din) or a knowledge_ctr run (coco)",
+                              sim)
+    retriever_cfg = (_checked_run(retriever, "retriever", ("generative_retrieval",),
+                                  "a generative_retrieval run (e.g. tiger)", sim) if retriever is not None else {})
     if tokenizer is not None:
         tokenizer = Path(tokenizer)
         for name in ("codes.npy", "content.npy"):
@@ -97,14 +89,8 @@ def write_service(out: str | Path, sim: str | Path, ranker: str | Path, tokenize
             if array.shape[0] != n_items + 1:
                 raise ValueError(f"--tokenizer {tokenizer}/{name} has {array.shape[0]} rows but the simulation has "
                                  f"{n_items} items (+ row 0): tokenize the same simulator folder")
-    reasoner_cfg: dict[str, Any] = {}
-    if reasoner is not None:
-        reasoner = Path(reasoner)
-        reasoner_cfg = _run_config(reasoner, "reasoner")
-        if reasoner_cfg.get("task") != "reasoning_retrieval":
-            raise ValueError(f"--reasoner {reasoner} is a {reasoner_cfg.get('task')!r} run; give a reasoning_retrieval "
-                             "run (reg4rec)")
-        _check_trained_on(reasoner_cfg, sim, "reasoner", reasoner)
+    reasoner_cfg = (_checked_run(reasoner, "reasoner", ("reasoning_retrieval",), "a reasoning_retrieval run (reg4rec)",
+                                 sim) if reasoner is not None else {})
     out.mkdir(parents=True, exist_ok=True)
     spec = {
         "sim": _relative(sim, out), "ranker": _relative(ranker, out), "n_items": n_items,
@@ -121,6 +107,15 @@ def write_service(out: str | Path, sim: str | Path, ranker: str | Path, tokenize
         spec["models"]["reasoner"] = reasoner_cfg.get("model")
     (out / SERVICE_FILE).write_text(json.dumps(spec, indent=2))
     return spec
+
+
+def _checked_run(run: Path, role: str, tasks: tuple[str, ...], hint: str, sim: Path) -> dict[str, Any]:
+    """The config of the `role` run, checked to be one of `tasks` and trained on the simulator folder `sim`."""
+    cfg = _run_config(run, role)
+    if cfg.get("task") not in tasks:
+        raise ValueError(f"--{role} {run} is a {cfg.get('task')!r} run; give {hint}")
+    _check_trained_on(cfg, sim, role, run)
+    return cfg
 
 
 def _run_model(run_dir: Path) -> str | None:
