@@ -16,6 +16,7 @@ difference is the masking alone. Test predictions are saved (`test_pred*.npy`, w
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,7 @@ class KnowledgeCTRTask(CTRTask):
                                    "batch_size": 32, "max_tokens": 160, **cfg.task_params.get("knowledge", {})}
         self._cache: KnowledgeCache | None = None
 
+    @functools.cache  # noqa: B019 - one task per run: the texts (and their digest) are built once
     def texts(self) -> tuple[list[str], list[list[str]]]:
         """(item texts [n_items+1], user text segments [n_users]; none for simulated data, whose
         users are known by their histories only: CoCo reads their history items' knowledge)."""
@@ -73,7 +75,7 @@ class KnowledgeCTRTask(CTRTask):
         return [""] + [f"Product: {it['title']}. Category: {it.get('category') or 'unknown'}. "
                        f"Brand: {it.get('brand') or 'unknown'}." for it in items], []
 
-    @property
+    @functools.cached_property
     def knowledge_dir(self) -> Path:
         s = self.knowledge_settings
         items, users = self.texts()
