@@ -51,19 +51,10 @@ def fmt(c: dict[str, float] | None) -> str:
 
 
 def floors() -> dict[str, dict[str, float]]:
-    from recsys_core.data.ctr import ctr_floors, ctr_from_movielens
+    from recsys_core.data.ctr import ctr_from_movielens, floor_metrics
     from recsys_core.data.movielens import load_movielens
-    from recsys_core.metrics import auc, gauc, logloss
 
-    ml = load_movielens()
-    data = ctr_from_movielens(ml)
-    test = data.splits["test"]
-    out = {}
-    for name, scores in ctr_floors(data, "test", match_fields=(1, 2)).items():
-        probs = np.clip(scores, 1e-4, 1 - 1e-4) if name == "popularity" else None
-        out[name] = {"auc": auc(test.label, scores), "gauc": gauc(test.user, test.label, scores),
-                     "logloss": logloss(test.label, probs) if probs is not None else None}
-    return out
+    return floor_metrics(ctr_from_movielens(load_movielens()), "test", match_fields=(1, 2))
 
 
 def main() -> None:

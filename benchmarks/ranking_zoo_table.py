@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recsys_core.metrics import auc, bootstrap_delta, gauc, logloss
+from recsys_core.metrics import bootstrap_delta
 
 DATASETS = {
     "beauty": {"title": "Amazon Beauty CTR", "match_fields": (1,),
@@ -100,18 +100,12 @@ def collect_row(zoo: Path, folder: str, variant: str | None) -> dict:
 
 
 def floors(dataset: dict, s3rec: str) -> dict[str, dict[str, float]]:
-    from recsys_core.data.ctr import ctr_floors, load_ctr
+    from recsys_core.data.ctr import floor_metrics, load_ctr
 
     data_cfg = dict(dataset["data"])
     if data_cfg["kind"] == "sequences":
         data_cfg["path"] = s3rec
-    data = load_ctr(data_cfg)
-    test = data.splits["test"]
-    out = {}
-    for name, scores in ctr_floors(data, "test", dataset["match_fields"]).items():
-        out[name] = {"auc": auc(test.label, scores), "gauc": gauc(test.user, test.label, scores),
-                     "logloss": logloss(test.label, np.clip(scores, 1e-4, 1 - 1e-4)) if name == "popularity" else None}
-    return out
+    return floor_metrics(load_ctr(data_cfg), "test", dataset["match_fields"])
 
 
 def dataset_table(name: str, runs: Path, s3rec: str, resamples: int) -> tuple[str, dict]:

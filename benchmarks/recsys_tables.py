@@ -79,10 +79,19 @@ def semantic_id_table(runs: Path) -> tuple[str, dict]:
     return header + "\n" + "\n".join(rows), data
 
 
-def ranking_table(runs: Path) -> tuple[str, dict]:
-    """DIN and DeepFM (ranking zoo I's converged runs, `zoo/beauty/<model>/seed*`, else the older `<model>_beauty`)
-    and the GPSD grid (`gpsd_d<d>_<mode>/seed*`, benchmarks/run_gpsd_grid.sh), each with the mean best epoch."""
+def ranking_table(runs: Path, s3rec: str | None = None) -> tuple[str, dict]:
+    """The heuristic floors (with `s3rec`), DIN and DeepFM (ranking zoo I's converged runs, `zoo/beauty/<model>/
+    seed*`, else the older `<model>_beauty`) and the GPSD grid (`gpsd_d<d>_<mode>/seed*`,
+    benchmarks/run_gpsd_grid.sh), each with the mean best epoch."""
     rows, data = [], {}
+    if s3rec:
+        from recsys_core.data.ctr import floor_metrics, load_ctr
+
+        beauty = load_ctr({"kind": "sequences", "source": "s3rec", "path": s3rec, "dataset": "Beauty", "max_len": 50})
+        for name, f in floor_metrics(beauty).items():
+            data[f"floor_{name}"] = f
+            loss = "–" if f["logloss"] is None else f"{f['logloss']:.4f}"
+            rows.append(f"| floor: {name.replace('_', ' ')} | – | – | {f['auc']:.4f} | {f['gauc']:.4f} | {loss} | – | – |")
     for name, label in (("din_beauty", "DIN"), ("deepfm_beauty", "DeepFM")):
         zoo = runs / "zoo" / "beauty" / name.split("_")[0]
         res = run_results(zoo) or run_results(runs / name)
@@ -167,10 +176,12 @@ def main() -> None:
     ap.add_argument("--tables", nargs="+", default=["semantic_ids", "ranking", "throughput"],
                     choices=["semantic_ids", "ranking", "throughput"],
                     help="rebuild only these tables (the others, and their part of tables.json, stay as they are)")
+    ap.add_argument("--s3rec", default=None, help="the S3-Rec folder: adds the heuristic floors to the ranking table")
     args = ap.parse_args()
     runs, out = Path(args.runs), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    builders = {"semantic_ids": semantic_id_table, "ranking": ranking_table, "throughput": throughput_table}
+    builders = {"semantic_ids": semantic_id_table, "ranking": lambda r: ranking_table(r, args.s3rec),
+                "throughput": throughput_table}
     merged = json.loads((out / "tables.json").read_text()) if (out / "tables.json").exists() else {}
     for name in args.tables:
         md, data = builders[name](runs)

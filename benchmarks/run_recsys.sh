@@ -63,6 +63,6 @@ $S --config configs/recsys/sim_reg4rec.yaml --set data.path="$RUNS/sim" --set da
 $BIN/shoplab recsys build-service --sim "$RUNS/sim" --ranker "$RUNS/din_sim" --tokenizer "$RUNS/rqvae_sim" \
   --retriever "$RUNS/tiger_sim" --reasoner "$RUNS/reg4rec_sim" --out "$RUNS/service"
 $BIN/python benchmarks/bench_rank_products.py --service "$RUNS/service"
-$BIN/python benchmarks/recsys_tables.py --runs "$RUNS" --out benchmarks/results/recsys
+$BIN/python benchmarks/recsys_tables.py --runs "$RUNS" --out benchmarks/results/recsys --s3rec "$S3REC"
 $BIN/python benchmarks/reg4rec_table.py --runs "$RUNS" --out benchmarks/results/recsys
 $BIN/python benchmarks/bench_reasoning_latency.py --run "$RUNS/reg4rec_pars/seed0" --tiger "$RUNS/tiger_mpq/seed0"

@@ -282,6 +282,20 @@ def ctr_floors(data: HistoryCTRData, split: str = "test", match_fields: tuple[in
     return {"popularity": popularity[samples.cand], "attribute_match": match + 1e-3 * popularity[samples.cand]}
 
 
+def floor_metrics(data: HistoryCTRData, split: str = "test", match_fields: tuple[int, ...] = (1,)
+                  ) -> dict[str, dict[str, float | None]]:
+    """AUC, GAUC and (for the popularity floor, whose score is a click rate) logloss of the `ctr_floors`."""
+    from recsys_core.metrics import auc, gauc, logloss
+
+    samples = data.splits[split]
+    out: dict[str, dict[str, float | None]] = {}
+    for name, scores in ctr_floors(data, split, match_fields).items():
+        out[name] = {"auc": auc(samples.label, scores), "gauc": gauc(samples.user, samples.label, scores),
+                     "logloss": logloss(samples.label, np.clip(scores, 1e-4, 1 - 1e-4)) if name == "popularity"
+                     else None}
+    return out
+
+
 class TabularCTRData(CTRData):
     def __init__(self, name: str, field_names: list[str], field_vocab_sizes: list[int], dense_names: list[str],
                  tables: dict[str, dict[str, np.ndarray]], has_user: bool):
