@@ -366,3 +366,31 @@ def test_ctr_runs_save_test_predictions_in_one_order_for_paired_comparisons(matt
     wrapped = np.load(root / "matt" / "test_predictions_base.npz")
     assert np.array_equal(base["label"], wrapped["label"]) and np.array_equal(base["user"], wrapped["user"])
     assert np.allclose(base["prob"], wrapped["prob"], atol=1e-6)
+
+
+def test_zoo_models_reject_bad_settings_with_readable_errors():
+    from recsys_core.models.dgenctr import DGenCTR
+    from recsys_core.models.matt import MATT
+    from recsys_core.models.sgctr import SGCTR
+    from recsys_core.models.store import STORE
+
+    with pytest.raises(ValueError, match="semantic codes"):
+        STORE([5000, 4], max_len=5)  # built outside the ctr task: no codes computed from the data
+    with pytest.raises(ValueError, match="keep_ratio"):
+        STORE([10, 4], max_len=5, keep_ratio=0.0)
+    with pytest.raises(ValueError, match="histories"):
+        SGCTR([10, 4], max_len=0)
+    with pytest.raises(ValueError, match="mask_rate"):
+        SGCTR([10, 4], max_len=5, mask_rate=1.5)
+    with pytest.raises(ValueError, match="objective"):
+        DGenCTR([10, 4], max_len=5, objective="gan")
+    with pytest.raises(ValueError, match="base_run"):
+        MATT([10, 4], max_len=5)
+    cfg = _cfg("matt", ML_SYNTHETIC)
+    cfg.model_params.pop("base_run")
+    with pytest.raises(ValueError, match="base_run"):
+        _task_and_model(cfg)
+    pretrain_cfg = _cfg("deepfm", ML_SYNTHETIC, "task=ctr_pretrain")
+    task, model = _task_and_model(pretrain_cfg)
+    with pytest.raises(ValueError, match="pretrain_loss"):
+        task.evaluate(model, "valid")
