@@ -78,7 +78,7 @@ recsys: $(STAMP)
 ZOO ?= beauty
 recsys-zoo: $(STAMP)
 	S3REC=$(S3REC) BIN=$(BIN) bash benchmarks/run_ranking_zoo.sh $(ZOO)
-	$(BIN)/python benchmarks/ranking_zoo_table.py --s3rec $(S3REC)
+	$(BIN)/python benchmarks/ranking_zoo_table.py --s3rec $(S3REC) --predict-missing
 
 distill: $(STAMP)
 	test -f $(DATA_DIR)/manifest.json || $(BIN)/shoplab sandbox build --data-dir $(DATA_DIR) --tasks $(TASKS) \

@@ -78,12 +78,20 @@ def fmt(c: dict[str, float] | None, digits: int = 4) -> str:
     return f"{c['mean']:.{digits}f} ± {c['std']:.{digits}f}" if c["n"] > 1 else f"{c['mean']:.{digits}f}"
 
 
-def predictions(run: Path, variant: str | None) -> dict[str, np.ndarray] | None:
+def predictions(run: Path, variant: str | None, predict_missing: bool = False) -> dict[str, np.ndarray] | None:
+    """A run's saved test predictions; with `predict_missing`, a run saved before runs kept them (the GPSD grid
+    of an older checkout) is loaded and predicted once, and the file written next to it."""
     path = run / (f"test_predictions_{variant}.npz" if variant else "test_predictions.npz")
+    if not path.exists() and predict_missing and variant is None:
+        from recsys_core.tasks.ctr import save_predictions
+        from recsys_core.trainer import load_run
+
+        _, task, model = load_run(run)
+        save_predictions(path, *task.predict(model, "test"))
     return dict(np.load(path)) if path.exists() else None
 
 
-def collect_row(zoo: Path, folder: str, variant: str | None) -> dict:
+def collect_row(zoo: Path, folder: str, variant: str | None, predict_missing: bool = False) -> dict:
     runs = seed_runs((zoo / folder).resolve())
     metrics, preds = {}, {}
     for seed, run in runs.items():
@@ -93,7 +101,7 @@ def collect_row(zoo: Path, folder: str, variant: str | None) -> dict:
                 continue
             m = {**m, "test": m["variants"][variant]["test"]}
         metrics[seed] = m
-        p = predictions(run, variant)
+        p = predictions(run, variant, predict_missing)
         if p is not None:
             preds[seed] = p
     return {"metrics": metrics, "preds": preds}
@@ -108,10 +116,11 @@ def floors(dataset: dict, s3rec: str) -> dict[str, dict[str, float]]:
     return floor_metrics(load_ctr(data_cfg), "test", dataset["match_fields"])
 
 
-def dataset_table(name: str, runs: Path, s3rec: str, resamples: int) -> tuple[str, dict]:
+def dataset_table(name: str, runs: Path, s3rec: str, resamples: int, predict_missing: bool = False
+                  ) -> tuple[str, dict]:
     spec = DATASETS[name]
     zoo = runs / "zoo" / name
-    rows = {key: collect_row(zoo, folder, variant) for key, folder, variant, _, _ in ROWS
+    rows = {key: collect_row(zoo, folder, variant, predict_missing) for key, folder, variant, _, _ in ROWS
             if name == "beauty" or "gpsd" not in key}  # the GPSD grid runs on Beauty only
     if not any(r["metrics"] for r in rows.values()):
         return "", {}
@@ -160,12 +169,14 @@ def main() -> None:
     ap.add_argument("--s3rec", default="../shared/data/s3rec")
     ap.add_argument("--resamples", type=int, default=500)
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    ap.add_argument("--predict-missing", action="store_true",
+                    help="load and predict runs that have no saved test predictions (older checkouts)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tables, data = [], {}
     for name in args.datasets:
-        table, result = dataset_table(name, Path(args.runs), args.s3rec, args.resamples)
+        table, result = dataset_table(name, Path(args.runs), args.s3rec, args.resamples, args.predict_missing)
         if table:
             tables.append(table)
             data[name] = result
