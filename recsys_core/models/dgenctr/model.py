@@ -79,6 +79,7 @@ class DGenCTR(nn.Module):
                        ) -> torch.Tensor:
         enc = self.encoder
         ids = enc.sample_ids(batch)
+        vectors = enc.field_vectors(ids)
         device = ids.device
         t = self.t_min + (1 - self.t_min) * torch.rand(len(ids), generator=generator, device=device)
         masked = torch.rand(ids.shape, generator=generator, device=device) < t[:, None]
@@ -86,7 +87,6 @@ class DGenCTR(nn.Module):
         if none.any():
             pick = torch.randint(0, ids.shape[1], (int(none.sum()),), generator=generator, device=device)
             masked[none.nonzero().squeeze(1), pick] = True
-        vectors = enc.field_vectors(ids)
         vectors = torch.where(masked.unsqueeze(-1), self.mask_vectors.expand_as(vectors), vectors)
         return enc.generative_loss(enc.encode(vectors, batch), ids, masked, weights=1.0 / t)
 

@@ -163,7 +163,8 @@ class MATT(nn.Module):
         probs = torch.sigmoid(self.base(batch))
         if n_paths > 1:
             conf = self.confidence(ids, orders)
-            generator = torch.Generator(device=ids.device).manual_seed(self.seed)
+            generator = (torch.Generator(device=ids.device).manual_seed(self.seed)
+                         if ids.device.type in ("cpu", "cuda") else None)
             for _ in range(n_paths - 1):
                 keep = torch.rand(conf.shape, generator=generator, device=ids.device) < conf
                 path = ids * keep
