@@ -81,7 +81,10 @@ class CTRTask(Task):
                 np.concatenate(users) if users else None)
 
     def evaluate(self, model, split: str, **forward_kwargs: Any) -> dict[str, float]:
-        return ctr_metrics(*self.predict(model, split, **forward_kwargs))
+        predictions = self.predict(model, split, **forward_kwargs)
+        if not forward_kwargs:  # the trainer's final test evaluation: on_train_end saves these, no second pass
+            self.last_predictions = {"split": split, "model": id(model), "predictions": predictions}
+        return ctr_metrics(*predictions)
 
     def score(self, model, hist_fields: Any, cand_fields: Any) -> np.ndarray:
         """Click probabilities [N] of N candidates [N, F] after one user history [T, F] (field ids,
@@ -138,7 +141,10 @@ class CTRTask(Task):
         for attr in ("transfer_report", "init_report"):
             if getattr(model, attr, None):
                 out[attr.removesuffix("_report")] = getattr(model, attr)
-        save_predictions(run_dir / "test_predictions.npz", *self.predict(model, "test"))
+        last = getattr(self, "last_predictions", None)
+        if not (last and last["split"] == "test" and last["model"] == id(model)):
+            last = {"predictions": self.predict(model, "test")}
+        save_predictions(run_dir / "test_predictions.npz", *last["predictions"])
         variants = getattr(model, "inference_variants", dict)()
         if variants:
             out["variants"] = {}
