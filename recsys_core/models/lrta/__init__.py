@@ -1,0 +1,3 @@
+from recsys_core.models.lrta.model import LowRankTargetAttention
+
+__all__ = ["LowRankTargetAttention"]
