@@ -462,11 +462,13 @@ def ctr_from_simulated(folder: str | Path, max_len: int = 50, cold_item_rate: fl
 # ---------------------------------------------------------------- kind: movielens
 
 def ctr_from_movielens(ml: MovieLens, max_len: int = 30, bucket_by_length: bool = True,
-                       candidate_groups: list[str] | None = None) -> HistoryCTRData:
+                       candidate_groups: list[str] | None = None,
+                       eval_candidate_groups: list[str] | None = None) -> HistoryCTRData:
     """MovieLens' CTR protocol (`recsys_core.data.movielens`'s docstring), in the zoo's batch contract (plus
     `user_fields` [B, 5] and `ts`). The data knows each movie's genre group (`item_group` [n_items + 1], names
-    in `group_names`: GENRE_GROUPS, the scenarios and domains); `candidate_groups` keeps only the samples whose
-    candidate is in those groups (a target domain), histories still hold every click."""
+    in `group_names`: GENRE_GROUPS, the scenarios and domains) and its text (`item_text`: title, year, genres);
+    `candidate_groups` keeps only the samples whose candidate is in those groups (a target domain; histories
+    still hold every click), `eval_candidate_groups` (default: the same) does so for valid and test only."""
     user, item, ts, label = ml.rating_user, ml.rating_item, ml.rating_ts, ml.labels
     by_user = np.lexsort((np.arange(len(user)), user))  # per user, time order kept
     clicked = by_user[label[by_user] > 0]
@@ -481,19 +483,24 @@ def ctr_from_movielens(ml: MovieLens, max_len: int = 30, bucket_by_length: bool 
         idx = np.flatnonzero(ml.split_of == code)
         splits[name] = HistorySamples(starts[user[idx]], hist_len[idx], item[idx], label[idx], user[idx], ts[idx])
     item_group = genre_group_table(ml.genre_names)[ml.item_fields[:, 1]]
-    if candidate_groups:
-        unknown = set(candidate_groups) - set(GENRE_GROUPS)
+    eval_candidate_groups = eval_candidate_groups or candidate_groups
+    for name, groups in (("train", candidate_groups), ("valid", eval_candidate_groups), ("test", eval_candidate_groups)):
+        if not groups:
+            continue
+        unknown = set(groups) - set(GENRE_GROUPS)
         if unknown:
             raise ValueError(f"data.candidate_groups: unknown groups {sorted(unknown)} (known: {list(GENRE_GROUPS)})")
-        wanted = np.isin(item_group, [list(GENRE_GROUPS).index(g) for g in candidate_groups])
-        for name, s in splits.items():
-            keep = wanted[s.cand]
-            splits[name] = HistorySamples(s.hist_start[keep], s.hist_len[keep], s.cand[keep], s.label[keep],
-                                          s.user[keep], s.ts[keep])
+        wanted = np.isin(item_group, [list(GENRE_GROUPS).index(g) for g in groups])
+        s = splits[name]
+        keep = wanted[s.cand]
+        splits[name] = HistorySamples(s.hist_start[keep], s.hist_len[keep], s.cand[keep], s.label[keep],
+                                      s.user[keep], s.ts[keep])
     data = HistoryCTRData("ml-1m", "movielens", list(ITEM_FIELDS), list(ml.item_field_sizes), ml.item_fields, flat,
                           splits, max_len, bucket_by_length=bucket_by_length)
     data.set_user_fields(list(USER_FIELDS), list(ml.user_field_sizes), ml.user_fields)
     data.item_group, data.group_names = item_group, list(GENRE_GROUPS)
+    data.item_text = [""] + [f"{ml.titles[i]} ({int(ml.years[i])}). Genres: {', '.join(ml.genres[i])}."
+                             for i in range(1, ml.n_items + 1)]
     return data
 
 
@@ -595,7 +602,8 @@ def load_ctr(data: dict[str, Any]) -> CTRData:
         ml = load_movielens(data.get("path"), tuple(data.get("split", (0.8, 0.1))), data.get("dataset", "ml-1m"),
                             data.get("synthetic"), int(data.get("user_sample", 0)))
         return ctr_from_movielens(ml, max_len=int(data.get("max_len", 30)), bucket_by_length=bucket,
-                                  candidate_groups=data.get("candidate_groups"))
+                                  candidate_groups=data.get("candidate_groups"),
+                                  eval_candidate_groups=data.get("eval_candidate_groups"))
     if kind == "sequences":
         seq_cfg = {k: v for k, v in data.items() if k not in ("kind", "source")}
         seq_cfg["kind"] = data.get("source", "s3rec")

@@ -10,7 +10,7 @@ import torch
 from recsys_core.data.sequences import NextItemBatches, left_pad, split_inputs
 from recsys_core.data.sources import load_sequences
 from recsys_core.metrics import ranking_metrics, target_ranks
-from recsys_core.registry import build_model, register_task
+from recsys_core.registry import build_model, get_model, register_task
 from recsys_core.tasks.base import Task
 from shoplab_core.devices import module_device
 
@@ -44,7 +44,11 @@ class NextItemTask(Task):
         self.loader = NextItemBatches(self.data, self.max_len, cfg.train.batch_size)
 
     def build_model(self):
-        return build_model(self.cfg.model, self.cfg.model_params, n_items=self.data.n_items, max_len=self.max_len)
+        inputs = {"n_items": self.data.n_items, "max_len": self.max_len}
+        data_inputs = getattr(get_model(self.cfg.model).cls, "data_inputs", None)
+        if data_inputs is not None:  # what a model derives from the data itself (HeterRec's item tokens)
+            inputs.update(data_inputs(self.data, dict(self.cfg.model_params)))
+        return build_model(self.cfg.model, self.cfg.model_params, **inputs)
 
     def steps_per_epoch(self) -> int:
         return len(self.loader)

@@ -1,0 +1,3 @@
+from recsys_core.models.cdanet.model import CDAnet
+
+__all__ = ["CDAnet"]

@@ -1,0 +1,3 @@
+from recsys_core.models.dmae.model import DMAE
+
+__all__ = ["DMAE"]
