@@ -15,9 +15,9 @@ from recsys_core.tasks.base import Task
 from shoplab_core.devices import module_device
 
 
-def full_ranking_eval(score_fn, data, split: str, max_len: int, batch_size: int = 512,
-                      ks: tuple[int, ...] = (5, 10, 20), device: torch.device | None = None) -> dict[str, float]:
-    """Rank the held-out item among all items for every user (index 0, padding, is never ranked).
+def full_ranking_ranks(score_fn, data, split: str, max_len: int, batch_size: int = 512,
+                       device: torch.device | None = None) -> np.ndarray:
+    """The 0-based rank of every user's held-out item among all items (index 0, padding, is never ranked).
 
     `score_fn` gets left-padded item ids [B, T] (on `device` when given, else on the CPU) and returns
     scores [B, n_items + 1] on any device; ranks are taken there and come back to the CPU."""
@@ -29,7 +29,13 @@ def full_ranking_eval(score_fn, data, split: str, max_len: int, batch_size: int 
         scores[:, 0] = -torch.inf
         batch_targets = torch.as_tensor(targets[start:start + batch_size], device=scores.device)
         ranks.append(target_ranks(scores, batch_targets).cpu())
-    return ranking_metrics(torch.cat(ranks).numpy(), ks)
+    return torch.cat(ranks).numpy()
+
+
+def full_ranking_eval(score_fn, data, split: str, max_len: int, batch_size: int = 512,
+                      ks: tuple[int, ...] = (5, 10, 20), device: torch.device | None = None) -> dict[str, float]:
+    """Recall@k and NDCG@k of `full_ranking_ranks`."""
+    return ranking_metrics(full_ranking_ranks(score_fn, data, split, max_len, batch_size, device), ks)
 
 
 @register_task("next_item")
@@ -60,4 +66,15 @@ class NextItemTask(Task):
         return int((batch["targets"] > 0).sum())  # samples = predicted positions
 
     def evaluate(self, model, split: str) -> dict[str, float]:
-        return full_ranking_eval(model.score_items, self.data, split, self.max_len, device=module_device(model))
+        ranks = full_ranking_ranks(model.score_items, self.data, split, self.max_len, device=module_device(model))
+        if split == "test":  # the trainer's final test evaluation: on_train_end saves these ranks
+            self.last_test_ranks = (id(model), ranks)
+        return ranking_metrics(ranks, (5, 10, 20))
+
+    def on_train_end(self, model, run_dir) -> None:
+        """`test_ranks.npz`: every user's test rank (user order of the data), for paired comparisons."""
+        last = getattr(self, "last_test_ranks", None)
+        ranks = last[1] if last and last[0] == id(model) else full_ranking_ranks(
+            model.score_items, self.data, "test", self.max_len, device=module_device(model))
+        np.savez_compressed(run_dir / "test_ranks.npz", rank=ranks.astype(np.int64))
+        return None
