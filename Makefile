@@ -51,9 +51,10 @@ run: $(STAMP)
 		--limit $(REACT_LIMIT) --parallel $(REACT_PARALLEL) --out runs/react_smollm2
 	$(BIN)/shoplab bench report runs/heuristic runs/oracle runs/react_smollm2 --out runs/report
 
+# Two workers (pytest-xdist), one test file each at a time: module fixtures (a vLLM server, a sandbox) start once.
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -x --durations=15
+	$(BIN)/python -m pytest -q -x -n 2 --dist loadfile --durations=15
 
 # Local iteration: everything but the tests marked `slow` (LLM generation, vLLM, browsers, training runs).
 test-fast: $(STAMP)

@@ -69,11 +69,11 @@ def main() -> None:
         stored = low.prestore(hist)
         with torch.inference_mode():
             row = {"L": length, "N": n, "rank": args.rank,
-                   "din_ms": timed(lambda: din(batch), args.repeats),
-                   "full_ms": timed(lambda: full_attention_request(full, hist, cands), args.repeats),
-                   "lowrank_request_ms": timed(lambda: low.score_prestored(low.prestore(hist), 0, cands),
+                   "din_ms": timed(lambda b=batch: din(b), args.repeats),
+                   "full_ms": timed(lambda h=hist: full_attention_request(full, h, cands), args.repeats),
+                   "lowrank_request_ms": timed(lambda h=hist: low.score_prestored(low.prestore(h), 0, cands),
                                                args.repeats),
-                   "lowrank_prestored_ms": timed(lambda: low.score_prestored(stored, 0, cands), args.repeats)}
+                   "lowrank_prestored_ms": timed(lambda s=stored: low.score_prestored(s, 0, cands), args.repeats)}
         row = {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}
         row["full_over_prestored"] = round(row["full_ms"] / row["lowrank_prestored_ms"], 1)
         rows.append(row)

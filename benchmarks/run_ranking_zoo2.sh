@@ -21,7 +21,7 @@ run() {  # run OUT_DIR ARGS...: skip a finished run, log next to the runs
   $T "$@" --out-dir "$out" > "$out.log" 2>&1 || echo "FAILED $out (see $out.log)"
 }
 
-ML="--set data.kind=movielens --set data.path=null --set data.user_sample=1000"  # the zoo's DIN config is Beauty's
+ML="--set data.kind=movielens --set data.dataset=ml-1m --set data.path=null --set data.user_sample=1000"  # the zoo's DIN config is Beauty's
 DIN="--config $M/din/config.yaml $ML --set train.epochs=6 --set train.patience=1"
 
 longseq() {  # longseq SEED PART: full softmax and DIN-style target attention against the low-rank one, per length
@@ -44,7 +44,7 @@ heterrec() {  # heterrec SEED PART: against SASRec at equal size, Beauty and ML-
   for ds in beauty ml1m; do
     local Z="$RUNS/heterrec/$ds" D="--set train.seed=$s"
     if [ "$ds" = beauty ]; then args="--set data.path=$S3REC"
-    else args="--set data.kind=movielens --set data.path=null --set data.max_len=200 --set model_params.max_attributes=7"; fi
+    else args="--set data.kind=movielens --set data.dataset=ml-1m --set data.path=null --set data.max_len=200 --set model_params.max_attributes=7"; fi
     local H="--config $M/heterrec/config.yaml $args $D"
     if [ "$part" = core ]; then
       run "$Z/heterrec/seed$s" $H
