@@ -10,6 +10,8 @@ BIN=${BIN:-.venv/bin}
 SEEDS=${SEEDS:-0 1 2}
 SETTINGS=${SETTINGS:-longseq heterrec gsvr dmae cdanet}
 LENGTHS=${LENGTHS:-50 200 1000}
+FIRST_SEED_ONLY_LENGTHS=${FIRST_SEED_ONLY_LENGTHS:-1000}  # L = 1000 costs ~4x L = 200: one seed unless asked
+ABLATION_LENGTHS=${ABLATION_LENGTHS:-200}
 M=recsys_core/models
 T="$BIN/shoplab recsys train --set train.progress=false"
 
@@ -28,6 +30,8 @@ longseq() {  # longseq SEED PART: full softmax and DIN-style target attention ag
   local s=$1 part=$2 L C="--config $M/lrta/config.yaml"
   for L in $LENGTHS; do
     local Z="$RUNS/longseq/L$L" D="--set data.max_len=$L --set train.seed=$s"
+    [ "$s" != "${SEEDS%% *}" ] && [[ " $FIRST_SEED_ONLY_LENGTHS " == *" $L "* ]] && continue
+    [ "$part" = ablation ] && [[ " $ABLATION_LENGTHS " != *" $L "* ]] && continue
     if [ "$part" = core ]; then
       run "$Z/lrta/seed$s" $C $D
       run "$Z/full/seed$s" $C $D --set model_params.rank=0
