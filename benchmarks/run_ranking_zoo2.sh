@@ -15,12 +15,16 @@ ABLATION_LENGTHS=${ABLATION_LENGTHS:-200}
 M=recsys_core/models
 T="$BIN/shoplab recsys train --set train.progress=false"
 
-run() {  # run OUT_DIR ARGS...: skip a finished run, log next to the runs
+run() {  # run OUT_DIR ARGS...: skip a finished run or one another queue is running, log next to the runs
   local out=$1; shift
   [ -f "$out/metrics.json" ] && return 0
   mkdir -p "$(dirname "$out")"
+  # a second queue beside this one skips what this one is running (remove stale *.running after a kill)
+  [ -e "$out.running" ] && return 0
+  touch "$out.running"
   echo "$(date +%T) $out"
   $T "$@" --out-dir "$out" > "$out.log" 2>&1 || echo "FAILED $out (see $out.log)"
+  rm -f "$out.running"
 }
 
 ML="--set data.kind=movielens --set data.dataset=ml-1m --set data.path=null --set data.user_sample=1000"  # the zoo's DIN config is Beauty's
