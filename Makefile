@@ -17,7 +17,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test test-fast lint bench rewrite recsys recsys-zoo distill demo clean
+.PHONY: install run test test-fast lint bench rewrite recsys recsys-zoo recsys-zoo2 distill demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -79,6 +79,13 @@ recsys: $(STAMP)
 ZOO ?= beauty
 recsys-zoo: $(STAMP)
 	S3REC=$(S3REC) BIN=$(BIN) bash benchmarks/run_ranking_zoo.sh $(ZOO)
+
+# Ranking zoo II (HeterRec, low-rank long-sequence attention, GSVR, DMAE, CDAnet; bases, ablations, 3 seeds) on
+# MovieLens-1M and Amazon Beauty, the serving-cost curve, then the tables (benchmarks/results/recsys/zoo2/).
+recsys-zoo2: $(STAMP)
+	S3REC=$(S3REC) BIN=$(BIN) bash benchmarks/run_ranking_zoo2.sh
+	$(BIN)/python benchmarks/bench_long_sequence.py
+	$(BIN)/python benchmarks/ranking_zoo2_table.py --s3rec $(S3REC)
 	$(BIN)/python benchmarks/ranking_zoo_table.py --s3rec $(S3REC) --predict-missing
 
 distill: $(STAMP)
