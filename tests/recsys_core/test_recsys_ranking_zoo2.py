@@ -367,3 +367,19 @@ def test_augmentation_refuses_a_run_that_is_not_a_translation_stage(tmp_path):
         cdanet("augmentation", init_from=str(run))
     with pytest.raises(FileNotFoundError):
         cdanet("augmentation", init_from=str(tmp_path / "missing"))
+
+
+def test_cdanet_stage_two_trains_on_a_finished_stage_one_run_and_reloads(tmp_path):
+    from recsys_core import ExperimentConfig, Trainer, load_run
+    from recsys_core.registry import MODELS_DIR
+
+    smoke = MODELS_DIR / "cdanet" / "smoke.yaml"
+    Trainer(ExperimentConfig.from_yaml(smoke, ["train.epochs=1"]), tmp_path / "stage1").fit()
+    stage2 = ExperimentConfig.from_yaml(smoke, ["train.epochs=1", "model_params.stage=augmentation",
+                                                f"model_params.init_from={tmp_path / 'stage1'}",
+                                                "data.candidate_groups=[action, comedy]"])
+    result = Trainer(stage2, tmp_path / "stage2").fit()
+    assert np.isfinite(result["test"]["auc"]) and result["init"]["init_from"] == str(tmp_path / "stage1")
+    _, task, model = load_run(tmp_path / "stage2")
+    assert model.translation is not None and not any(p.requires_grad for p in model.translation.parameters())
+    assert all(task.data.item_group[task.data.splits["train"].cand] <= 1)  # target samples only (action, comedy)
