@@ -9,6 +9,8 @@ Rows, all in the same process and the same run:
 - `lowrank_request`: low-rank attention, the r-slot compression computed once for the request, then
   absorbed scoring (`prestore` + `score_prestored`), O(L + N·r);
 - `lowrank_prestored`: the compression pre-stored offline (the paper's serving), absorbed scoring only, O(N·r).
+Every row includes the same MLP head over the N candidates; `*_attention_only_ms` time the attention alone
+(full over L vs pre-stored over r), which is what the low-rank method changes.
 
     .venv/bin/python benchmarks/bench_long_sequence.py            # L = 50, 200, 1000, 2000; N = 200
 Prints one JSON line; writes benchmarks/results/recsys/zoo2/long_sequence_latency.{json,png}.
@@ -41,11 +43,20 @@ def timed(fn, repeats: int) -> float:
     return statistics.median(times) * 1000
 
 
-def full_attention_request(model: LowRankTargetAttention, hist: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:
-    """Full softmax target attention served fairly: K, V of the one history once, then every candidate."""
+def full_attention_request(model: LowRankTargetAttention, hist: torch.Tensor, cands: torch.Tensor,
+                           head: bool = True) -> torch.Tensor:
+    """Full softmax target attention served fairly: K, V of the one history once, then every candidate
+    (`head=False`: the pooled interest only, the attention's own cost)."""
     h, c = model.features.flat(hist[0]), model.features.flat(cands)
     weights = torch.softmax(model.w_q(c) @ model.w_k(h).T / model.attn_dim ** 0.5, -1)
-    return model._head(model.w_o(weights @ model.w_v(h)), c, {"cand_fields": cands})
+    interest = model.w_o(weights @ model.w_v(h))
+    return model._head(interest, c, {"cand_fields": cands}) if head else interest
+
+
+def prestored_attention(model: LowRankTargetAttention, stored: dict, cands: torch.Tensor) -> torch.Tensor:
+    """The pre-stored, absorbed low-rank attention without the head: the pooled interest of every candidate."""
+    c = model.features.flat(cands)
+    return torch.softmax(c @ stored["keys"][0].T, -1) @ stored["values"][0]
 
 
 def main() -> None:
@@ -73,9 +84,14 @@ def main() -> None:
                    "full_ms": timed(lambda h=hist: full_attention_request(full, h, cands), args.repeats),
                    "lowrank_request_ms": timed(lambda h=hist: low.score_prestored(low.prestore(h), 0, cands),
                                                args.repeats),
-                   "lowrank_prestored_ms": timed(lambda s=stored: low.score_prestored(s, 0, cands), args.repeats)}
+                   "lowrank_prestored_ms": timed(lambda s=stored: low.score_prestored(s, 0, cands), args.repeats),
+                   "full_attention_only_ms": timed(lambda h=hist: full_attention_request(full, h, cands, head=False),
+                                                   args.repeats),
+                   "lowrank_attention_only_ms": timed(lambda s=stored: prestored_attention(low, s, cands),
+                                                      args.repeats)}
         row = {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}
         row["full_over_prestored"] = round(row["full_ms"] / row["lowrank_prestored_ms"], 1)
+        row["attention_only_ratio"] = round(row["full_attention_only_ms"] / row["lowrank_attention_only_ms"], 1)
         rows.append(row)
     result = {"bench": "long_sequence_latency", "threads": 1, "rows": rows}
     OUT.mkdir(parents=True, exist_ok=True)
