@@ -88,8 +88,14 @@ class HeterRec(nn.Module):
         weights = real.unsqueeze(-1).float()
         return (x * weights).sum(-2) / weights.sum(-2).clamp_min(1.0)
 
-    def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
-        x = self.emb_dropout(self.encode_items(input_ids))
+    def catalogue(self, device: torch.device) -> torch.Tensor:
+        """Every item's vector [n_items + 1, hidden] (row 0, padding, is 0): a batch's positions index into it,
+        so each item's tokens go through the token level once per step, not once per occurrence."""
+        return self.encode_items(torch.arange(self.n_items + 1, device=device))
+
+    def hidden_states(self, input_ids: torch.Tensor, catalogue: torch.Tensor | None = None) -> torch.Tensor:
+        catalogue = self.catalogue(input_ids.device) if catalogue is None else catalogue
+        x = self.emb_dropout(catalogue[input_ids])
         return self.encoder(x, padding_mask=input_ids > 0)
 
     def step_weights(self) -> torch.Tensor:
@@ -97,21 +103,23 @@ class HeterRec(nn.Module):
         return w / w.sum()
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        h = self.hidden_states(batch["input_ids"])
-        targets = batch["targets"]  # targets[:, i] is the item after input i
-        catalogue = self.encode_items(torch.arange(self.n_items + 1, device=h.device))
-        total = h.new_zeros(())
-        for k, weight in enumerate(self.step_weights().tolist()):
-            # the state at i also ranks the item k steps further: targets[:, i + k]
-            ahead = targets[:, k:]
-            states = h[:, :h.shape[1] - k]
-            keep = (ahead > 0) & (batch["input_ids"][:, :h.shape[1] - k] > 0)  # a real state, a real target
-            if keep.any():
-                logits = states[keep] @ catalogue.T
-                logits[:, 0] = -torch.inf
-                total = total + weight * F.cross_entropy(logits, ahead[keep])
-        return total
+        inputs, targets = batch["input_ids"], batch["targets"]  # targets[:, i] is the item after input i
+        catalogue = self.catalogue(inputs.device)
+        h = self.hidden_states(inputs, catalogue)
+        real = inputs > 0
+        rows, cols = real.nonzero(as_tuple=True)
+        # one softmax over the catalogue per real position, shared by every step ahead (padding never ranked)
+        logits = h[rows, cols] @ catalogue.T
+        log_norm = torch.logsumexp(logits[:, 1:], -1)
+        ahead = F.pad(targets, (0, self.predict_steps))  # positions past the end have no target (0)
+        # the state at i also ranks the item k steps further: targets[:, i + k]
+        wanted = torch.stack([ahead[rows, cols + k] for k in range(self.predict_steps)], 1)  # [P, K]
+        picked = logits.gather(1, wanted)  # one gather for every step (column 0 is masked out below)
+        keep = (wanted > 0).float()
+        nll = (log_norm[:, None] - picked) * keep
+        per_step = nll.sum(0) / keep.sum(0).clamp_min(1.0)
+        return (per_step * self.step_weights().to(per_step.device)).sum()
 
     def score_items(self, input_ids: torch.Tensor) -> torch.Tensor:
-        catalogue = self.encode_items(torch.arange(self.n_items + 1, device=input_ids.device))
-        return self.hidden_states(input_ids)[:, -1] @ catalogue.T
+        catalogue = self.catalogue(input_ids.device)
+        return self.hidden_states(input_ids, catalogue)[:, -1] @ catalogue.T
