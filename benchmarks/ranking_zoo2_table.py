@@ -46,6 +46,8 @@ CTR_SETTINGS = {
                       ("gsvr", "GSVR (variational, global knowledge-aware prior)", "base"),
                       ("gsvr_standard_prior", "GSVR − global prior (N(0, I) prior)", "gsvr"))},
     "dmae": {"title": "DMAE, multimodal interests (ML-1M CTR, 1,000 users)", "data": {**ML, "max_len": 50},
+             # DIN at L = 50 on the same 1,000 users is the long-sequence table's run: not trained twice
+             "folders": {"din": "../longseq/L50/din"},
              "rows": (("din", "DIN", None),
                       ("dmae", "DMAE (behaviour + attributes + MiniLM text)", "din"),
                       ("dmae_no_guidance", "DMAE − distribution guidance", "dmae"),
@@ -76,7 +78,8 @@ def epochs_text(ms: list[dict]) -> str:
 def ctr_table(name: str, spec: dict, runs: Path, resamples: int) -> tuple[str, dict]:
     from recsys_core.data.ctr import floor_metrics, load_ctr
 
-    rows = {key: collect_row(runs / name, key, None) for key, _, _ in spec["rows"]}
+    folders = spec.get("folders", {})
+    rows = {key: collect_row(runs / name, folders.get(key, key), None) for key, _, _ in spec["rows"]}
     if not any(r["metrics"] for r in rows.values()):
         return "", {}
     data = load_ctr(spec["data"])
@@ -84,7 +87,7 @@ def ctr_table(name: str, spec: dict, runs: Path, resamples: int) -> tuple[str, d
     head = "| model | AUC | GAUC | logloss | seeds | best epoch / run | train samples/s | Δ AUC vs base [95% CI] |"
     if scenario is not None:
         counts = np.bincount(scenario, minlength=len(data.group_names))
-        head = head[:-1] + "".join(f" AUC {g} ({counts[i]:,}) |" for i, g in enumerate(data.group_names))
+        head += "".join(f" AUC {g} ({counts[i]:,}) |" for i, g in enumerate(data.group_names))
     lines = [f"### {spec['title']}", "", head, "|---" * (head.count("|") - 1) + "|"]
     out: dict = {"floors": floor_metrics(data, "test", (1, 2)), "rows": {}}
     pad = " – |" * (len(data.group_names) if scenario is not None else 0)

@@ -79,11 +79,10 @@ gsvr() {  # gsvr SEED PART: the multi-scenario base, GSVR with the global prior,
   fi
 }
 
-dmae() {  # dmae SEED PART: DIN, DMAE, and DMAE without its guidance / its text modality
+dmae() {  # dmae SEED PART: DMAE, and without its guidance / its text modality (its DIN base is longseq's L = 50 run)
   local s=$1 part=$2 Z="$RUNS/dmae" G="--config $M/dmae/config.yaml --set train.seed=$1"
   if [ "$part" = core ]; then
     run "$Z/dmae/seed$s" $G
-    run "$Z/din/seed$s" $DIN --set data.max_len=50 --set train.seed=$s
   else
     run "$Z/dmae_no_guidance/seed$s" $G --set model_params.guide_weight=0
     run "$Z/dmae_no_text/seed$s" $G --set "model_params.modalities=[behaviour,attributes]"
