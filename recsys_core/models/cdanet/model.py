@@ -38,15 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys_core.layers import FeatureEmbedding, mlp
+from recsys_core.layers import FeatureEmbedding, masked_target_attention, mlp
 from recsys_core.registry import register_model
-
-
-def domain_attention(hist: torch.Tensor, cand: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Softmax attention of the candidates [B, D] over the behaviours [B, L, D] where `mask` [B, L]; 0 if none."""
-    scores = (hist * cand.unsqueeze(1)).sum(-1) / hist.shape[-1] ** 0.5
-    weights = torch.softmax(scores.masked_fill(~mask, -1e9), -1) * mask.any(-1, keepdim=True)
-    return (weights.unsqueeze(-1) * hist).sum(1)
 
 
 class DomainEncoder(nn.Module):
@@ -129,7 +122,7 @@ class CDAnet(nn.Module):
         hist, cand = self.features.flat(hist_ids), self.features.flat(batch["cand_fields"])
         in_domain = self.item_domain[hist_ids[..., 0]] == target
         mask = (hist_ids > 0).any(-1) & in_domain
-        return torch.cat([domain_attention(hist, cand, mask), cand, self.user_features.of_batch(batch).flatten(1)], -1)
+        return torch.cat([masked_target_attention(hist, cand, mask)[0], cand, self.user_features.of_batch(batch).flatten(1)], -1)
 
     def translated(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Stage 1's cross-domain knowledge of target samples: (T_s→t(f_s(x)) [B, latent], P_t of it [B])."""

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys_core.layers import FeatureEmbedding, mlp
+from recsys_core.layers import FeatureEmbedding, masked_target_attention, mlp
 from recsys_core.registry import register_model
 
 MODALITIES = ("behaviour", "attributes", "text")
@@ -111,14 +111,12 @@ class DMAE(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         hist_ids = batch["hist_fields"]
         mask = (hist_ids > 0).any(-1)
-        has = mask.any(-1, keepdim=True)
         interests, distributions = [], []
         cand_vectors = self.modality_vectors(batch["cand_fields"])
         for h, c in zip(self.modality_vectors(hist_ids), cand_vectors, strict=True):
-            scores = (h * c.unsqueeze(1)).sum(-1) / h.shape[-1] ** 0.5
-            a = torch.softmax(scores.masked_fill(~mask, -1e9), -1)
+            interest, a = masked_target_attention(h, c, mask)
             distributions.append(a)
-            interests.append((a.unsqueeze(-1) * h).sum(1) * has)
+            interests.append(interest)
         joint = torch.cat(interests, -1)
         mu, logvar = self.encoder(joint).chunk(2, -1)
         logvar = logvar.clamp(-8.0, 4.0)

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys_core.layers import FeatureEmbedding, mlp
+from recsys_core.layers import FeatureEmbedding, masked_target_attention, mlp
 from recsys_core.registry import register_model
 
 
@@ -120,9 +120,7 @@ class GSVR(nn.Module):
         hist_ids, cand_ids = batch["hist_fields"], batch["cand_fields"]
         hist, cand = self.features.flat(hist_ids), self.features.flat(cand_ids)
         mask = (hist_ids > 0).any(-1)
-        scores = (hist * cand.unsqueeze(1)).sum(-1) / hist.shape[-1] ** 0.5
-        weights = torch.softmax(scores.masked_fill(~mask, -1e9), -1) * mask.any(-1, keepdim=True)
-        interest = (weights.unsqueeze(-1) * hist).sum(1)
+        interest = masked_target_attention(hist, cand, mask)[0]
         user_fields = self.user_features.of_batch(batch)  # [B, U, k]
         scenario = self.scenario_of(batch)
         parts = [interest, cand, user_fields.flatten(1), self.scenario_emb(scenario)]
