@@ -20,27 +20,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import torch
+from bench_store_filter import timed  # median ms after a warm-up: the same timer as STORE's bench
 
 from recsys_core.models.din.model import DIN
 from recsys_core.models.lrta.model import LowRankTargetAttention
 
 ITEM_FIELDS = [3884, 19, 19, 20]  # ML-1M: movie, genre1, genre2, year5
 OUT = Path(__file__).resolve().parent / "results" / "recsys" / "zoo2"
-
-
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
 
 
 def full_attention_request(model: LowRankTargetAttention, hist: torch.Tensor, cands: torch.Tensor,

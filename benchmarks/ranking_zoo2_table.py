@@ -19,6 +19,7 @@ per-user test ranks every run saves). Heuristic floors come from the data (popul
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -75,14 +76,22 @@ def epochs_text(ms: list[dict]) -> str:
             f"{statistics.fmean([m['epochs_run'] for m in ms]):.1f}")
 
 
+@functools.cache
+def ctr_data(key: str):
+    """The CTR data of a `data:` section (JSON key): settings with the same section load it once."""
+    from recsys_core.data.ctr import load_ctr
+
+    return load_ctr(json.loads(key))
+
+
 def ctr_table(name: str, spec: dict, runs: Path, resamples: int) -> tuple[str, dict]:
-    from recsys_core.data.ctr import floor_metrics, load_ctr
+    from recsys_core.data.ctr import floor_metrics
 
     folders = spec.get("folders", {})
     rows = {key: collect_row(runs / name, folders.get(key, key), None) for key, _, _ in spec["rows"]}
     if not any(r["metrics"] for r in rows.values()):
         return "", {}
-    data = load_ctr(spec["data"])
+    data = ctr_data(json.dumps(spec["data"], sort_keys=True))
     scenario = data.item_group[data.splits["test"].cand] if spec.get("per_scenario") else None
     head = "| model | AUC | GAUC | logloss | seeds | best epoch / run | train samples/s | Δ AUC vs base [95% CI] |"
     if scenario is not None:

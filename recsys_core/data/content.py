@@ -60,21 +60,29 @@ def _truncated_svd_unthreaded(matrix: sp.spmatrix, dim: int, seed: int) -> np.nd
     return out
 
 
+def minilm_embeddings(texts: list[str], model_path: str | None = None) -> np.ndarray:
+    """[len(texts), 384] L2-normalised MiniLM sentence embeddings (model located as sandbox.scorer does);
+    an empty text carries no signal: its row is 0."""
+    from sandbox.scorer import EmbeddingTitleSimilarity
+
+    texts = [t or "" for t in texts]
+    encoder = EmbeddingTitleSimilarity(model_path).model
+    vectors = encoder.encode(texts, normalize_embeddings=True, convert_to_numpy=True, batch_size=128)
+    vectors = np.asarray(vectors, dtype=np.float32)
+    vectors[np.array([not t.strip() for t in texts], dtype=bool)] = 0.0
+    return vectors
+
+
 def text_features(data: SequenceData, model_path: str | None = None) -> np.ndarray:
-    """MiniLM embeddings of every item's text (model located as sandbox.scorer does)."""
+    """MiniLM embeddings of every item's text (row 0, padding, is 0)."""
     if data.item_text is None:
         raise ValueError(f"data {data.name!r} has no item text (the Amazon S3-Rec files have no titles): "
                          "drop 'text' from task_params.modalities or use data with titles (kind: simulated)")
     if len(data.item_text) != data.n_items + 1:
         raise ValueError(f"item_text has {len(data.item_text)} entries, expected n_items + 1 = {data.n_items + 1}")
-    from sandbox.scorer import EmbeddingTitleSimilarity
-
-    encoder = EmbeddingTitleSimilarity(model_path).model
-    texts = [t or "" for t in data.item_text[1:]]
-    vectors = encoder.encode(texts, normalize_embeddings=True, convert_to_numpy=True, batch_size=128)
+    vectors = minilm_embeddings(list(data.item_text[1:]), model_path)
     out = np.zeros((data.n_items + 1, vectors.shape[1]), dtype=np.float32)
     out[1:] = vectors
-    out[1:][np.array([not t.strip() for t in texts])] = 0.0  # empty text carries no signal
     return out
 
 

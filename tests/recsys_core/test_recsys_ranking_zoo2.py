@@ -36,6 +36,15 @@ def ctr_batch(n: int = 32, length: int = 12, seed: int = 0) -> dict[str, torch.T
             "label": torch.randint(0, 2, (n,), generator=g).float()}
 
 
+def train_steps(model: torch.nn.Module, batch: dict[str, torch.Tensor], steps: int) -> None:
+    """`steps` Adam steps (lr 0.01) of the model's own loss on one batch."""
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(steps):
+        opt.zero_grad()
+        model.loss(batch).backward()
+        opt.step()
+
+
 # ---------------------------------------------------------------- data
 
 
@@ -129,11 +138,7 @@ def test_nonlinearity_preserving_loss_pulls_the_low_rank_attention_to_the_full_o
         torch.manual_seed(0)
         model = LowRankTargetAttention(FIELDS, max_len=40, rank=2, approx_weight=weight,
                                        user_field_vocab_sizes=USER_FIELDS)
-        opt = torch.optim.Adam(model.parameters(), lr=0.01)
-        for _ in range(60):
-            opt.zero_grad()
-            model.loss(batch).backward()
-            opt.step()
+        train_steps(model, batch, 60)
         gaps[weight] = _attention_gap(model, batch)
     assert gaps[1.0] < 0.5 * gaps[0.0], gaps
 
@@ -275,11 +280,7 @@ def test_distribution_guidance_brings_the_modalities_attention_together():
     for weight in (0.0, 1.0):
         torch.manual_seed(0)
         model = dmae(guide_weight=weight)
-        opt = torch.optim.Adam(model.parameters(), lr=0.01)
-        for _ in range(40):
-            opt.zero_grad()
-            model.loss(batch).backward()
-            opt.step()
+        train_steps(model, batch, 40)
         model.eval()
         model(batch)
         with torch.no_grad():
@@ -293,11 +294,7 @@ def test_dmae_auto_encoder_rebuilds_every_modality_interest():
     for weight in (0.0, 1.0):
         torch.manual_seed(0)
         model = dmae(recon_weight=weight)
-        opt = torch.optim.Adam(model.parameters(), lr=0.01)
-        for _ in range(40):
-            opt.zero_grad()
-            model.loss(batch).backward()
-            opt.step()
+        train_steps(model, batch, 40)
         model.eval()
         model(batch)
         joint = model.aux["joint"].detach()

@@ -43,12 +43,9 @@ def title_embeddings(texts: list[str], cache_dir: str | Path | None = "runs/cach
     path = Path(cache_dir) / f"minilm_{key}.npy" if cache_dir else None
     if path is not None and path.exists():
         return np.load(path)
-    from sandbox.scorer import EmbeddingTitleSimilarity
+    from recsys_core.data.content import minilm_embeddings
 
-    encoder = EmbeddingTitleSimilarity(None).model
-    vectors = encoder.encode([t or " " for t in texts], normalize_embeddings=True, convert_to_numpy=True,
-                             batch_size=128).astype(np.float32)
-    vectors[np.array([not t.strip() for t in texts])] = 0.0
+    vectors = minilm_embeddings(texts)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path, vectors)
