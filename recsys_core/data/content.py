@@ -16,6 +16,7 @@ Every row is L2-normalised; row 0 (padding) and items without any signal are zer
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,19 @@ def minilm_embeddings(texts: list[str], model_path: str | None = None) -> np.nda
     vectors = encoder.encode(texts, normalize_embeddings=True, convert_to_numpy=True, batch_size=128)
     vectors = np.asarray(vectors, dtype=np.float32)
     vectors[np.array([not t.strip() for t in texts], dtype=bool)] = 0.0
+    return vectors
+
+
+def cached_minilm_embeddings(texts: list[str], cache_dir: str | Path | None = "runs/cache") -> np.ndarray:
+    """`minilm_embeddings`, cached on disk by a hash of the texts (a title table is encoded once per machine)."""
+    key = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
+    path = Path(cache_dir) / f"minilm_{key}.npy" if cache_dir else None
+    if path is not None and path.exists():
+        return np.load(path)
+    vectors = minilm_embeddings(texts)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, vectors)
     return vectors
 
 

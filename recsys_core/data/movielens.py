@@ -262,18 +262,22 @@ def load_movielens(path: str | Path | None = None, split: tuple[float, float] = 
 def movielens_sequences(ml: MovieLens, min_rating: float = 0.0):
     """Every user's rated movies in time order (ratings >= `min_rating`), as `SequenceData` for the
     leave-one-out next-item protocol: attributes = the movie's genres (ids 1..G) and its 5-year bucket
-    (ids G+1..); text = "title (year)". Users with fewer than 3 such ratings are dropped."""
+    (ids G+1..); text = "title (year)"; `ratings` = each item's stars (the cascade labels of CSMF). Users with
+    fewer than 3 such ratings are dropped."""
     from recsys_core.data.sequences import SequenceData
 
     keep = ml.rating >= min_rating
     users, items = ml.rating_user[keep], ml.rating_item[keep]
     order = np.lexsort((np.arange(len(users)), users))  # per user, time order kept
     bounds = np.searchsorted(users[order], np.arange(ml.n_users + 1))
-    sequences = [items[order[bounds[u]:bounds[u + 1]]] for u in range(ml.n_users)]
-    sequences = [s.astype(np.int64) for s in sequences if len(s) >= 3]
+    stars = ml.rating[keep]
+    rows = [order[bounds[u]:bounds[u + 1]] for u in range(ml.n_users)]
+    rows = [r for r in rows if len(r) >= 3]
+    sequences = [items[r].astype(np.int64) for r in rows]
+    ratings = [stars[r].astype(np.float32) for r in rows]
     n_genres = len(ml.genre_names)
     attributes = [[]] + [[ml.genre_names.index(g) + 1 for g in ml.genres[i]] + [n_genres + int(ml.item_fields[i, 3])]
                          for i in range(1, ml.n_items + 1)]
     n_attributes = n_genres + int(ml.item_fields[:, 3].max())
     text = [""] + [f"{ml.titles[i]} ({int(ml.years[i])})" for i in range(1, ml.n_items + 1)]
-    return SequenceData("ml-1m", sequences, ml.n_items, attributes, n_attributes, item_text=text)
+    return SequenceData("ml-1m", sequences, ml.n_items, attributes, n_attributes, item_text=text, ratings=ratings)

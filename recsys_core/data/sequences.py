@@ -26,6 +26,7 @@ class SequenceData:
     n_attributes: int = 0
     item_ids: list[str] = field(default_factory=list)  # index → original id ("" at 0)
     item_text: list[str] | None = None  # index → title/description when the data has text
+    ratings: list[np.ndarray] | None = None  # per user, the rating of each sequence item (explicit-feedback data)
 
     def __post_init__(self) -> None:
         if not self.item_ids:

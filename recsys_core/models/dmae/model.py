@@ -21,9 +21,7 @@ all-MiniLM-L6-v2, frozen, projected). The paper's formulas are not public; this 
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,25 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recsys_core.data.content import cached_minilm_embeddings
 from recsys_core.layers import FeatureEmbedding, masked_target_attention, mlp
 from recsys_core.registry import register_model
 
 MODALITIES = ("behaviour", "attributes", "text")
-
-
-def title_embeddings(texts: list[str], cache_dir: str | Path | None = "runs/cache") -> np.ndarray:
-    """[len(texts), 384] MiniLM sentence embeddings ("" -> 0), cached by a hash of the texts."""
-    key = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
-    path = Path(cache_dir) / f"minilm_{key}.npy" if cache_dir else None
-    if path is not None and path.exists():
-        return np.load(path)
-    from recsys_core.data.content import minilm_embeddings
-
-    vectors = minilm_embeddings(texts)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.save(path, vectors)
-    return vectors
 
 
 @register_model("dmae", tasks="ctr")
@@ -90,7 +74,7 @@ class DMAE(nn.Module):
         if not getattr(data, "item_text", None):
             raise ValueError("dmae's text modality needs item text (data.kind movielens); or drop 'text' "
                              "from model_params.modalities")
-        return {"item_text_vectors": title_embeddings(data.item_text, params.get("text_cache", "runs/cache"))}
+        return {"item_text_vectors": cached_minilm_embeddings(data.item_text, params.get("text_cache", "runs/cache"))}
 
     def modality_vectors(self, fields: torch.Tensor) -> list[torch.Tensor]:
         """One [..., k] vector per modality of items given by their fields [..., F]."""

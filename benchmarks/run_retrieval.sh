@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Retrieval (benchmarks/results/recsys/retrieval/): the two-tower base with each negative sampler, ESANS and its
+# ablations, CSMF against the shared-bottom and single-objective bases; MovieLens-1M, every rating, leave-one-out,
+# full-catalogue ranking, early stopping on validation NDCG@10. Finished runs are skipped, so the script resumes;
+# SETTINGS / SEEDS / PARTS pick a part (two queues can run side by side: each skips the other's running runs).
+#   bash benchmarks/run_retrieval.sh && .venv/bin/python benchmarks/retrieval_table.py
+set -euo pipefail
+RUNS=${RUNS:-runs/recsys/retrieval}
+BIN=${BIN:-.venv/bin}
+SEEDS=${SEEDS:-0 1 2}
+SETTINGS=${SETTINGS:-negatives csmf}
+PARTS=${PARTS:-core ablation}
+ABLATION_SEEDS=${ABLATION_SEEDS:-0}
+M=recsys_core/models
+T="$BIN/shoplab recsys train --set train.progress=false"
+# ~37 s an epoch on 2 cores; at most 20 epochs, validation every 2, stop after 2 without improvement
+E="--set train.epochs=20 --set train.eval_every=2 --set train.patience=2"
+
+run() {  # run OUT_DIR ARGS...: skip a finished run or one another queue is running, log next to the runs
+  local out=$1; shift
+  [ -f "$out/metrics.json" ] && return 0
+  mkdir -p "$(dirname "$out")"
+  [ -e "$out.running" ] && return 0  # remove stale *.running after a kill
+  touch "$out.running"
+  echo "$(date +%T) $out"
+  $T "$@" $E --out-dir "$out" > "$out.log" 2>&1 || echo "FAILED $out (see $out.log)"
+  rm -f "$out.running"
+}
+
+negatives() {  # negatives SEED PART: uniform / in-batch / hard against ESANS; ESANS without each mechanism
+  local s=$1 part=$2 Z="$RUNS/negatives" B="--config $M/two_tower/config.yaml --set train.seed=$1"
+  local S="--config $M/esans/config.yaml --set train.seed=$1"
+  if [ "$part" = core ]; then
+    run "$Z/uniform/seed$s" $B --set model_params.negatives=uniform
+    run "$Z/in_batch/seed$s" $B --set model_params.negatives=in_batch
+    run "$Z/hard/seed$s" $B --set model_params.negatives=hard
+    run "$Z/esans/seed$s" $S
+  else
+    run "$Z/esans_no_edis/seed$s" $S --set model_params.n_virtual=0
+    run "$Z/esans_no_msac/seed$s" $S --set model_params.msac=false
+    run "$Z/esans_no_fn_mask/seed$s" $S --set model_params.false_negative_mask=false
+  fi
+}
+
+csmf() {  # csmf SEED PART: single objectives, shared-bottom multi-task, CSMF's two stages; ablations
+  local s=$1 part=$2 Z="$RUNS/csmf" C="--config $M/csmf/config.yaml --set train.seed=$1"
+  if [ "$part" = core ]; then
+    run "$Z/click_only/seed$s" --config $M/two_tower/config.yaml --set train.seed=$s
+    run "$Z/conversion_only/seed$s" --config $M/two_tower/config.yaml --set train.seed=$s --set model_params.min_stars=4
+    run "$Z/shared_bottom/seed$s" $C --set model_params.stage=shared_bottom
+    run "$Z/csmf_click/seed$s" $C --set model_params.stage=click
+    run "$Z/csmf/seed$s" $C --set model_params.stage=conversion --set model_params.init_from="$Z/csmf_click/seed$s"
+  else
+    # no mask: stage 2 fine-tunes every parameter on conversions (the click vectors drift with it)
+    run "$Z/csmf_no_mask/seed$s" $C --set model_params.stage=conversion --set model_params.init_from="$Z/csmf_click/seed$s" --set model_params.free_ratio=1.0
+  fi
+}
+
+for part in $PARTS; do
+  for s in $SEEDS; do
+    [ "$part" = ablation ] && [[ " $ABLATION_SEEDS " != *" $s "* ]] && continue
+    for setting in $SETTINGS; do "$setting" "$s" "$part"; done
+  done
+done
