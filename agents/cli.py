@@ -106,6 +106,9 @@ def run(
     profile: str | None = typer.Option(None, "--profile", help="shoppingbench (default: the tools answer as "
                                        "ShoppingBench's own do, so scores mean the same there) | shoplab "
                                        "(validated arguments, readable errors, all-words-first search)."),
+    search_mode: str | None = typer.Option(None, "--search-mode", help="find_product's retrieval: bm25 | dense | "
+                                           "hybrid (default: the sandbox manifest's, else bm25); dense and hybrid "
+                                           "need the sandbox's dense index and bring the shoplab profile."),
 ) -> None:
     """Run an agent on tasks; prints a scorecard per intent and writes RUN_DIR/{results.jsonl,summary.json}."""
     from agents.registry import agent_names, agent_needs_llm, make_agent
@@ -116,7 +119,10 @@ def run(
     if agent not in agent_names():
         raise typer.BadParameter(f"unknown agent {agent!r}; available: {', '.join(agent_names())}",
                                  param_hint="--agent")
-    world = ShoppingWorld.open(data_dir)
+    try:
+        world = ShoppingWorld.open(data_dir, search_mode=search_mode)
+    except (FileNotFoundError, ValueError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--search-mode/--data-dir") from exc
     selected = _select_tasks(world, tasks, intent, limit)
     chat = None
     llm_settings = None
@@ -153,14 +159,20 @@ def run(
         toolkits = [*toolkits, *load_toolkits({"recsys": {"service": str(recsys_service)}}, world)]
     config = cli_config(RunConfig, flags={"agent": agent, "trials": trials, "parallel": parallel,
                                           "max_steps": max_steps, "llm": llm_settings, "rewriter": rewriter,
-                                          # the rewrite stage is part of shoplab's search: it brings its profile
-                                          "profile": profile or ("shoplab" if rewriter else None)})
+                                          "search_mode": world.search_mode,
+                                          # the rewrite stage and the dense modes are part of shoplab's search:
+                                          # they bring its profile
+                                          "profile": profile or ("shoplab" if rewriter or world.search_mode != "bm25"
+                                                                 else None)})
     if config.profile not in PROFILES:
         raise typer.BadParameter(f"unknown profile {config.profile!r}; choose from {', '.join(PROFILES)}",
                                  param_hint="--profile")
     if rewriter and config.profile != "shoplab":
         raise typer.BadParameter("the search's rewrite stage is part of the shoplab profile: add --profile shoplab",
                                  param_hint="--rewriter")
+    if world.search_mode != "bm25" and config.profile != "shoplab":
+        raise typer.BadParameter(f"search mode {world.search_mode!r} is part of the shoplab profile's search: add "
+                                 "--profile shoplab", param_hint="--search-mode")
     query_rewriter = None
     if rewriter:
         from sandbox.rewrite_stage import load_query_rewriter

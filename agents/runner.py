@@ -36,6 +36,8 @@ class RunConfig:
     # How ShoppingBench's tools behave (sandbox.ShoppingEnv): `shoppingbench` answers as upstream does,
     # so scores mean what they mean there; `shoplab` is the validating, explaining profile.
     profile: str = "shoppingbench"
+    # find_product's retrieval under the shoplab profile (sandbox.ShoppingWorld.search_mode), recorded with the run
+    search_mode: str = "bm25"
 
 
 ROW_KEYS = ("task_id", "trial", "intent", "success")
@@ -265,6 +267,6 @@ def _run_benchmark(world: ShoppingWorld, tasks: Sequence[Task], agent_factory: C
                       "data_dir": str(world.data_dir), "backend": world.manifest.get("backend"),
                       "n_products": world.manifest.get("n_products"), "parallel": config.parallel,
                       "wall_seconds": round(wall, 2), "new_episodes": len(todo), "llm": config.llm,
-                      "rewriter": config.rewriter, "profile": config.profile}
+                      "rewriter": config.rewriter, "profile": config.profile, "search_mode": config.search_mode}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

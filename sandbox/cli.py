@@ -50,12 +50,20 @@ def build(
                                         "built (unsatisfiable, or contradicting an earlier task), listing each with "
                                         "its file and line in the manifest's conflicts; by default they fail the "
                                         "build. Lines out of format always fail it."),
+    dense: bool = typer.Option(False, "--dense", help="Also train the dense encoder and build the dense index "
+                               "(find_product's dense and hybrid search modes)."),
+    config: Path | None = config_option(help="With --dense: a YAML of DenseConfig (encoder:, train:, index:)."),
+    overrides: list[str] | None = set_option("With --dense: e.g. --set index.kind=flat --set train.max_epochs=2."),
 ) -> None:
     """Import task files, rebuild their gold products and decoys, fill to N products, index."""
     from sandbox.catalogue import build_sandbox
+    from sandbox.dense.build import DenseConfig
     from sandbox.tasks import TaskFormatError
 
     tasks = extra_task_files(ctx, tasks)
+    if (config or overrides) and not dense:
+        raise typer.BadParameter("--config/--set configure the dense index: add --dense", param_hint="--dense")
+    dense_cfg = cli_config(DenseConfig, config, overrides=overrides) if dense else None
     es_options = None
     if backend == "elasticsearch":
         es_options = {"url": es_url or "http://localhost:9200", "index": es_index, "api_key": es_api_key,
@@ -64,7 +72,7 @@ def build(
         raise typer.BadParameter("backend must be 'tantivy' or 'elasticsearch'", param_hint="--backend")
     try:
         report = build_sandbox(data_dir, tasks, products, backend=backend, seed=seed, es_options=es_options,
-                               skip_bad_tasks=skip_bad_tasks)
+                               skip_bad_tasks=skip_bad_tasks, dense=dense_cfg)
     except TaskFormatError as exc:
         console.print(f"[red]task file error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
@@ -82,6 +90,43 @@ def build(
     if report.n_decoys_left_out:
         console.print(f"[yellow]{report.n_decoys_left_out:,} decoys left out[/yellow] to keep the catalogue at "
                       f"{products:,} products: ask for {products + report.n_decoys_left_out:,} to keep them all")
+    if dense:
+        _print_dense(json.loads((data_dir / "manifest.json").read_text()).get("dense") or {})
+
+
+def _print_dense(summary: dict[str, Any]) -> None:
+    best = summary.get("best_epoch") or {}
+    console.print(f"dense index ({summary.get('kind')}) of {summary.get('n_products', 0):,} products in "
+                  f"{summary.get('seconds', 0):.1f}s (training {summary.get('train_seconds', 0):.1f}s, encoding "
+                  f"{summary.get('encode_seconds', 0):.1f}s, indexing {summary.get('index_seconds', 0):.1f}s); peak "
+                  f"RSS {summary.get('peak_rss_mb', 0):,.0f} MB; encoder validation recall@10 "
+                  f"{best.get('val_recall@10', float('nan')):.3f}")
+
+
+@app.command("dense-index")
+def dense_index(
+    data_dir: Path = typer.Option(..., "--data-dir"),
+    config: Path | None = config_option(help="A YAML of DenseConfig (encoder:, train:, index:); --set overrides it."),
+    overrides: list[str] | None = set_option("e.g. --set index.kind=flat --set train.max_epochs=2 (repeatable)."),
+) -> None:
+    """Train the dense encoder and build the dense index of an existing sandbox (replacing an earlier one)."""
+    from sandbox import ShoppingWorld
+    from sandbox.dense.build import DenseConfig, build_dense_index
+
+    dense_cfg = cli_config(DenseConfig, config, overrides=overrides)
+    try:
+        world = ShoppingWorld.open(data_dir, search_mode="bm25")
+    except FileNotFoundError as exc:
+        console.print(f"[red]{escape(str(exc))}[/red]", soft_wrap=True)
+        raise typer.Exit(1) from None
+    try:
+        summary = build_dense_index(world, dense_cfg, progress=True)
+    except ValueError as exc:
+        console.print(f"[red]cannot build the dense index:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    finally:
+        world.close()
+    _print_dense(summary)
 
 
 @app.command("gen-tasks")
@@ -169,11 +214,18 @@ def search(
     service: str | None = typer.Option(None, "--service"),
     sort: str = typer.Option("default", "--sort"),
     shop_id: str | None = typer.Option(None, "--shop-id"),
+    search_mode: str | None = typer.Option(None, "--search-mode", help="bm25 | dense | hybrid (default: the "
+                                           "sandbox manifest's, else bm25)."),
 ) -> None:
     """Run one find_product call, as an agent would."""
     from sandbox import ShoppingEnv, ShoppingWorld
 
-    env = ShoppingEnv(ShoppingWorld.open(data_dir))
+    try:
+        world = ShoppingWorld.open(data_dir, search_mode=search_mode)
+    except (FileNotFoundError, ValueError) as exc:
+        console.print(f"[red]{escape(str(exc))}[/red]", soft_wrap=True)
+        raise typer.Exit(1) from None
+    env = ShoppingEnv(world)
     result = env.step("find_product", {"q": q, "page": page, "price": price, "service": service, "sort": sort,
                                        "shop_id": shop_id})
     if not result.ok:

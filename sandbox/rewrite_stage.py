@@ -48,14 +48,17 @@ def search_with_rewrites(search: Callable[[SearchRequest], SearchPage], request:
                          rewrites: Sequence[str]) -> SearchPage:
     """Run `request` and one request per rewrite (same filters), fuse, and cut the asked page."""
     term_lists: list[tuple[str, ...]] = []
+    texts: list[str] = []  # each rewrite as written (what a dense search mode embeds)
     for text in rewrites[:MAX_REWRITES]:
         terms = tuple(query_terms(text))
         if terms and terms != request.terms and terms not in term_lists:
             term_lists.append(terms)
+            texts.append(text)
     if not term_lists:
         return search(request)
     depth = max(FUSION_DEPTH, request.offset + request.page_size)
-    pages = [search(replace(request, terms=t, page=1, page_size=depth)) for t in term_lists]
+    pages = [search(replace(request, terms=t, text=x, page=1, page_size=depth))
+             for t, x in zip(term_lists, texts, strict=True)]
     pages.append(search(replace(request, page=1, page_size=depth)))  # the original is listed last: see above
     hits: dict[str, SearchHit] = {}
     for page in pages:

@@ -316,7 +316,7 @@ class ShoppingBenchTools(Toolkit):
             raise ToolError("q has no searchable words (letters or digits)", ErrorKind.invalid_arguments)
         low, high = parse_price_filter(a.price) if a.price else (None, None)
         request = SearchRequest(terms=tuple(terms), page=a.page, shop_id=a.shop_id, price_min=low, price_max=high,
-                                services=a.services(), sort=SortOrder(a.sort))
+                                services=a.services(), sort=SortOrder(a.sort), text=a.q)
         page = env.search(a.q, request)
         products = [{k: h.product[k] for k in SEARCH_HIT_FIELDS} for h in page.hits]
         if not products:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
@@ -14,18 +15,60 @@ from sandbox.engines.base import SearchBackend, SearchPage, SearchRequest
 from sandbox.engines.lucene_bm25 import LuceneBM25Index, build_lucene_index
 from sandbox.tasks import Task, read_tasks
 
+SEARCH_MODES = ("bm25", "dense", "hybrid")
+
+
+def check_search_mode(data_dir: Path, mode: str) -> None:
+    """A readable error for an unknown mode, or for dense/hybrid on a sandbox without a dense index."""
+    from sandbox.dense.index import dense_index_exists
+
+    if mode not in SEARCH_MODES:
+        raise ValueError(f"unknown search mode {mode!r}; choose from {', '.join(SEARCH_MODES)}")
+    if mode != "bm25" and not dense_index_exists(data_dir):
+        raise FileNotFoundError(
+            f"search mode {mode!r} needs a dense index, and {data_dir} has none: run `shoplab sandbox dense-index "
+            f"--data-dir {data_dir}` (or build the sandbox with `shoplab sandbox build ... --dense`)")
+
 
 class ShoppingWorld:
-    """Shared, read-only state of one sandbox. Episodes (`ShoppingEnv`) keep their own state."""
+    """Shared, read-only state of one sandbox. Episodes (`ShoppingEnv`) keep their own state.
 
-    def __init__(self, data_dir: str | Path, backend: SearchBackend, manifest: dict[str, Any]):
+    `search_mode` is how `find_product` retrieves (shoplab profile): `bm25` (the engine's tiered BM25,
+    the default), `dense` (the trained query tower and the faiss index, `sandbox.dense`) or `hybrid`
+    (both, reciprocal-rank fused). Every mode applies the same filters inside the search and answers
+    the same `SearchPage`, so observations look alike. The `shoppingbench` profile's search is
+    ShoppingBench's own Lucene BM25 (`compat_index`) in every mode."""
+
+    def __init__(self, data_dir: str | Path, backend: SearchBackend, manifest: dict[str, Any],
+                 search_mode: str = "bm25"):
         self.data_dir = Path(data_dir)
         self.backend = backend
         self.manifest = manifest
+        self._dense = None
+        self._dense_lock = threading.Lock()  # parallel episodes share the world: load the index once
+        self.search_mode = "bm25"
+        self.set_search_mode(search_mode)
+
+    def set_search_mode(self, mode: str) -> None:
+        """Switch retrieval mode; dense and hybrid need the sandbox's dense index (a readable error if absent)."""
+        check_search_mode(self.data_dir, mode)
+        self.search_mode = mode
+
+    @property
+    def dense(self):
+        """The sandbox's dense index (`sandbox.dense.DenseIndex`), loaded on first use."""
+        if self._dense is None:
+            from sandbox.dense.index import open_dense_index
+
+            with self._dense_lock:
+                if self._dense is None:
+                    self._dense = open_dense_index(self.data_dir)
+        return self._dense
 
     @classmethod
-    def open(cls, data_dir: str | Path, backend: str | None = None, es_options: dict[str, Any] | None = None
-             ) -> ShoppingWorld:
+    def open(cls, data_dir: str | Path, backend: str | None = None, es_options: dict[str, Any] | None = None,
+             search_mode: str | None = None) -> ShoppingWorld:
+        """`search_mode` None: the manifest's `search_mode` (bm25 when it names none)."""
         data_dir = Path(data_dir)
         manifest_path = data_dir / "manifest.json"
         if not manifest_path.exists():
@@ -34,7 +77,9 @@ class ShoppingWorld:
         manifest = json.loads(manifest_path.read_text())
         name = backend or manifest.get("backend", "tantivy")
         options = {**manifest.get("es_options", {}), **(es_options or {})} if name == "elasticsearch" else None
-        return cls(data_dir, open_backend(data_dir, name, create=False, es_options=options), manifest)
+        mode = search_mode or manifest.get("search_mode") or "bm25"
+        check_search_mode(data_dir, mode)  # before the engine is opened: nothing to close on error
+        return cls(data_dir, open_backend(data_dir, name, create=False, es_options=options), manifest, mode)
 
     @cached_property
     def tasks(self) -> dict[str, Task]:
@@ -70,6 +115,14 @@ class ShoppingWorld:
         return LuceneBM25Index(path)
 
     def search(self, request: SearchRequest) -> SearchPage:
+        if self.search_mode == "dense":
+            from sandbox.dense.search import dense_search
+
+            return dense_search(self.dense, self.backend, request)
+        if self.search_mode == "hybrid":
+            from sandbox.dense.search import hybrid_search
+
+            return hybrid_search(self.dense, self.backend, request)
         return self.backend.search_sorted_or_relaxed(request)
 
     def products(self, product_ids: Sequence[str]) -> dict[str, dict[str, Any]]:

@@ -80,7 +80,7 @@ SANDBOX_MARKERS = ("manifest.json", "tasks.jsonl")
 
 def build_sandbox(data_dir: str | Path, task_files: Sequence[str | Path], n_products: int, backend: str = "tantivy",
                   seed: int = 0, es_options: dict[str, Any] | None = None, progress: bool = True,
-                  skip_bad_tasks: bool = False) -> BuildReport:
+                  skip_bad_tasks: bool = False, dense: Any = None) -> BuildReport:
     """Build a sandbox into `data_dir`, atomically: everything is written into a staging folder next
     to it, which replaces `data_dir` only once the build has succeeded. A build that fails or is killed
     leaves the previous sandbox as it was (or no folder at all). `data_dir` must be missing, empty, or
@@ -89,7 +89,10 @@ def build_sandbox(data_dir: str | Path, task_files: Sequence[str | Path], n_prod
 
     The catalogue holds exactly `n_products` products: the golds, their decoys (evenly fewer when they do
     not all fit) and generated fillers. A task that cannot be built fails the build with its file and line,
-    or with `skip_bad_tasks` is left out and listed in the report's `conflicts`."""
+    or with `skip_bad_tasks` is left out and listed in the report's `conflicts`.
+
+    `dense` (a `sandbox.dense.build.DenseConfig`) also builds the dense index (`find_product`'s dense
+    and hybrid modes): its encoder is trained first, then every product is encoded as it is indexed."""
     final = Path(data_dir)
     if final.exists() and (not final.is_dir() or (any(final.iterdir())
                                                    and not any((final / m).exists() for m in SANDBOX_MARKERS))):
@@ -101,7 +104,7 @@ def build_sandbox(data_dir: str | Path, task_files: Sequence[str | Path], n_prod
     staging.mkdir()
     try:
         report = _build_into(staging, final, task_files, n_products, backend, seed, es_options, progress,
-                             skip_bad_tasks)
+                             skip_bad_tasks, dense)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -119,8 +122,8 @@ def _replace_folder(staging: Path, final: Path) -> None:
 
 
 def _build_into(data_dir: Path, final: Path, task_files: Sequence[str | Path], n_products: int, backend: str,
-                seed: int, es_options: dict[str, Any] | None, progress: bool, skip_bad_tasks: bool = False
-                ) -> BuildReport:
+                seed: int, es_options: dict[str, Any] | None, progress: bool, skip_bad_tasks: bool = False,
+                dense: Any = None) -> BuildReport:
     started = time.perf_counter()
     located = load_located_tasks(task_files, allow_empty=False)  # bounded and checked, with file:line
     tasks: list[Task] = [t.task for t in located]
@@ -158,8 +161,19 @@ def _build_into(data_dir: Path, final: Path, task_files: Sequence[str | Path], n
             fh.write(json.dumps({"voucher_id": f"V-{t.task_id}", "task_id": t.task_id, "shop_id": None,
                                  **t.voucher.model_dump(exclude={"price_after_voucher", "budget"})}) + "\n")
 
+    reserved = {p["product_id"] for p in specials}
+    dense_build = None
+    if dense is not None:
+        from sandbox.dense.build import start_dense_build
+
+        if dense.train.pairs_file:
+            raise ValueError("dense training pairs (train.pairs_file) name catalogue products: build the sandbox "
+                             "first, then `shoplab sandbox dense-index --set train.pairs_file=...`")
+        dense_build = start_dense_build(
+            data_dir, lambda n, s: list(FillerGenerator(profile, seed, n_products, reserved_ids=reserved).stream(
+                n, start=s)), n_fill, dense, progress=progress)
     engine = open_backend(data_dir, backend, create=True, es_options=es_options)
-    gen = FillerGenerator(profile, seed, n_products, reserved_ids={p["product_id"] for p in specials})
+    gen = FillerGenerator(profile, seed, n_products, reserved_ids=reserved)
     stream = _interleave(gen.stream(n_fill), specials, n_fill, seed)
     total = n_fill + len(specials)
     relevance = LuceneBM25Builder()  # the `shoppingbench` profile's search, in the same docid order
@@ -170,16 +184,21 @@ def _build_into(data_dir: Path, final: Path, task_files: Sequence[str | Path], n
             if len(batch) >= 5000:
                 engine.index_products(batch)
                 relevance.add(batch)
+                if dense_build is not None:
+                    dense_build.add(batch)
                 bar.update(len(batch))
                 batch = []
         if batch:
             engine.index_products(batch)
             relevance.add(batch)
+            if dense_build is not None:
+                dense_build.add(batch)
             bar.update(len(batch))
     engine.commit()
     relevance.save(data_dir / LUCENE_INDEX_DIR)
     indexed = engine.count()
     engine.close()
+    dense_summary = dense_build.finish(progress=progress) if dense_build is not None else None
     seconds = time.perf_counter() - started
     intents = Counter(t.intent.value for t in tasks)
     report = BuildReport(
@@ -194,5 +213,7 @@ def _build_into(data_dir: Path, final: Path, task_files: Sequence[str | Path], n
         "es_options": {k: v for k, v in (es_options or {}).items() if k in ("url", "index")},
         **report.as_dict(),
     }
+    if dense_summary is not None:
+        manifest["dense"] = dense_summary
     (data_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return report

@@ -83,6 +83,9 @@ class SearchRequest:
     sort: SortOrder = SortOrder.default
     require_all_terms: bool = False
     exclude_all_terms: bool = False  # the any-term tier without the products that hold every term
+    # The query as typed (bounded by the tool, MAX_QUERY_CHARS): what dense retrieval embeds. BM25 reads
+    # only `terms`; a request built without it is embedded from its terms.
+    text: str = ""
 
     @property
     def offset(self) -> int:
