@@ -42,17 +42,19 @@ negatives() {  # negatives SEED PART: uniform / in-batch / hard against ESANS; E
   fi
 }
 
-csmf() {  # csmf SEED PART: single objectives, shared-bottom multi-task, CSMF's two stages; ablations
+csmf() {  # csmf SEED PART: conversion-only and shared-bottom bases, CSMF's stage 2 (its stage 1, the click model,
+  # is the uniform two-tower of the negatives setting: the same config and seed), the no-mask ablation
   local s=$1 part=$2 Z="$RUNS/csmf" C="--config $M/csmf/config.yaml --set train.seed=$1"
+  local CLICK="$RUNS/negatives/uniform/seed$s"
   if [ "$part" = core ]; then
-    run "$Z/click_only/seed$s" --config $M/two_tower/config.yaml --set train.seed=$s
-    run "$Z/conversion_only/seed$s" --config $M/two_tower/config.yaml --set train.seed=$s --set model_params.min_stars=4
+    run "$Z/conversion_only/seed$s" --config $M/two_tower/config.yaml --set train.seed=$s --set model_params.min_stars=4 --set task_params.monitor=conv_ndcg@10
     run "$Z/shared_bottom/seed$s" $C --set model_params.stage=shared_bottom
-    run "$Z/csmf_click/seed$s" $C --set model_params.stage=click
-    run "$Z/csmf/seed$s" $C --set model_params.stage=conversion --set model_params.init_from="$Z/csmf_click/seed$s"
+    [ -f "$CLICK/metrics.json" ] || { echo "skip $Z/csmf/seed$s: $CLICK has not finished"; return 0; }
+    run "$Z/csmf/seed$s" $C --set model_params.stage=conversion --set model_params.init_from="$CLICK"
   else
+    [ -f "$CLICK/metrics.json" ] || return 0
     # no mask: stage 2 fine-tunes every parameter on conversions (the click vectors drift with it)
-    run "$Z/csmf_no_mask/seed$s" $C --set model_params.stage=conversion --set model_params.init_from="$Z/csmf_click/seed$s" --set model_params.free_ratio=1.0
+    run "$Z/csmf_no_mask/seed$s" $C --set model_params.stage=conversion --set model_params.init_from="$CLICK" --set model_params.free_ratio=1.0
   fi
 }
 
