@@ -100,13 +100,13 @@ def test_in_batch_negatives_are_the_batch_positives_with_the_logq_correction():
 
 
 def test_hard_negatives_come_from_the_items_the_model_scores_highest():
-    model = two_tower(negatives="hard", hard_pool=5, hard_share=0.5).eval()
+    model = two_tower(negatives="hard", hard_pool=5, hard_skip=3, hard_share=0.5).eval()
     queries, positives = model.query_targets(batch())
     negatives, _ = model.sample_negatives(queries, positives)
     scores = queries @ model.item_vectors().T
     scores[:, 0] = -torch.inf
     scores.scatter_(1, positives[:, None], -torch.inf)
-    top = scores.topk(5, dim=1).indices
+    top = scores.topk(model.hard_skip + 5, dim=1).indices[:, model.hard_skip:]
     hard = negatives[:, :4]
     assert all(set(h.tolist()) <= set(t.tolist()) for h, t in zip(hard, top, strict=True))
     assert not (hard == positives[:, None]).any()
@@ -209,6 +209,9 @@ def test_csmf_stage_two_learns_conversion_in_the_freed_entries_and_keeps_click_f
     assert not torch.allclose(objective_vectors(model, "conversion"), conv_before, atol=1e-3)
     for m in freed:  # Δ lives on the freed entries only: one tensor's worth of parameters at serving
         assert (m.delta.detach()[m.free == 0] == 0).all()
+    for module in model.modules():  # ... and the click network leaves them at 0: θ_click ⊙ M and Δ ⊙ free share one tensor
+        for plist in getattr(module, "parametrizations", {}).values():
+            assert (plist.original.detach()[plist[0].free.bool()] == 0).all()
 
 
 def test_csmf_without_masks_lets_conversion_fine_tuning_move_the_click_vectors(tmp_path):
