@@ -17,7 +17,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test test-fast lint bench rewrite recsys recsys-zoo recsys-zoo2 distill demo clean
+.PHONY: install run test test-fast lint bench rewrite recsys recsys-zoo recsys-zoo2 recsys-retrieval distill demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -87,6 +87,12 @@ recsys-zoo2: $(STAMP)
 	$(BIN)/python benchmarks/bench_long_sequence.py
 	$(BIN)/python benchmarks/ranking_zoo2_table.py --s3rec $(S3REC)
 	$(BIN)/python benchmarks/ranking_zoo_table.py --s3rec $(S3REC) --predict-missing
+
+# Retrieval (two-tower negative samplers, ESANS, CSMF; bases, ablations, 3 seeds) on MovieLens-1M, then the
+# tables (benchmarks/results/recsys/retrieval/).
+recsys-retrieval: $(STAMP)
+	BIN=$(BIN) bash benchmarks/run_retrieval.sh
+	$(BIN)/python benchmarks/retrieval_table.py
 
 distill: $(STAMP)
 	test -f $(DATA_DIR)/manifest.json || $(BIN)/shoplab sandbox build --data-dir $(DATA_DIR) --tasks $(TASKS) \
