@@ -28,10 +28,11 @@ from ranking_zoo_table import cell, fmt, seed_runs  # noqa: E402
 NEGATIVE_ROWS = (("uniform", "two-tower, uniform negatives", None),
                  ("in_batch", "two-tower, in-batch negatives (logQ)", "uniform"),
                  ("hard", "two-tower, hard negatives (ranks 11-60, half)", "uniform"),
-                 ("esans", "ESANS (MSAC + false-negative mask + EDIS)", "uniform"),
+                 ("esans", "ESANS (MSAC + false-negative mask + EDIS between negatives)", "uniform"),
                  ("esans_no_edis", "ESANS − EDIS (no virtual negatives)", "esans"),
                  ("esans_no_msac", "ESANS − MSAC (uniform, nothing masked)", "esans"),
-                 ("esans_no_fn_mask", "ESANS − false-negative mask", "esans"))
+                 ("esans_no_fn_mask", "ESANS − false-negative mask", "esans"),
+                 ("esans_edis_positive", "ESANS, EDIS towards the positive (MixGCF-style)", "esans"))
 ESANS_AGAINST = ("in_batch", "hard")
 CSMF_ROWS = (("click", "click only (two-tower; CSMF's stage 1)", "../negatives/uniform", None),
              ("conversion_only", "conversion only (two-tower on ratings ≥ 4)", "conversion_only", None),

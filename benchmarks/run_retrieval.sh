@@ -39,6 +39,7 @@ negatives() {  # negatives SEED PART: uniform / in-batch / hard against ESANS; E
     run "$Z/esans_no_edis/seed$s" $S --set model_params.n_virtual=0
     run "$Z/esans_no_msac/seed$s" $S --set model_params.msac=false
     run "$Z/esans_no_fn_mask/seed$s" $S --set model_params.false_negative_mask=false
+    run "$Z/esans_edis_positive/seed$s" $S --set model_params.edis_mix=positive
   fi
 }
 

@@ -143,8 +143,32 @@ def test_msac_masks_negatives_of_the_positives_fine_cluster_as_likely_false_nega
         [True, True, False], [True, True, True]]
 
 
-def test_edis_adds_virtual_negatives_between_each_negative_and_the_positive():
-    model = clustered_esans(n_virtual=6, virtual_max_mix=0.4).train()
+def test_edis_adds_virtual_negatives_inside_the_span_of_the_querys_negatives():
+    model = clustered_esans(n_virtual=6).train()
+    queries, positives = model.query_targets(batch())
+    assert model.sampled_logits(queries, positives)[0].shape[1] == 1 + 40 + 6
+    assert clustered_esans(n_virtual=0).train().sampled_logits(queries, positives)[0].shape[1] == 41
+    assert model.eval().sampled_logits(queries, positives)[0].shape[1] == 41  # training only
+    axes = torch.eye(4)
+    negatives = axes[0].expand(8, 6, 4).clone()  # every query's negatives: e1, e2, e1, e2, ...
+    negatives[:, 1::2] = axes[1]
+    anchor = axes[:1].expand(8, 4)  # score the virtual negatives by e1 itself: they are v·e1 = cos(v, e1)
+    valid = torch.ones(8, 6, dtype=torch.bool)
+    valid[0, 1] = False  # a masked negative passes its mask to the virtual negatives made from it
+    scores, virtual_valid = model.train().extra_negatives(anchor, axes[3].expand(8, 4), negatives, valid)
+    assert scores.shape == (8, 6) and (scores >= -1e-6).all() and (scores <= 1 + 1e-6).all()
+    assert (scores < 1 - 1e-3).float().mean() > 0.3  # mixes of e1 and e2, not copies of e1
+    assert not virtual_valid[0, 1]
+    partner_masked = torch.ones(8, 6, dtype=torch.bool)
+    partner_masked[:, 2:] = False  # ... and so does a masked partner (16 virtual negatives, 2 in 3 with one)
+    assert not clustered_esans(n_virtual=2).train().extra_negatives(anchor, anchor, negatives, partner_masked)[1].all()
+    # every virtual negative lies on the arc between the two negatives: no share of the positive (e4)
+    virtual_e4, _ = model.extra_negatives(axes[3].expand(8, 4), axes[3].expand(8, 4), negatives, valid)
+    assert torch.allclose(virtual_e4, torch.zeros_like(virtual_e4), atol=1e-6)
+
+
+def test_edis_positive_mix_puts_virtual_negatives_between_each_negative_and_the_positive():
+    model = clustered_esans(n_virtual=6, edis_mix="positive", virtual_max_mix=0.4).train()
     queries, positives = model.query_targets(batch())
     logits, valid = model.sampled_logits(queries, positives)
     assert logits.shape[1] == 1 + 40 + 6 and valid.shape == logits.shape
@@ -160,8 +184,6 @@ def test_edis_adds_virtual_negatives_between_each_negative_and_the_positive():
     assert (virtual_scores >= real_scores - 1e-5).all()
     assert (virtual_scores > real_scores + 1e-4)[distinct].float().mean() > 0.9
     assert (virtual_scores < 1 - 1e-3)[distinct].all()  # never the positive itself (mix < 0.5)
-    assert clustered_esans(n_virtual=0).train().sampled_logits(queries, positives)[0].shape[1] == 41
-    assert model.eval().sampled_logits(queries, positives)[0].shape[1] == 41  # training only
 
 
 def test_semantic_clusters_keep_similar_items_together_at_both_levels():
