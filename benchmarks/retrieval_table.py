@@ -64,7 +64,8 @@ def paired(a: dict, b: dict, key: str, resamples: int) -> dict | None:
 def delta_text(d: dict | None, base: str) -> str:
     if not d:
         return "–"
-    return f"{d['delta']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}] vs {base} ({len(d['seeds'])} seeds)"
+    seeds = f"{len(d['seeds'])} seed{'s' if len(d['seeds']) > 1 else ''}"
+    return f"{d['delta']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}] vs {base} ({seeds})"
 
 
 def negatives_table(runs: Path, resamples: int) -> tuple[str, dict]:
