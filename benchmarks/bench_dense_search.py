@@ -13,6 +13,9 @@ On a sandbox built with `shoplab sandbox build ... --dense` (or given `shoplab s
            set, one thread, after a warm-up; plus the HNSW search's recall@10 against an exact
            search under the same filters.
   build    the dense build's seconds and memory from the manifest (recorded by the build itself).
+  asr      (--asr) the heuristic agent's ASR per intent on every task of the sandbox, shoplab profile,
+           with each search mode (and bm25 under the shoppingbench profile for reference);
+           run folders under --asr-dir.
 
     .venv/bin/python benchmarks/bench_dense_search.py --data-dir runs/sandbox_dense_200k
 
@@ -71,12 +74,12 @@ def task_queries(world: ShoppingWorld) -> list[dict[str, Any]]:
     return out
 
 
-def gold_rank(world: ShoppingWorld, text: str, gold: list[str], rewriter=None, depth: int = 50) -> int | None:
+def gold_rank(search, text: str, gold: list[str], rewriter=None, depth: int = 50) -> int | None:
     terms = tuple(query_terms(text))
     if not terms:
         return None
     request = SearchRequest(terms=terms, page_size=depth, text=text)
-    page = search_with_rewrites(world.search, request, rewriter(text)) if rewriter else world.search(request)
+    page = search_with_rewrites(search, request, rewriter(text)) if rewriter else search(request)
     for i, h in enumerate(page.hits, start=1):
         if h.product_id in gold:
             return i
@@ -84,12 +87,18 @@ def gold_rank(world: ShoppingWorld, text: str, gold: list[str], rewriter=None, d
 
 
 def recall_table(world: ShoppingWorld, items: list[dict[str, Any]], rule) -> dict[str, Any]:
-    """{system: {recall@10, recall@50, n, by_intent?}} for bm25/dense/hybrid, each with and without rules."""
+    """{system: {recall@10, recall@50, n, by_intent?}} for bm25/dense/hybrid, each with and without rules,
+    and hybrid with plain (unweighted) RRF."""
+    from sandbox.dense.search import hybrid_search
+
     out: dict[str, Any] = {}
-    for mode in MODES:
+    systems = [(m, m, world.search) for m in MODES]
+    systems.append(("hybrid_plain_rrf", "hybrid",
+                    lambda r: hybrid_search(world.dense, world.backend, r, dense_weight=1.0)))
+    for system, mode, search in systems:
         world.set_search_mode(mode)
-        for name, rw in ((mode, None), (f"{mode}+rule", rule)):
-            ranks = [gold_rank(world, it["query"], it["gold"], rw) for it in items]
+        for name, rw in ((system, None), (f"{system}+rule", rule)):
+            ranks = [gold_rank(search, it["query"], it["gold"], rw) for it in items]
             row: dict[str, Any] = {"n": len(items)}
             for k in KS:
                 row[f"recall@{k}"] = round(sum(r is not None and r <= k for r in ranks) / max(1, len(items)), 4)
@@ -133,6 +142,30 @@ def latency(world: ShoppingWorld, args: argparse.Namespace) -> dict[str, Any]:
     return res
 
 
+def agent_asr(world: ShoppingWorld, asr_dir: Path) -> dict[str, Any]:
+    """The heuristic agent on every task, one run per search mode ({system: {intent: asr}})."""
+    import shutil
+
+    from agents.registry import make_agent
+    from agents.runner import RunConfig, run_benchmark
+
+    tasks = list(world.tasks.values())
+    out: dict[str, Any] = {}
+    systems = [("bm25/shoppingbench", "bm25", "shoppingbench")] + [(m, m, "shoplab") for m in MODES]
+    for name, mode, profile in systems:
+        world.set_search_mode(mode)
+        run_dir = asr_dir / name.replace("/", "_")
+        shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run, not a resumed one
+        t0 = time.perf_counter()
+        summary = run_benchmark(world, tasks, lambda: make_agent("heuristic"), run_dir,
+                                RunConfig(agent="heuristic", profile=profile, search_mode=mode), progress=False)
+        out[name] = {k: {"asr": v["asr"], "n": v["n"]} for k, v in summary.items()
+                     if isinstance(v, dict) and "asr" in v}
+        out[name]["seconds"] = round(time.perf_counter() - t0, 1)
+    world.set_search_mode("bm25")
+    return out
+
+
 def markdown(res: dict[str, Any]) -> str:
     lines = [f"# Retrieval modes at {res['n_products']:,} products", "",
              f"Sandbox `{res['data_dir']}`; {res['captured_at']}; one thread. Regenerate: "
@@ -155,6 +188,14 @@ def markdown(res: dict[str, Any]) -> str:
         r = lat["dense_filtered_recall_vs_exact"]
         lines += ["", f"Dense top-10 under the filters vs exact: recall {r['recall@10']:.3f} over {r['n']} queries "
                   f"({r['hnsw_walks']} took the HNSW walk, the rest were exact over few rows).", ""]
+    if res.get("asr"):
+        intents = [k for k in next(iter(res["asr"].values())) if k != "seconds"]
+        lines += ["## Heuristic agent ASR per intent (every task of the sandbox)", "",
+                  "| search | " + " | ".join(intents) + " |", "|---|" + "---|" * len(intents)]
+        for name, row in res["asr"].items():
+            lines.append(f"| {name} | " + " | ".join(f"{row[i]['asr']:.3f}" for i in intents) + " |")
+        lines += ["", "`bm25/shoppingbench` is the default profile (ShoppingBench's own Lucene search); the other "
+                  "rows are the shoplab profile with each search mode.", ""]
     b = res.get("dense_build") or {}
     if b:
         lines += ["## Dense build", "", f"{b.get('n_products', 0):,} products: {b.get('seconds')} s in all "
@@ -173,6 +214,8 @@ def main() -> None:
     ap.add_argument("--n-recall", type=int, default=300)
     ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--skip-latency", action="store_true")
+    ap.add_argument("--asr", action="store_true", help="also the heuristic agent's ASR per intent with each mode")
+    ap.add_argument("--asr-dir", default=str(ROOT / "runs" / "dense_asr"))
     ap.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results" / "dense"))
     args = ap.parse_args()
 
@@ -198,6 +241,8 @@ def main() -> None:
     }
     if not args.skip_latency:
         res["latency"] = latency(world, args)
+    if args.asr:
+        res["asr"] = agent_asr(world, Path(args.asr_dir) / str(res["n_products"]))
     res["loadavg"] = [round(x, 2) for x in os.getloadavg()]
     res["bench_seconds"] = round(time.perf_counter() - started, 1)
     out = Path(args.out_dir)
@@ -210,6 +255,8 @@ def main() -> None:
     digest.update({f"dev:{s}:recall@10": v["recall@10"] for s, v in res["recall"]["dev_tasks"].items()})
     if "latency" in res:
         digest.update({f"{k}_p50_p99": [v["p50_ms"], v["p99_ms"]] for k, v in res["latency"].items() if "p50_ms" in v})
+    if "asr" in res:
+        digest.update({f"asr:{s}": v["overall"]["asr"] for s, v in res["asr"].items()})
     print(json.dumps(digest))
 
 

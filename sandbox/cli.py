@@ -176,6 +176,8 @@ class ServeConfig:
     toolkits: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     # shoplab (validated, explained) | shoppingbench (GET routes and episodes answer as upstream's service).
     profile: str = "shoplab"
+    # find_product's retrieval under the shoplab profile: bm25 | dense | hybrid (None: the manifest's, else bm25).
+    search_mode: str | None = None
 
 
 @app.command()
@@ -188,13 +190,16 @@ def serve(
     overrides: list[str] | None = set_option("e.g. --set toolkits.rewrite.rewriter=rule (repeatable)."),
     profile: str | None = typer.Option(None, "--profile", help="shoplab (default: validated arguments, readable "
                                        "errors) | shoppingbench (answers exactly as ShoppingBench's service)."),
+    search_mode: str | None = typer.Option(None, "--search-mode", help="bm25 | dense | hybrid (default: the "
+                                           "sandbox manifest's, else bm25)."),
 ) -> None:
     """Serve the tools over HTTP (ShoppingBench-compatible GET endpoints + episodes; OpenAPI at /docs)."""
     from sandbox.server import serve as run_server
     from sandbox.shoppingbench_profile import PROFILES
     from sandbox.toolkit import toolkit_names
 
-    served = cli_config(ServeConfig, config, overrides=overrides, flags={"profile": profile})
+    served = cli_config(ServeConfig, config, overrides=overrides, flags={"profile": profile,
+                                                                         "search_mode": search_mode})
     if served.profile not in PROFILES:
         raise typer.BadParameter(f"unknown profile {served.profile!r}; choose from {', '.join(PROFILES)}",
                                  param_hint="--profile")
@@ -202,7 +207,15 @@ def serve(
     if unknown:
         raise typer.BadParameter(f"unknown toolkits {unknown}; installed: {', '.join(toolkit_names())}",
                                  param_hint="--config/--set")
-    run_server(data_dir, host=host, port=port, backend=backend, toolkits=served.toolkits, profile=served.profile)
+    if served.search_mode is not None:
+        from sandbox.world import check_search_mode
+
+        try:
+            check_search_mode(data_dir, served.search_mode)
+        except (FileNotFoundError, ValueError) as exc:
+            raise typer.BadParameter(str(exc), param_hint="--search-mode") from None
+    run_server(data_dir, host=host, port=port, backend=backend, toolkits=served.toolkits, profile=served.profile,
+               search_mode=served.search_mode)
 
 
 @app.command()

@@ -710,14 +710,16 @@ def server_config(app: Any, host: str, port: int, log_level: str = "info") -> An
 
 def serve(data_dir: str | Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT, backend: str | None = None,
           max_episodes: int = 1000, log_level: str = "info",
-          toolkits: dict[str, dict[str, Any] | None] | None = None, profile: str = "shoplab") -> None:
+          toolkits: dict[str, dict[str, Any] | None] | None = None, profile: str = "shoplab",
+          search_mode: str | None = None) -> None:
     """Open the sandbox at `data_dir` and serve it until interrupted; `toolkits` names plug-in
-    toolkits and their options (`sandbox.load_toolkits`); `profile` as in `create_app`."""
+    toolkits and their options (`sandbox.load_toolkits`); `profile` as in `create_app`; `search_mode`
+    as in `ShoppingWorld.open` (find_product's retrieval under the shoplab profile)."""
     import uvicorn
 
     from sandbox.toolkit import load_toolkits
 
-    world = ShoppingWorld.open(data_dir, backend=backend)
+    world = ShoppingWorld.open(data_dir, backend=backend, search_mode=search_mode)
     try:
         loopback = host in LOOPBACK_HOSTS
         app = create_app(world, max_episodes=max_episodes, toolkits=load_toolkits(toolkits, world),

@@ -47,7 +47,11 @@ class DenseIndexConfig:
     kind: str = "hnsw"          # hnsw (approximate, the default) | flat (exact IndexFlatIP)
     hnsw_m: int = 32            # graph degree
     ef_construction: int = 40
-    ef_search: int = 128        # candidate list of the HNSW walk (raised to k when k is larger)
+    # Candidate list of the HNSW walk (raised to k when k is larger) [proposal]. Queries come from the other
+    # tower and sit farther from the products than products from each other, which a graph walk finds
+    # harder: on the 200k sandbox's rewrite-training queries the top 10 overlapped the exact top 10 by
+    # 0.71 at 128 and 0.91 at 512 (gold recall@10 0.22 vs 0.28; exact 0.31).
+    ef_search: int = 512
     exact_below: int = 20_000   # a filter keeping fewer rows is searched exactly over those rows
     encode_batch: int = 8192
 
@@ -178,6 +182,8 @@ class DenseIndex:
         self._shop_order = np.argsort(self.shop, kind="stable")
         bounds = np.searchsorted(self.shop[self._shop_order], np.arange(len(shops) + 1))
         self._shop_bounds = bounds
+        self._price_order = np.argsort(self.price, kind="stable")
+        self._price_sorted = self.price[self._price_order]
         self.ef_search = self.cfg.ef_search
 
     def product_id(self, row: int) -> str:
@@ -203,20 +209,28 @@ class DenseIndex:
 
     def filter_rows(self, request: SearchRequest) -> tuple[np.ndarray | None, np.ndarray | None, int]:
         """(explicit rows, boolean mask, count) of the rows passing the request's filters: rows when
-        they are few (or a shop's), a mask when many, neither when there is no filter."""
+        they are few (a shop's, or a narrow price band's, found by binary search in a price-sorted row
+        order without touching every row), a mask when many, neither when there is no filter."""
         rows = None
         if request.shop_id is not None:
             code = self.shop_codes.get(request.shop_id)
             if code is None:
                 return np.zeros(0, np.int64), None, 0
             rows = self._shop_order[self._shop_bounds[code]:self._shop_bounds[code + 1]]
+        elif request.price_min is not None or request.price_max is not None:
+            lo = 0 if request.price_min is None else int(np.searchsorted(self._price_sorted,
+                                                                         np.float32(request.price_min), "left"))
+            hi = self.n if request.price_max is None else int(np.searchsorted(self._price_sorted,
+                                                                              np.float32(request.price_max), "right"))
+            if hi - lo < self.cfg.exact_below:
+                rows = np.sort(self._price_order[lo:max(lo, hi)])
         keep = self._conditions(rows, request)
         if rows is not None:
             rows = rows if keep is None else rows[keep]
             return rows, None, len(rows)
         if keep is None:
             return None, None, self.n
-        count = int(keep.sum())
+        count = int(np.count_nonzero(keep))
         if count < self.cfg.exact_below:
             return np.flatnonzero(keep), None, count
         return None, keep, count
@@ -237,7 +251,7 @@ class DenseIndex:
         if rows is not None or (exact and self.cfg.kind == "hnsw"):
             if rows is None:
                 rows = np.flatnonzero(mask) if mask is not None else None
-            sims = (self.xb @ q[0]) if rows is None else (self.xb[rows] @ q[0])
+            sims = (self.xb @ q[0]) if rows is None else self._inner_products(q[0], rows)
             kk = min(k, len(sims))
             top = np.argpartition(-sims, kk - 1)[:kk] if kk < len(sims) else np.arange(len(sims))
             top = top[np.lexsort((top, -sims[top]))]
@@ -257,6 +271,16 @@ class DenseIndex:
         sims, labels = self.index.search(q, k, params=params)
         del bits
         return [(int(r), float(s)) for r, s in zip(labels[0], sims[0], strict=True) if r >= 0], count
+
+    def _inner_products(self, q: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """q · xb[rows] without copying the rows out (faiss reads them in place: 5x faster than a gather)."""
+        faiss = _faiss()
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        out = np.empty(len(rows), np.float32)
+        if len(rows):
+            faiss.fvec_inner_products_by_idx(faiss.swig_ptr(out), faiss.swig_ptr(q), faiss.swig_ptr(self.xb),
+                                             faiss.swig_ptr(rows), self.xb.shape[1], 1, len(rows))
+        return out
 
     def search_text(self, text: str, request: SearchRequest, k: int, exact: bool = False
                     ) -> tuple[list[tuple[int, float]], int]:

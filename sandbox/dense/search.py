@@ -10,10 +10,14 @@ such set, so a sorted dense request takes the `SORT_DEPTH` most similar products
 filters and sorts those by price or sales (ties keep similarity order). Deeper, and an irrelevant
 cheap product creeps into "cheapest X"; shallower, and the cheapest relevant one is missed.
 
-hybrid [proposal]: reciprocal-rank fusion (k = 60, as the rewrite stage) of BM25's relevance list
+hybrid [proposal]: weighted reciprocal-rank fusion (k = 60, as the rewrite stage),
+`score(p) = 1/(k + rank_bm25) + DENSE_RRF_WEIGHT/(k + rank_dense)`, of BM25's relevance list
 (`search_sorted_or_relaxed`, its top `HYBRID_DEPTH`) and the dense top `HYBRID_DEPTH`, same filters,
-then paged; at equal fused score the BM25 list's product comes first (lexical matches are the
-more precise ones). A sorted hybrid request sorts the union of BM25's sorted top `HYBRID_DEPTH`
+then paged; at equal fused score the BM25 list's product comes first (lexical matches are the more
+precise ones). The dense list's weight is 0.2, not plain RRF's 1: tuned on the 200k sandbox's rewrite
+*training* queries, plain RRF dropped BM25's recall@10 from 0.636 to 0.522, weight 0.2 kept it
+(0.632) and raised recall@50 (0.806 → 0.812). The dense list only adds where it is the more
+reliable list, which on a generated catalogue of recombined words it rarely is. A sorted hybrid request sorts the union of BM25's sorted top `HYBRID_DEPTH`
 and the dense `SORT_DEPTH` candidates by the sort key.
 """
 
@@ -24,10 +28,11 @@ from typing import Any
 
 from sandbox.dense.index import DenseIndex
 from sandbox.engines.base import SearchBackend, SearchHit, SearchPage, SearchRequest, SortOrder
-from sandbox.rewrite_stage import RRF_K, reciprocal_rank_fusion
+from sandbox.rewrite_stage import RRF_K
 
 SORT_DEPTH = 100
 HYBRID_DEPTH = 100
+DENSE_RRF_WEIGHT = 0.2
 MAX_TEXT_CHARS = 2000  # the tool bounds q to 500 characters; rewrites and library callers are cut here
 
 
@@ -71,7 +76,8 @@ def dense_search(index: DenseIndex, backend: SearchBackend, request: SearchReque
     return SearchPage(hits=_hits(backend, page), total=count, request=request, extra={"mode": "dense"})
 
 
-def hybrid_search(index: DenseIndex, backend: SearchBackend, request: SearchRequest) -> SearchPage:
+def hybrid_search(index: DenseIndex, backend: SearchBackend, request: SearchRequest,
+                  dense_weight: float = DENSE_RRF_WEIGHT) -> SearchPage:
     if not request.terms:
         return SearchPage(hits=[], total=0, request=request)
     depth = max(HYBRID_DEPTH, request.offset + request.page_size)
@@ -79,12 +85,11 @@ def hybrid_search(index: DenseIndex, backend: SearchBackend, request: SearchRequ
     dense, _ = _dense_candidates(index, request, depth)
     known = {h.product_id: h.product for h in lexical.hits}
     if request.sort == SortOrder.default:
-        order = reciprocal_rank_fusion([[h.product_id for h in lexical.hits], [pid for pid, _, _ in dense]])
         scores: dict[str, float] = {}
-        for ranking in ([h.product_id for h in lexical.hits], [pid for pid, _, _ in dense]):
+        for weight, ranking in ((1.0, [h.product_id for h in lexical.hits]), (dense_weight, [p for p, _, _ in dense])):
             for rank, pid in enumerate(ranking, start=1):
-                scores[pid] = scores.get(pid, 0.0) + 1.0 / (RRF_K + rank)
-        fused = [(pid, scores[pid]) for pid in order]
+                scores[pid] = scores.get(pid, 0.0) + weight / (RRF_K + rank)
+        fused = [(pid, scores[pid]) for pid in sorted(scores, key=lambda p: -scores[p])]  # stable: BM25's first
     else:
         values: dict[str, tuple[float, int]] = {}
         for i, h in enumerate(lexical.hits):

@@ -15,7 +15,7 @@ from sandbox.data_model import SEARCH_HIT_FIELDS
 from sandbox.dense.build import DenseConfig, build_dense_index
 from sandbox.dense.encoder import DenseEncoder, EncoderConfig, product_text
 from sandbox.dense.index import service_mask
-from sandbox.dense.search import HYBRID_DEPTH
+from sandbox.dense.search import HYBRID_DEPTH, hybrid_search
 from sandbox.dense.train import DenseTrainConfig, evaluate, pseudo_query
 from sandbox.engines.base import SearchRequest, SortOrder, analyze, query_terms
 from sandbox.environment import ShoppingEnv
@@ -140,17 +140,28 @@ def test_a_filter_that_keeps_few_products_still_returns_them(worlds):
 
 
 def test_hybrid_fuses_both_lists(worlds):
-    both = 0
+    """Plain RRF mixes both lists into the first page; the default (dense weight 0.2) re-ranks BM25's list
+    by the dense list's agreement and fills from the dense list where BM25 finds too little."""
+    index, backend = worlds["dense"].dense, worlds["bm25"].backend
+    both = reordered = 0
     for g in _golds(worlds["bm25"], 30):
         q = " ".join(g["title"].split()[:4])
         request = SearchRequest(terms=tuple(query_terms(q)), text=q, page_size=20)
         deep = replace(request, page_size=HYBRID_DEPTH)
-        lexical = {h.product_id for h in worlds["bm25"].search(deep).hits}
-        dense = {h.product_id for h in worlds["dense"].search(deep).hits}
-        hybrid = [h.product_id for h in worlds["hybrid"].search(request).hits]
-        assert set(hybrid) <= lexical | dense
-        both += bool(set(hybrid) & (lexical - dense)) and bool(set(hybrid) & (dense - lexical))
-    assert both >= 10
+        lexical_list = [h.product_id for h in worlds["bm25"].search(deep).hits]
+        lexical, dense = set(lexical_list), {h.product_id for h in worlds["dense"].search(deep).hits}
+        plain = [h.product_id for h in hybrid_search(index, backend, request, dense_weight=1.0).hits]
+        weighted = [h.product_id for h in worlds["hybrid"].search(request).hits]
+        assert set(plain) <= lexical | dense and set(weighted) <= lexical | dense
+        both += bool(set(plain) & (lexical - dense)) and bool(set(plain) & (dense - lexical))
+        reordered += weighted != lexical_list[:20]
+    assert both >= 5 and reordered >= 10, (both, reordered)
+    # A misspelt query BM25 finds nothing for: the hybrid page is the dense one.
+    texts = [t for t in (_misspelt(g["title"]) for g in _golds(worlds["bm25"], 100)) if t]
+    requests = [SearchRequest(terms=tuple(query_terms(t)), text=t, page_size=10) for t in texts]
+    request = next(r for r in requests if not worlds["bm25"].search(r).hits)
+    dense_page = [h.product_id for h in worlds["dense"].search(request).hits]
+    assert dense_page and [h.product_id for h in worlds["hybrid"].search(request).hits] == dense_page
 
 
 def test_hnsw_recall_against_exact_search(worlds):
