@@ -17,7 +17,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test test-fast lint bench rewrite recsys recsys-zoo recsys-zoo2 recsys-retrieval distill demo clean
+.PHONY: install run test test-fast lint bench rewrite recsys recsys-zoo recsys-zoo2 recsys-retrieval bench-dense distill demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -93,6 +93,13 @@ recsys-zoo2: $(STAMP)
 recsys-retrieval: $(STAMP)
 	BIN=$(BIN) bash benchmarks/run_retrieval.sh
 	$(BIN)/python benchmarks/retrieval_table.py
+
+# Dense and hybrid product search (issue 22): a 200k sandbox with its dense index, then gold recall, filtered
+# latency and the heuristic agent's ASR per search mode (benchmarks/results/dense/).
+bench-dense: $(STAMP)
+	test -f runs/sandbox_dense_200k/index/dense/dense.json || $(BIN)/shoplab sandbox build \
+		--data-dir runs/sandbox_dense_200k --tasks $(TASKS) --products 200000 --dense
+	$(BIN)/python benchmarks/bench_dense_search.py --data-dir runs/sandbox_dense_200k --asr
 
 distill: $(STAMP)
 	test -f $(DATA_DIR)/manifest.json || $(BIN)/shoplab sandbox build --data-dir $(DATA_DIR) --tasks $(TASKS) \
