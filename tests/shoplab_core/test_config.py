@@ -165,7 +165,8 @@ def bench_run(monkeypatch):
         seen["run"] = config
         return {"overall": {}}
 
-    monkeypatch.setattr(sandbox.ShoppingWorld, "open", staticmethod(lambda data_dir: SimpleNamespace(tasks={})))
+    monkeypatch.setattr(sandbox.ShoppingWorld, "open",
+                        staticmethod(lambda data_dir, **kw: SimpleNamespace(tasks={}, search_mode="bm25")))
     monkeypatch.setattr(agents.llm, "make_llm", fake_make_llm)
     monkeypatch.setattr(agents.registry, "make_agent", fake_make_agent)
     monkeypatch.setattr(agents.runner, "run_benchmark", fake_run_benchmark)
