@@ -16,17 +16,15 @@ vector). A model reads each target's stars from `target_stars` in the batch.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import numpy as np
 import torch
 
 from recsys_core.data.sequences import left_pad, split_inputs, training_sequences
-from recsys_core.data.sources import load_sequences
 from recsys_core.index import ItemIndex, overlap_at_k, ranks_in_results
 from recsys_core.metrics import ranking_metrics, target_ranks
-from recsys_core.registry import build_model, get_model, register_task
-from recsys_core.tasks.base import Task
+from recsys_core.registry import register_task
+from recsys_core.tasks.next_item import NextItemTask
 from shoplab_core.devices import module_device
 
 ANN_DEPTH = 100
@@ -57,14 +55,12 @@ class RetrievalBatches:
 
 
 @register_task("retrieval")
-class RetrievalTask(Task):
-    monitor = "ndcg@10"
-    monitor_mode = "max"
+class RetrievalTask(NextItemTask):
+    """The next-item task's data, model building and batching, with target stars in the batches and
+    retrieval's evaluation."""
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        self.data = load_sequences(cfg.data)
-        self.max_len = int(cfg.data.get("max_len", 50))
         params = dict(cfg.task_params or {})
         self.conversion_min = float(params.get("conversion_min", 4.0))
         self.ann = bool(params.get("ann", True))
@@ -73,22 +69,6 @@ class RetrievalTask(Task):
         self.loader = RetrievalBatches(self.data, self.max_len, cfg.train.batch_size)
         if not training_sequences(self.data):
             raise ValueError("no user has the 4+ interactions a leave-one-out split needs")
-
-    def build_model(self):
-        inputs: dict[str, Any] = {"n_items": self.data.n_items, "max_len": self.max_len}
-        data_inputs = getattr(get_model(self.cfg.model).cls, "data_inputs", None)
-        if data_inputs is not None:  # item attributes, text vectors, popularity, clusters
-            inputs.update(data_inputs(self.data, dict(self.cfg.model_params)))
-        return build_model(self.cfg.model, self.cfg.model_params, **inputs)
-
-    def steps_per_epoch(self) -> int:
-        return len(self.loader)
-
-    def train_batches(self, rng: np.random.Generator):
-        return self.loader.batches(rng)
-
-    def batch_size_of(self, batch: dict[str, Any]) -> int:
-        return int((batch["targets"] > 0).sum())
 
     # -- evaluation ---------------------------------------------------------------------------------
     def _user_vectors(self, model, histories: list[np.ndarray], scenario: str | None) -> np.ndarray:
