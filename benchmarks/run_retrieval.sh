@@ -33,8 +33,8 @@ negatives() {  # negatives SEED PART: uniform / in-batch / hard against ESANS; E
   if [ "$part" = core ]; then
     run "$Z/uniform/seed$s" $B --set model_params.negatives=uniform
     run "$Z/in_batch/seed$s" $B --set model_params.negatives=in_batch
-    run "$Z/hard/seed$s" $B --set model_params.negatives=hard
     run "$Z/esans/seed$s" $S
+    run "$Z/hard/seed$s" $B --set model_params.negatives=hard
   else
     run "$Z/esans_no_edis/seed$s" $S --set model_params.n_virtual=0
     run "$Z/esans_no_msac/seed$s" $S --set model_params.msac=false
