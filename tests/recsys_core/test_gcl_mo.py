@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from recsys_core import ExperimentConfig
 from recsys_core.data.item_graph import InvertedTable, co_click_graph, normalized_adjacency
@@ -121,6 +122,28 @@ def test_graph_propagation_lets_an_item_borrow_from_its_neighbours():
         assert torch.allclose(before[4], after[4])  # not connected to 2
         assert (not torch.allclose(before[1], after[1], atol=1e-6)) is moves
 
+
+
+def test_the_shared_text_projection_starts_on_the_titles_principal_directions():
+    """Queries and titles share one projection to `hidden` dims; it starts on the titles' principal
+    directions, so query-title cosines start close to their MiniLM values (titles here span 6 of 48 dims),
+    far closer than through a random map of the same size."""
+    rng = np.random.default_rng(0)
+    titles = rng.normal(size=(300, 6)) @ rng.normal(size=(6, 48)) + 0.05 * rng.normal(size=(300, 48))
+    titles = np.vstack([np.zeros((1, 48)), titles / np.linalg.norm(titles, axis=1, keepdims=True)]).astype(np.float32)
+    torch.manual_seed(0)
+    model = GCLMO(300, item_text_vectors=titles, query_dim=48, hidden=6, use_id=False, dropout=0.0).eval()
+    weight = model.text_proj.weight.detach()
+    assert torch.allclose(weight @ weight.T, torch.eye(6), atol=1e-4)  # orthonormal directions
+    t = torch.as_tensor(titles[1:])
+    queries = t[:100] + 0.1 * torch.randn(100, 48)
+
+    def cosine_fidelity(w):  # correlation of projected query-title cosines with the originals
+        before = F.normalize(queries, dim=-1) @ t.T
+        after = F.normalize(queries @ w.T, dim=-1) @ F.normalize(t @ w.T, dim=-1).T
+        return torch.corrcoef(torch.stack([before.ravel(), after.ravel()]))[0, 1].item()
+    assert cosine_fidelity(weight) > 0.95
+    assert cosine_fidelity(weight) > cosine_fidelity(torch.randn(6, 48)) + 0.1
 
 # ---------------------------------------------------------------- the task, end to end
 

@@ -15,7 +15,8 @@ from recsys_core.data import load_s3rec, split_inputs, synthetic_sequences, trai
 from recsys_core.metrics import codebook_stats, gauc, ranking_metrics, target_ranks
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "recsys_core" / "models"
-SMOKE_CONFIGS = sorted(MODELS_DIR.glob("*/smoke.yaml"))
+# gcl_mo's smoke config needs a simulator log over a sandbox: test_gcl_mo.py trains it end to end
+SMOKE_CONFIGS = sorted(p for p in MODELS_DIR.glob("*/smoke.yaml") if p.parent.name != "gcl_mo")
 
 
 def test_every_model_folder_has_a_config_and_a_smoke_config():

@@ -61,6 +61,24 @@ def multi_positive_loss(logits: torch.Tensor, positive_columns: torch.Tensor, ow
     return losses.mean() if losses.numel() else logits.sum() * 0.0
 
 
+def text_projection_init(item_text_vectors: Any, query_dim: int, hidden: int, seed: int = 0) -> torch.Tensor:
+    """The start of the text projection that queries and item titles share [hidden, query_dim]: the titles'
+    top principal directions (a random Gaussian map for the rest, or all of it without titles). A query and a
+    title then start at nearly their MiniLM cosine, so relevance starts close to zero-shot MiniLM and is
+    refined: on the sandbox's long-tail queries, 128 principal directions keep valid NDCG@10 at 0.24 of
+    MiniLM's 0.27, a random map 0.19 `[proposal]`."""
+    generator = torch.Generator().manual_seed(seed)
+    weight = torch.randn(hidden, query_dim, generator=generator) * hidden ** -0.5
+    if item_text_vectors is not None:
+        titles = torch.as_tensor(np.asarray(item_text_vectors), dtype=torch.float32)
+        titles = titles[titles.abs().sum(1) > 0]
+        if len(titles) > 1:
+            _, _, directions = torch.linalg.svd(titles - titles.mean(0), full_matrices=False)
+            n = min(hidden, len(directions))
+            weight[:n] = directions[:n]
+    return weight
+
+
 @register_model("gcl_mo", tasks="search_retrieval")
 class GCLMO(nn.Module):
     def __init__(self, n_items: int, adjacency: torch.Tensor | None = None, item_attributes: Any = None,
@@ -81,7 +99,7 @@ class GCLMO(nn.Module):
         self.n_random, self.own_text = n_random, own_text
         if adjacency is None:  # no graph: every item is isolated (propagation keeps only layer 0)
             adjacency = torch.sparse_coo_tensor(torch.zeros(2, 0, dtype=torch.long), torch.zeros(0),
-                                                (n_items + 1, n_items + 1))
+                                                (n_items + 1, n_items + 1), check_invariants=True)
         self.register_buffer("adjacency", adjacency.coalesce().float(), persistent=False)
         attrs = np.zeros((n_items + 1, 1), dtype=np.int64) if item_attributes is None else np.asarray(item_attributes)
         self.register_buffer("item_attributes", torch.as_tensor(attrs, dtype=torch.long), persistent=False)
@@ -94,10 +112,9 @@ class GCLMO(nn.Module):
         self.item_mlp = mlp(hidden, [2 * hidden], hidden, dropout=dropout)
         self.query_mlp = mlp(hidden, [2 * hidden], hidden, dropout=dropout)
         init_weights(self)
-        # One text projection for queries and item titles, a random Gaussian map at the start (it keeps the
-        # MiniLM cosine between a query and a title, so relevance starts from zero-shot MiniLM and is refined)
         self.text_proj = nn.Linear(query_dim, hidden, bias=False)
-        nn.init.normal_(self.text_proj.weight, std=hidden ** -0.5)
+        self.text_proj.weight.data.copy_(text_projection_init(item_text_vectors if self.use_item_text else None,
+                                                              query_dim, hidden))
 
     # -- towers ---------------------------------------------------------------------------------------
     def node_inputs(self) -> torch.Tensor:
