@@ -13,7 +13,6 @@ runs at query time (GCL-MO's serving path, and the item-CF baseline's when the t
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,29 +21,6 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 import torch
-
-
-def sim_purchases(folder: str | Path) -> dict[int, set[int]]:
-    """Simulator folder → {simulated user id: items they bought}."""
-    import pandas as pd
-
-    imp = pd.read_parquet(Path(folder) / "impressions.parquet", columns=["user", "item", "purchased"])
-    bought = imp[imp["purchased"] > 0]
-    out: dict[int, set[int]] = {}
-    for user, item in zip(bought["user"].to_numpy(), bought["item"].to_numpy(), strict=True):
-        out.setdefault(int(user), set()).add(int(item))
-    return out
-
-
-def sim_user_ids(folder: str | Path, min_clicks: int = 3) -> list[int]:
-    """The simulated user id of every row `load_simulated_sequences` keeps (same filter, same order)."""
-    ids = []
-    for line in (Path(folder) / "sequences.jsonl").read_text().splitlines():
-        if line.strip():
-            row = json.loads(line)
-            if len(row["items"]) >= min_clicks:
-                ids.append(int(row["user"]))
-    return ids
 
 
 def co_click_graph(prefixes: Sequence[np.ndarray], n_items: int, window: int = 3,

@@ -169,20 +169,44 @@ def load_simulated_sequences(path: str | Path) -> SequenceData:
     for item in items:
         fields = item["fields"]
         attributes.append([int(offsets[f - 1] + fields[f]) for f in range(1, len(fields)) if fields[f] > 0])
-    sequences = []
+    sequences, users = [], []
     seq_file = folder / "sequences.jsonl"
     if not seq_file.exists():
         raise FileNotFoundError(f"{seq_file} not found: the simulation did not finish")
     for line in seq_file.read_text().splitlines():
         if not line.strip():
             continue
-        seq = np.asarray(json.loads(line)["items"], dtype=np.int64)
+        row = json.loads(line)
+        seq = np.asarray(row["items"], dtype=np.int64)
         if len(seq) >= 3:
             if seq.min() < 1 or seq.max() > n_items:
                 raise ValueError(f"{seq_file}: item index outside 1..{n_items}")
             sequences.append(seq)
+            users.append(int(row["user"]))
     if not sequences:
         raise ValueError(f"{folder}: no user has 3 or more clicks; simulate more users or sessions")
     return SequenceData("simulated", sequences, n_items, attributes, int(offsets[-1]),
                         item_ids=[""] + [str(it["product_id"]) for it in items],
-                        item_text=[""] + [str(it.get("title", "")) for it in items])
+                        item_text=[""] + [str(it.get("title", "")) for it in items],
+                        ratings=click_purchases(folder, users, sequences))
+
+
+def click_purchases(folder: Path, users: list[int], sequences: list[np.ndarray]) -> list[np.ndarray] | None:
+    """Per user, 1.0 for each click that ended in a purchase, else 0.0 (aligned with the click sequence), as
+    `SequenceData.ratings`: the click → purchase cascade of multi-objective retrieval (a conversion is a
+    rating >= 1). None when the folder has no impression log or it does not match the sequences."""
+    path = folder / "impressions.parquet"
+    if not path.exists():
+        return None
+    import pandas as pd
+
+    log = pd.read_parquet(path, columns=["user", "session", "ts", "position", "item", "clicked", "purchased"])
+    clicks = log[log["clicked"] > 0].sort_values(["user", "session", "ts", "position"], kind="stable")
+    by_user = {int(u): g for u, g in clicks.groupby("user", sort=False)}
+    out = []
+    for user, seq in zip(users, sequences, strict=True):
+        rows = by_user.get(user)
+        if rows is None or not np.array_equal(rows["item"].to_numpy(), seq):
+            return None  # a log from another run: no labels rather than wrong ones
+        out.append((rows["purchased"].to_numpy() > 0).astype(np.float32))
+    return out

@@ -34,8 +34,6 @@ from recsys_core.data.item_graph import (
     InvertedTable,
     co_click_graph,
     normalized_adjacency,
-    sim_purchases,
-    sim_user_ids,
 )
 from recsys_core.data.sequences import left_pad, split_inputs
 from recsys_core.data.sources import load_sequences
@@ -130,7 +128,6 @@ class SearchRetrievalTask(Task):
         if "queries_dir" not in params:
             raise ValueError("task_params.queries_dir is required: a folder with queries_train.jsonl and "
                              "queries_heldout.jsonl (`shoplab rewrite build-data` writes one under data/)")
-        self.folder = Path(cfg.data["path"])
         self.data = load_sequences(cfg.data)
         self.window = int(params.get("window", 3))
         self.n_triggers = int(params.get("n_triggers", 3))
@@ -140,12 +137,12 @@ class SearchRetrievalTask(Task):
         if min(self.n_triggers, self.table_k, self.table_depth) < 1 or not 0 < self.decay <= 1:
             raise ValueError("n_triggers, table_k, table_depth >= 1 and 0 < trigger_decay <= 1 are required")
 
-        purchases = sim_purchases(self.folder)
-        users = sim_user_ids(self.folder)
+        # what each shopper bought (the clicks that ended in a purchase, over their whole log)
+        bought = [set(seq[r > 0].tolist()) for seq, r in zip(self.data.sequences, self.data.ratings, strict=True)] \
+            if self.data.ratings is not None else None
         prefixes = [s[:-2] for s in self.data.sequences]
-        self.graph = co_click_graph(prefixes, self.data.n_items, self.window,
-                                    [purchases.get(u, set()) for u in users], float(params.get("purchase_weight", 2.0)),
-                                    int(params.get("max_neighbours", 20)))
+        self.graph = co_click_graph(prefixes, self.data.n_items, self.window, bought,
+                                    float(params.get("purchase_weight", 2.0)), int(params.get("max_neighbours", 20)))
         self.counts = self.data.item_counts("train")
         self.tail = tail_items(self.counts)
 

@@ -133,6 +133,25 @@ def test_sequences_load_as_sequence_data_with_titles_and_attributes(sim):
     assert (data.item_category()[1:] == item_fields(out)[1:, 1]).all()
     attrs = np.concatenate([a for a in data.item_attributes if a])
     assert attrs.min() >= 1 and attrs.max() <= data.n_attributes
+    # ratings: the click → purchase cascade, 1 on exactly the clicks that ended in a purchase
+    log = pd.read_parquet(out / "impressions.parquet")
+    assert [len(r) for r in data.ratings] == [len(s) for s in data.sequences]
+    assert sum(int(r.sum()) for r in data.ratings) == int(log.loc[log["user"].isin(kept_users(out)), "purchased"].sum()) > 0
+    bought_clicks = log[log["purchased"] > 0].groupby("user")["item"].apply(set)
+    for user, seq, r in zip(kept_users(out), data.sequences, data.ratings, strict=True):
+        assert set(seq[r > 0].tolist()) == bought_clicks.get(user, set())
+    # a log that does not match the sequences gives no labels rather than wrong ones
+    (out / "impressions.parquet").rename(out / "impressions.bak")
+    try:
+        log.assign(item=log["item"].sample(frac=1.0, random_state=0).to_numpy()).to_parquet(out / "impressions.parquet")
+        assert load_simulated_sequences(out).ratings is None
+    finally:
+        (out / "impressions.bak").replace(out / "impressions.parquet")
+
+
+def kept_users(out):
+    rows = [json.loads(line) for line in (out / "sequences.jsonl").read_text().splitlines() if line.strip()]
+    return [r["user"] for r in rows if len(r["items"]) >= 3]
 
 
 def test_featurizer_maps_products_outside_the_universe_to_item_0_with_their_real_side_fields(world, tmp_path):
