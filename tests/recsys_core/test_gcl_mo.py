@@ -16,6 +16,7 @@ from recsys_core.data.item_graph import InvertedTable, co_click_graph, normalize
 from recsys_core.models.gcl_mo import GCLMO, multi_positive_loss
 from recsys_core.registry import get_model
 from recsys_core.simulate import simulate
+from recsys_core.tasks.search_retrieval import multi_objective_lift
 from recsys_core.trainer import Trainer
 
 
@@ -145,6 +146,16 @@ def test_the_shared_text_projection_starts_on_the_titles_principal_directions():
     assert cosine_fidelity(weight) > 0.95
     assert cosine_fidelity(weight) > cosine_fidelity(torch.randn(6, 48)) + 0.1
 
+
+def test_the_monitor_weighs_both_objectives_alike_against_their_floors():
+    floors = {"itemcf_ndcg@10": 0.01, "minilm_rel_ndcg@10": 0.25}
+    # twice item-CF on personalization and MiniLM's relevance: lift (2 + 1) / 2
+    assert multi_objective_lift({"pers_ndcg@10": 0.02, "rel_ndcg@10": 0.25, **floors}) == pytest.approx(1.5)
+    # a small personalization gain outweighs a relevance loss of the same size (relevance's floor is 25x higher)
+    better = multi_objective_lift({"pers_ndcg@10": 0.03, "rel_ndcg@10": 0.24, **floors})
+    assert better > multi_objective_lift({"pers_ndcg@10": 0.02, "rel_ndcg@10": 0.25, **floors})
+    assert multi_objective_lift({"pers_ndcg@10": 0.02}) == pytest.approx(0.02)  # no floor, no relevance: raw
+
 # ---------------------------------------------------------------- the task, end to end
 
 
@@ -183,7 +194,7 @@ def test_search_retrieval_trains_serves_through_the_inverted_table_and_saves_its
     torch.manual_seed(0)
     untrained = task.evaluate(task.build_model().eval(), "test")
     test = trainer.fit()["test"]
-    for key in ("pers_ndcg@10", "table_recall@50", "rel_recall@50", "itemcf_recall@50", "mo_ndcg@10",
+    for key in ("pers_ndcg@10", "table_recall@50", "rel_recall@50", "itemcf_recall@50", "mo_lift@10",
                 "table_serve_us", "pers_tail_recall@50"):
         assert key in test, key
     assert test["pers_recall@50"] > untrained["pers_recall@50"]
