@@ -42,4 +42,5 @@ for s in $ABLATION_SEEDS; do
   run "$Z/rel_only/seed$s" --set train.seed=$s --set 'model_params.objectives=[relevance]'
   run "$Z/standard_loss/seed$s" --set train.seed=$s --set model_params.contrastive=standard
   run "$Z/no_graph/seed$s" --set train.seed=$s --set model_params.graph_layers=0
+  run "$Z/rel_weight_3/seed$s" --set train.seed=$s --set model_params.relevance_weight=3.0
 done
