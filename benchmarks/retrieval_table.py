@@ -117,7 +117,8 @@ CSMF_SETTINGS = {
                  "of clicks). Click metrics rank every shopper's held-out click over the whole universe; conversion "
                  "metrics rank it for the shoppers whose held-out click was a purchase, with the conversion "
                  "scenario's vector (CSMF: 0.5·click + 1·conversion score).",
-                 tuple((key, label, "click" if key == "click" else sub, base) for key, label, sub, base in CSMF_ROWS)),
+                 tuple((key, label.replace("ratings ≥ 4", "purchases"), "click" if key == "click" else sub, base)
+                       for key, label, sub, base in CSMF_ROWS)),
 }
 
 
@@ -149,6 +150,11 @@ def csmf_table(runs: Path, resamples: int, setting: str = "csmf") -> tuple[str, 
         if d:
             out["rows"]["csmf"]["vs_conversion_only"] = d
             extra.append(f"- CSMF vs conversion only: Δ conversion NDCG@10 {delta_text(d, 'conversion only')}")
+    if rows["csmf"]["metrics"] and rows["click"]["metrics"]:
+        d = paired(rows["csmf"], rows["click"], "conv_rank", resamples)
+        if d:
+            out["rows"]["csmf"]["vs_click_only_on_conversions"] = d
+            extra.append(f"- CSMF vs click only, on conversions: Δ conversion NDCG@10 {delta_text(d, 'click only')}")
     return "\n".join(lines + ([""] + extra if extra else [])), out
 
 
@@ -192,15 +198,15 @@ def gcl_mo_table(runs: Path, resamples: int) -> tuple[str, dict]:
              "through the inverted table (top 50 neighbours per item, merged). Relevance: the query tower ranks each held-out query's gold "
              "item over the whole universe. Tail = the bottom third of items by training clicks.", "",
              "| model | pers NDCG@10 | pers Recall@50 (table) | tail Recall@50 (table) | rel NDCG@10 | rel Recall@50 | "
-             "rel tail Recall@50 | seeds | best epoch / run | Δ pers NDCG@10 [95% CI] | Δ rel NDCG@10 [95% CI] |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "rel tail Recall@50 | seeds | best epoch / run | Δ pers NDCG@10 [95% CI] | Δ pers Recall@50 (table) | "
+             "Δ rel NDCG@10 [95% CI] |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     ft = first["test"]
     lines.append(f"| floor: item-CF (co-click table) | {ft['itemcf_ndcg@10']:.4f} | {ft['itemcf_recall@50']:.4f} | "
-                 f"{ft.get('itemcf_tail_recall@50', float('nan')):.4f} | – | – | – | – | – | – | – |")
+                 f"{ft.get('itemcf_tail_recall@50', float('nan')):.4f} | – | – | – | – | – | – | – | – |")
     if "minilm_rel_ndcg@10" in ft:
         lines.append(f"| floor: MiniLM zero-shot (query ↔ title) | – | – | – | {ft['minilm_rel_ndcg@10']:.4f} | "
                      f"{ft['minilm_rel_recall@50']:.4f} | {ft.get('minilm_rel_tail_recall@50', float('nan')):.4f} | "
-                     "– | – | – | – |")
+                     "– | – | – | – | – |")
     out: dict = {"floors": {k: v for k, v in ft.items() if k.startswith(("itemcf", "minilm"))}, "rows": {}}
     for key, label, base in GCL_MO_ROWS:
         row = rows[key]
@@ -209,11 +215,12 @@ def gcl_mo_table(runs: Path, resamples: int) -> tuple[str, dict]:
         ms = list(row["metrics"].values())
         stats = {k: cell([m["test"].get(k) for m in ms]) for k in keys}
         d_pers = paired(row, rows[base], "rank", resamples) if base else None
+        d_table = paired_on(row, rows[base], "table_rank", "table_rank", recall_at, resamples) if base else None
         d_rel = paired_on(row, rows[base], "rel_rank", "rel_rank", ndcg_at, resamples) if base else None
         out["rows"][key] = {"label": label, "test": stats, "seeds": sorted(row["metrics"]), "epochs": epochs_text(ms),
-                            "pers_vs_base": d_pers, "rel_vs_base": d_rel}
+                            "pers_vs_base": d_pers, "table_vs_base": d_table, "rel_vs_base": d_rel}
         lines.append(f"| {label} | " + " | ".join(fmt(stats[k]) for k in keys) + f" | {len(ms)} | {epochs_text(ms)} | "
-                     f"{delta_text(d_pers, base)} | {delta_text(d_rel, base)} |")
+                     f"{delta_text(d_pers, base)} | {delta_text(d_table, base)} | {delta_text(d_rel, base)} |")
     extra = []
     d = paired_on(full, full, "table_rank", "itemcf_rank", recall_at, resamples)
     if d:
