@@ -56,3 +56,30 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def sim_and_queries(world, tmp_path_factory) -> Path:
+    """A simulated shopper log over the small sandbox (`sim/`) and long-tail-style queries written from item
+    titles (`queries/`, one training query's gold outside the universe): the `search_retrieval` inputs."""
+    import json
+
+    import numpy as np
+
+    from recsys_core.simulate import simulate
+
+    root = tmp_path_factory.mktemp("gcl")
+    simulate(world, root / "sim", n_users=500, n_fillers=200, seed=3, sessions_per_user=6, progress=False)
+    items = [json.loads(line) for line in (root / "sim" / "items.jsonl").read_text().splitlines()]
+    picked = np.random.default_rng(0).choice(len(items), 120, replace=False)
+    train = [{"query": " ".join(items[i]["title"].split()[:4]).lower(), "gold_ids": [items[i]["product_id"]]}
+             for i in picked]
+    train.append({"query": "a product outside the universe", "gold_ids": ["no-such-product"]})
+    # held out: other words of 40 of the same products (item text is off in the tests that use it, so an item
+    # never seen with a query could only be found through its attributes)
+    heldout = [{"query": " ".join(items[i]["title"].split()[2:7]).lower(), "gold_ids": [items[i]["product_id"]]}
+               for i in picked[:40]]
+    (root / "queries").mkdir()
+    (root / "queries" / "queries_train.jsonl").write_text("\n".join(json.dumps(r) for r in train))
+    (root / "queries" / "queries_heldout.jsonl").write_text("\n".join(json.dumps(r) for r in heldout))
+    return root

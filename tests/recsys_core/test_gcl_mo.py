@@ -4,8 +4,6 @@ mechanism has a test that fails when it is switched off."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -15,7 +13,6 @@ from recsys_core import ExperimentConfig
 from recsys_core.data.item_graph import InvertedTable, co_click_graph, normalized_adjacency
 from recsys_core.models.gcl_mo import GCLMO, multi_positive_loss
 from recsys_core.registry import get_model
-from recsys_core.simulate import simulate
 from recsys_core.tasks.search_retrieval import multi_objective_lift
 from recsys_core.trainer import Trainer
 
@@ -157,27 +154,6 @@ def test_the_monitor_weighs_both_objectives_alike_against_their_floors():
     assert multi_objective_lift({"pers_ndcg@10": 0.02}) == pytest.approx(0.02)  # no floor, no relevance: raw
 
 # ---------------------------------------------------------------- the task, end to end
-
-
-@pytest.fixture(scope="module")
-def sim_and_queries(world, tmp_path_factory):
-    """A simulated log over the small sandbox and long-tail-style queries written from item titles."""
-    root = tmp_path_factory.mktemp("gcl")
-    simulate(world, root / "sim", n_users=500, n_fillers=200, seed=3, sessions_per_user=6, progress=False)
-    items = [json.loads(line) for line in (root / "sim" / "items.jsonl").read_text().splitlines()]
-    rng = np.random.default_rng(0)
-    picked = rng.choice(len(items), 120, replace=False)
-    train = [{"query": " ".join(items[i]["title"].split()[:4]).lower(), "gold_ids": [items[i]["product_id"]]}
-             for i in picked]
-    train.append({"query": "a product outside the universe", "gold_ids": ["no-such-product"]})
-    # held out: other words of 40 of the same products (item text is off in these tests, so an item never
-    # seen with a query could only be found through its attributes)
-    heldout = [{"query": " ".join(items[i]["title"].split()[2:7]).lower(), "gold_ids": [items[i]["product_id"]]}
-               for i in picked[:40]]
-    (root / "queries").mkdir()
-    (root / "queries" / "queries_train.jsonl").write_text("\n".join(json.dumps(r) for r in train))
-    (root / "queries" / "queries_heldout.jsonl").write_text("\n".join(json.dumps(r) for r in heldout))
-    return root
 
 
 def gcl_config(root, *overrides: str) -> ExperimentConfig:

@@ -15,8 +15,7 @@ from recsys_core.data import load_s3rec, split_inputs, synthetic_sequences, trai
 from recsys_core.metrics import codebook_stats, gauc, ranking_metrics, target_ranks
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "recsys_core" / "models"
-# gcl_mo's smoke config needs a simulator log over a sandbox: test_gcl_mo.py trains it end to end
-SMOKE_CONFIGS = sorted(p for p in MODELS_DIR.glob("*/smoke.yaml") if p.parent.name != "gcl_mo")
+SMOKE_CONFIGS = sorted(MODELS_DIR.glob("*/smoke.yaml"))
 
 
 def test_every_model_folder_has_a_config_and_a_smoke_config():
@@ -29,8 +28,12 @@ def test_every_model_folder_has_a_config_and_a_smoke_config():
 
 
 @pytest.mark.parametrize("config", SMOKE_CONFIGS, ids=[p.parent.name for p in SMOKE_CONFIGS])
-def test_smoke_config_trains_and_writes_a_loadable_run(config, tmp_path):
+def test_smoke_config_trains_and_writes_a_loadable_run(config, tmp_path, request):
     overrides = ["train.progress=false"]
+    if config.parent.name == "gcl_mo":  # a simulator log over a sandbox and queries with golds
+        root = request.getfixturevalue("sim_and_queries")
+        overrides += [f"data.path={root / 'sim'}", f"task_params.queries_dir={root / 'queries'}",
+                      "task_params.item_text=false"]
     if config.parent.name == "matt":  # a test-time wrapper: it needs a trained run on the same data
         base = ExperimentConfig.from_yaml(MODELS_DIR / "deepfm" / "smoke.yaml", ["train.progress=false",
                                           "train.epochs=1", f"data={ExperimentConfig.from_yaml(config).data}"])

@@ -333,7 +333,7 @@ EVAL_CASES = [*SMOKE_CONFIGS, GPSD_PRETRAIN]
 
 @pytest.mark.parametrize("config", EVAL_CASES,
                          ids=[p.parent.name if isinstance(p, Path) else p["model"] for p in EVAL_CASES])
-def test_evaluation_inputs_follow_the_model_device(config, one_torch_thread, tmp_path):
+def test_evaluation_inputs_follow_the_model_device(config, one_torch_thread, tmp_path, request):
     """A model on another device than the CPU (here `meta`) must get its evaluation inputs there; CPU
     inputs (the GPU crash of deepfm, din, gpsd, gpsd_generative, sasrec, tiger) fail the assertion."""
     from recsys_core import ExperimentConfig
@@ -341,6 +341,11 @@ def test_evaluation_inputs_follow_the_model_device(config, one_torch_thread, tmp
 
     cfg = (ExperimentConfig.from_yaml(config, ["train.progress=false"]) if isinstance(config, Path)
            else ExperimentConfig.from_dict(config))
+    if cfg.task == "search_retrieval":  # a simulator log over a sandbox and queries with golds
+        root = request.getfixturevalue("sim_and_queries")
+        cfg = ExperimentConfig.from_yaml(config, ["train.progress=false", f"data.path={root / 'sim'}",
+                                                  f"task_params.queries_dir={root / 'queries'}",
+                                                  "task_params.item_text=false"])
     if cfg.model == "matt":  # a test-time wrapper: it needs a trained run on the same data
         from recsys_core import Trainer
 
