@@ -41,7 +41,9 @@ def co_click_graph(prefixes: Sequence[np.ndarray], n_items: int, window: int = 3
             a, b = seq[:-lag], seq[lag:]
             w = np.where(heavy[:-lag] | heavy[lag:], purchase_weight, 1.0)
             keep = a != b
-            rows.append(a[keep]), cols.append(b[keep]), vals.append(w[keep])
+            rows.append(a[keep])
+            cols.append(b[keep])
+            vals.append(w[keep])
     if not rows:
         return sp.csr_matrix((n_items + 1, n_items + 1), dtype=np.float32)
     r, c, v = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
