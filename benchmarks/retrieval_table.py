@@ -57,13 +57,19 @@ def load_rows(folder: Path, rows) -> dict[str, dict]:
     return out
 
 
-def paired(a: dict, b: dict, key: str, resamples: int) -> dict | None:
-    common = sorted(s for s in set(a["ranks"]) & set(b["ranks"]) if key in a["ranks"][s] and key in b["ranks"][s])
+def paired_on(a: dict, b: dict, key_a: str, key_b: str, per_user, resamples: int) -> dict | None:
+    """Paired bootstrap of per-user values (`per_user(ranks)`) of a's `key_a` ranks against b's `key_b` ranks."""
+    common = sorted(s for s in set(a["ranks"]) & set(b["ranks"]) if key_a in a["ranks"][s] and key_b in b["ranks"][s])
     if not common:
         return None
-    delta = bootstrap_mean_delta([ndcg_at(a["ranks"][s][key]) for s in common],
-                                 [ndcg_at(b["ranks"][s][key]) for s in common], n=resamples)
+    delta = bootstrap_mean_delta([per_user(a["ranks"][s][key_a]) for s in common],
+                                 [per_user(b["ranks"][s][key_b]) for s in common], n=resamples)
     return {**delta, "seeds": common}
+
+
+def paired(a: dict, b: dict, key: str, resamples: int) -> dict | None:
+    """NDCG@10 of the same ranks in two rows."""
+    return paired_on(a, b, key, key, ndcg_at, resamples)
 
 
 def delta_text(d: dict | None, base: str) -> str:
@@ -168,16 +174,6 @@ GCL_MO_ROWS = (("full", "GCL-MO (both objectives, modified loss, 2 graph layers)
 
 def recall_at(ranks: np.ndarray, k: int = 50) -> np.ndarray:
     return ((ranks >= 0) & (ranks < k)).astype(np.float64)
-
-
-def paired_on(a: dict, b: dict, key_a: str, key_b: str, per_user, resamples: int) -> dict | None:
-    """Paired bootstrap of per-user values (`per_user(ranks)`) of a's `key_a` ranks against b's `key_b` ranks."""
-    common = sorted(s for s in set(a["ranks"]) & set(b["ranks"]) if key_a in a["ranks"][s] and key_b in b["ranks"][s])
-    if not common:
-        return None
-    delta = bootstrap_mean_delta([per_user(a["ranks"][s][key_a]) for s in common],
-                                 [per_user(b["ranks"][s][key_b]) for s in common], n=resamples)
-    return {**delta, "seeds": common}
 
 
 def gcl_mo_table(runs: Path, resamples: int) -> tuple[str, dict]:

@@ -21,17 +21,10 @@ Z="$RUNS/gcl_mo"
 [ -f "$QUERIES/data/queries_heldout.jsonl" ] || $BIN/shoplab rewrite build-data --data-dir "$SANDBOX" \
   --run-dir "$QUERIES" --set data.llm_candidate_queries=0 --set data.n_train_queries=4000
 
-run() {  # run OUT_DIR ARGS...: skip a finished run or one another queue is running
-  local out=$1; shift
-  [ -f "$out/metrics.json" ] && return 0
-  mkdir -p "$(dirname "$out")"
-  [ -e "$out.running" ] && return 0  # remove stale *.running after a kill
-  touch "$out.running"
-  echo "$(date +%T) $out"
-  $BIN/shoplab recsys train --config recsys_core/models/gcl_mo/config.yaml --set train.progress=false \
-    --set data.path="$SIM" --set task_params.queries_dir="$QUERIES/data" "$@" --out-dir "$out" > "$out.log" 2>&1 \
-    || echo "FAILED $out (see $out.log)"
-  rm -f "$out.running"
+source "$(dirname "$0")/queue.sh"
+run() {  # run OUT_DIR ARGS...
+  queue_run "$1" $BIN/shoplab recsys train --config recsys_core/models/gcl_mo/config.yaml --set train.progress=false \
+    --set data.path="$SIM" --set task_params.queries_dir="$QUERIES/data" "${@:2}"
 }
 
 for s in $SEEDS; do

@@ -17,17 +17,8 @@ HETERREC_DATASETS=${HETERREC_DATASETS:-ml1m}
 M=recsys_core/models
 T="$BIN/shoplab recsys train --set train.progress=false"
 
-run() {  # run OUT_DIR ARGS...: skip a finished run or one another queue is running, log next to the runs
-  local out=$1; shift
-  [ -f "$out/metrics.json" ] && return 0
-  mkdir -p "$(dirname "$out")"
-  # a second queue beside this one skips what this one is running (remove stale *.running after a kill)
-  [ -e "$out.running" ] && return 0
-  touch "$out.running"
-  echo "$(date +%T) $out"
-  $T "$@" --out-dir "$out" > "$out.log" 2>&1 || echo "FAILED $out (see $out.log)"
-  rm -f "$out.running"
-}
+source "$(dirname "$0")/queue.sh"
+run() { queue_run "$1" $T "${@:2}"; }  # run OUT_DIR ARGS...
 
 ML="--set data.kind=movielens --set data.dataset=ml-1m --set data.path=null --set data.user_sample=1000"  # the zoo's DIN config is Beauty's
 DIN="--config $M/din/config.yaml $ML --set train.epochs=6 --set train.patience=1"

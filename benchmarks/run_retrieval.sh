@@ -18,16 +18,8 @@ T="$BIN/shoplab recsys train --set train.progress=false"
 # ~37 s an epoch on 2 cores; at most 20 epochs, validation every 2, stop after 2 without improvement
 E="--set train.epochs=20 --set train.eval_every=2 --set train.patience=2"
 
-run() {  # run OUT_DIR ARGS...: skip a finished run or one another queue is running, log next to the runs
-  local out=$1; shift
-  [ -f "$out/metrics.json" ] && return 0
-  mkdir -p "$(dirname "$out")"
-  [ -e "$out.running" ] && return 0  # remove stale *.running after a kill
-  touch "$out.running"
-  echo "$(date +%T) $out"
-  $T "$@" $E --out-dir "$out" > "$out.log" 2>&1 || echo "FAILED $out (see $out.log)"
-  rm -f "$out.running"
-}
+source "$(dirname "$0")/queue.sh"
+run() { queue_run "$1" $T "${@:2}" $E; }  # run OUT_DIR ARGS...
 
 negatives() {  # negatives SEED PART: uniform / in-batch / hard against ESANS; ESANS without each mechanism
   local s=$1 part=$2 Z="$RUNS/negatives" B="--config $M/two_tower/config.yaml --set train.seed=$1"
