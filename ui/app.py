@@ -198,8 +198,10 @@ def build_demo(backend: DemoBackend) -> gr.Blocks:
                 yield [{"role": "assistant", "content": _warning(exc)}], "", ""
 
         cart_out = [cart, pick, cart_note]
+        # "always_last": a message sent while the previous turn still runs is answered after it, not dropped
+        # (Gradio's default "once" ignores a click while the event is pending).
         chat_event = dict(fn=respond, inputs=[message, session, *settings_inputs], outputs=[chatbot, message, *cart_out],
-                          concurrency_id="episode")
+                          concurrency_id="episode", trigger_mode="always_last")
         for trigger in (send.click, message.submit):
             turn = trigger(**chat_event)
             if backend.has_rewriter:

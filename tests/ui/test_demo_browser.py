@@ -77,6 +77,16 @@ def test_a_message_streams_tool_steps_then_product_cards(browser, scripted_app, 
     page.wait_for_function("document.querySelectorAll('#chat .sl-card').length >= 4", timeout=STEP_TIMEOUT_MS)
 
 
+def test_a_message_sent_while_a_turn_runs_is_answered_after_it(browser, scripted_app):
+    page = open_page(browser, scripted_app)
+    send(page, "water bottle")
+    page.wait_for_selector("#chat >> text=water bottle", timeout=STEP_TIMEOUT_MS)  # the turn has started
+    assert page.locator("#chat .sl-card").count() == 0  # ... and is still running (each step takes 0.3 s)
+    send(page, "stainless steel water bottle")
+    page.wait_for_function("document.querySelectorAll('#chat .sl-card').length >= 4", timeout=STEP_TIMEOUT_MS)
+    assert 'find_product(q="stainless steel water bottle")' in page.inner_text("#chat")
+
+
 def test_two_sessions_do_not_share_a_cart(browser, scripted_app):
     alice, bob = open_page(browser, scripted_app), open_page(browser, scripted_app)
     # Both ask at once: the queue runs the two episodes side by side, each in its own session.
