@@ -50,6 +50,8 @@ def build(
                                         "built (unsatisfiable, or contradicting an earlier task), listing each with "
                                         "its file and line in the manifest's conflicts; by default they fail the "
                                         "build. Lines out of format always fail it."),
+    workers: int = typer.Option(0, "--workers", min=0, help="Processes that generate and analyse products "
+                                "(0: one per core; 1: none). The catalogue is the same whatever the number."),
     dense: bool = typer.Option(False, "--dense", help="Also train the dense encoder and build the dense index "
                                "(find_product's dense and hybrid search modes)."),
     config: Path | None = config_option(help="With --dense: a YAML of DenseConfig (encoder:, train:, index:)."),
@@ -72,7 +74,7 @@ def build(
         raise typer.BadParameter("backend must be 'tantivy' or 'elasticsearch'", param_hint="--backend")
     try:
         report = build_sandbox(data_dir, tasks, products, backend=backend, seed=seed, es_options=es_options,
-                               skip_bad_tasks=skip_bad_tasks, dense=dense_cfg)
+                               skip_bad_tasks=skip_bad_tasks, dense=dense_cfg, workers=workers)
     except TaskFormatError as exc:
         console.print(f"[red]task file error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
-import random
 import shutil
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,10 +17,12 @@ from tqdm import tqdm
 
 from sandbox.catalogue.generator import FillerGenerator, IdSpace, n_shops_for, shop_name
 from sandbox.catalogue.golds import fit_decoys, reconstruct
+from sandbox.catalogue.pipeline import interleave, prepared_fillers
 from sandbox.catalogue.profile import profile_summary
 from sandbox.data_model import Product
 from sandbox.engines.base import SearchBackend
 from sandbox.engines.lucene_bm25 import LuceneBM25Builder
+from sandbox.engines.prepared import prepare_chunk
 from sandbox.tasks import Task, load_located_tasks, write_tasks
 
 FORMAT_VERSION = 1
@@ -46,23 +48,6 @@ class BuildReport:
         return dict(self.__dict__)
 
 
-def _interleave(fillers: Iterator[dict[str, Any]], specials: list[dict[str, Any]], n_total: int,
-                seed: int) -> Iterator[dict[str, Any]]:
-    """Spread gold products and decoys over the stream: index order breaks BM25 ties, and a gold
-    product indexed first would win every tie against its decoys."""
-    rng = random.Random(f"{seed}:positions")
-    positions = sorted(rng.randrange(max(1, n_total)) for _ in specials)
-    order = list(specials)
-    rng.shuffle(order)
-    k = 0
-    for i, product in enumerate(fillers):
-        while k < len(order) and positions[k] <= i:
-            yield order[k]
-            k += 1
-        yield product
-    yield from order[k:]
-
-
 def open_backend(data_dir: Path, backend: str, create: bool, es_options: dict[str, Any] | None = None) -> SearchBackend:
     if backend == "tantivy":
         from sandbox.engines.tantivy_backend import TantivyBackend
@@ -80,7 +65,7 @@ SANDBOX_MARKERS = ("manifest.json", "tasks.jsonl")
 
 def build_sandbox(data_dir: str | Path, task_files: Sequence[str | Path], n_products: int, backend: str = "tantivy",
                   seed: int = 0, es_options: dict[str, Any] | None = None, progress: bool = True,
-                  skip_bad_tasks: bool = False, dense: Any = None) -> BuildReport:
+                  skip_bad_tasks: bool = False, dense: Any = None, workers: int = 0) -> BuildReport:
     """Build a sandbox into `data_dir`, atomically: everything is written into a staging folder next
     to it, which replaces `data_dir` only once the build has succeeded. A build that fails or is killed
     leaves the previous sandbox as it was (or no folder at all). `data_dir` must be missing, empty, or
@@ -92,7 +77,10 @@ def build_sandbox(data_dir: str | Path, task_files: Sequence[str | Path], n_prod
     or with `skip_bad_tasks` is left out and listed in the report's `conflicts`.
 
     `dense` (a `sandbox.dense.build.DenseConfig`) also builds the dense index (`find_product`'s dense
-    and hybrid modes): its encoder is trained first, then every product is encoded as it is indexed."""
+    and hybrid modes): its encoder is trained first, then every product is encoded as it is indexed.
+
+    `workers` processes generate and analyse the fillers (0: one per core; 1: none); the catalogue and
+    its indexes are the same whatever the number (sandbox.catalogue.pipeline)."""
     final = Path(data_dir)
     if final.exists() and (not final.is_dir() or (any(final.iterdir())
                                                    and not any((final / m).exists() for m in SANDBOX_MARKERS))):
@@ -104,7 +92,7 @@ def build_sandbox(data_dir: str | Path, task_files: Sequence[str | Path], n_prod
     staging.mkdir()
     try:
         report = _build_into(staging, final, task_files, n_products, backend, seed, es_options, progress,
-                             skip_bad_tasks, dense)
+                             skip_bad_tasks, dense, workers)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -123,7 +111,7 @@ def _replace_folder(staging: Path, final: Path) -> None:
 
 def _build_into(data_dir: Path, final: Path, task_files: Sequence[str | Path], n_products: int, backend: str,
                 seed: int, es_options: dict[str, Any] | None, progress: bool, skip_bad_tasks: bool = False,
-                dense: Any = None) -> BuildReport:
+                dense: Any = None, workers: int = 0) -> BuildReport:
     started = time.perf_counter()
     located = load_located_tasks(task_files, allow_empty=False)  # bounded and checked, with file:line
     tasks: list[Task] = [t.task for t in located]
@@ -173,27 +161,26 @@ def _build_into(data_dir: Path, final: Path, task_files: Sequence[str | Path], n
             data_dir, lambda n, s: list(FillerGenerator(profile, seed, n_products, reserved_ids=reserved).stream(
                 n, start=s)), n_fill, dense, progress=progress)
     engine = open_backend(data_dir, backend, create=True, es_options=es_options)
-    gen = FillerGenerator(profile, seed, n_products, reserved_ids=reserved)
-    stream = _interleave(gen.stream(n_fill), specials, n_fill, seed)
+    fillers = prepared_fillers(profile, seed, n_products, reserved, n_fill, workers=workers)
     total = n_fill + len(specials)
-    relevance = LuceneBM25Builder()  # the `shoppingbench` profile's search, in the same docid order
-    batch: list[dict[str, Any]] = []
-    with tqdm(total=total, desc=f"indexing ({backend})", unit="prod", disable=not progress, mininterval=1.0) as bar:
-        for product in stream:
-            batch.append(product)
-            if len(batch) >= 5000:
-                engine.index_products(batch)
-                relevance.add(batch)
+    # The `shoppingbench` profile's search, in the same docid order; its postings wait on disk until saved.
+    relevance = LuceneBM25Builder(spill_dir=data_dir / ".lucene_postings")
+    gc_was_on = gc.isenabled()
+    gc.disable()  # millions of short-lived rows, no cycles: collecting would only rescan them
+    try:
+        with tqdm(total=total, desc=f"indexing ({backend})", unit="prod", disable=not progress,
+                  mininterval=1.0) as bar:
+            for chunk, start, stop in interleave(fillers, prepare_chunk(specials), n_fill, seed):
+                rows = chunk.rows[start:stop]
+                engine.index_prepared(rows)
+                relevance.add_rows(rows, chunk.lucene, start)
                 if dense_build is not None:
-                    dense_build.add(batch)
-                bar.update(len(batch))
-                batch = []
-        if batch:
-            engine.index_products(batch)
-            relevance.add(batch)
-            if dense_build is not None:
-                dense_build.add(batch)
-            bar.update(len(batch))
+                    dense_build.add([row.product() for row in rows])
+                bar.update(len(rows))
+    finally:
+        fillers.close()  # stops the workers now, also when indexing failed
+        if gc_was_on:
+            gc.enable()
     engine.commit()
     relevance.save(data_dir / LUCENE_INDEX_DIR)
     indexed = engine.count()

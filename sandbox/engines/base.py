@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from functools import lru_cache
 from typing import Any
 
 MAX_TOKEN_BYTES = 39  # tantivy's default tokenizer drops tokens of 40+ bytes; drop them for every engine
@@ -25,6 +26,23 @@ def analyze(text: str) -> list[str]:
     """Lower-cased alphanumeric tokens, NFKC-normalised; the one tokenizer of the platform."""
     text = unicodedata.normalize("NFKC", text or "").lower()
     return [t for t in _TOKEN.findall(text) if len(t.encode("utf-8")) <= MAX_TOKEN_BYTES]
+
+
+@lru_cache(maxsize=1 << 18)
+def _analyze_word(word: str) -> tuple[str, ...]:
+    return tuple(analyze(word))
+
+
+def analyze_by_word(text: str) -> list[str]:
+    """`analyze(text)`, computed word by word through a cache (catalogue text repeats its words).
+
+    Exact: no token contains a space, NFKC composes nothing across one, and lower-casing's only
+    context rule (a final sigma) stops at one, so a text's tokens are its space-separated words'
+    tokens in order (tests/sandbox/test_build_pipeline.py checks it on hostile Unicode)."""
+    tokens: list[str] = []
+    for word in text.split(" "):
+        tokens.extend(_analyze_word(word))
+    return tokens
 
 
 def query_terms(text: str) -> list[str]:
@@ -51,7 +69,7 @@ def searchable_raw_text(product: dict[str, Any]) -> str:
 
 def searchable_text(product: dict[str, Any]) -> str:
     """What BM25 sees of a product: its searchable text as analysed tokens."""
-    return " ".join(analyze(searchable_raw_text(product)))
+    return " ".join(analyze_by_word(searchable_raw_text(product)))
 
 
 class SortOrder(str, Enum):
@@ -116,6 +134,10 @@ class SearchBackend(ABC):
     @abstractmethod
     def index_products(self, products: Iterable[dict[str, Any]]) -> int:
         """Add products (ShoppingBench records as dicts); returns how many were indexed."""
+
+    def index_prepared(self, rows: Iterable[Any]) -> int:
+        """Add `PreparedProduct` rows (the build's fast path; a backend that cannot use them re-reads the records)."""
+        return self.index_products(row.product() for row in rows)
 
     @abstractmethod
     def commit(self) -> None:

@@ -31,17 +31,17 @@ arithmetic and Anserini's tie-breaking, and page-1 parity with Pyserini needs al
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
 import shutil
-from array import array
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import regex
@@ -75,8 +75,7 @@ _TOKEN = regex.compile("|".join([
     r"\p{LB=SA}+",  # South-East Asian scripts (Thai, ...): a run is one token
 ]))
 _POSSESSIVE = ("'s", "’s", "＇s", "'S", "’S", "＇S")
-_PLAIN_WORD = re.compile(r"\w+")
-_JOINER = re.compile(r"[.,:;'’‘·]")  # ASCII text without one of these is plain \w+ runs
+_SPACE_OR_NEWLINE = re.compile(r"[ \n]")
 
 
 @lru_cache(maxsize=1)
@@ -116,6 +115,21 @@ def lucene_english_tokens(text: str) -> list[str]:
     """The terms Anserini's default English analyzer makes of `text` (see the module docstring)."""
     terms = (_term_of(tok) for tok in _raw_tokens(text or ""))  # Lucene normalises nothing (no NFC)
     return [t for t in terms if t is not None]
+
+
+@lru_cache(maxsize=1 << 18)
+def _word_terms(word: str) -> tuple[str, ...]:
+    return tuple(lucene_english_tokens(word))
+
+
+def lucene_terms_by_word(text: str) -> list[str]:
+    """`lucene_english_tokens(text)`, computed word by word through a cache. Exact: UAX #29 always
+    breaks at a space or a line break (WB3a/b, and WB3d keeps whitespace out of words), and every
+    filter after the tokenizer sees one token at a time."""
+    terms: list[str] = []
+    for word in _SPACE_OR_NEWLINE.split(text or ""):
+        terms.extend(_word_terms(word))
+    return terms
 
 
 def shoppingbench_contents(product: dict[str, Any]) -> str:
@@ -158,6 +172,8 @@ def norm_to_length(norm: int) -> int:
 
 LENGTH_TABLE = np.array([norm_to_length(i) for i in range(256)], dtype=np.float32)
 
+_DOC_COLUMNS = {"doc_norm": np.uint8, "price": np.float64, "sold_count": np.int64, "shop": np.int32,
+                "service": np.uint8}  # one value per document, saved as <name>.npy
 SERVICE_BITS = {"official": 1, "freeShipping": 2, "COD": 4, "flashsale": 8}
 
 
@@ -171,63 +187,204 @@ class RankedFilter:
     services: tuple[str, ...] = ()
 
 
-class LuceneBM25Builder:
-    """Streams products in index order into the arrays `LuceneBM25Index` reads."""
+class LuceneTerms(NamedTuple):
+    """The Lucene terms of consecutive documents, numbered locally: made where the text is (a build
+    worker), turned into the index's term ids by the builder."""
 
-    def __init__(self) -> None:
+    terms: list[str]  # the distinct terms, in order of first occurrence
+    ids: np.ndarray  # int32 local term ids, document after document (repeats kept)
+    offsets: np.ndarray  # int64: document d's ids are ids[offsets[d]:offsets[d + 1]]
+
+
+def lucene_terms_of(texts: Iterable[str]) -> LuceneTerms:
+    """The terms of each text, word by word (`lucene_terms_by_word`), with a word → ids memo."""
+    local: dict[str, int] = {}
+    word_ids: dict[str, tuple[int, ...]] = {}
+    ids: list[int] = []
+    offsets = [0]
+    for text in texts:
+        for word in _SPACE_OR_NEWLINE.split(text):
+            known = word_ids.get(word)
+            if known is None:
+                known = word_ids[word] = tuple(local.setdefault(t, len(local)) for t in _word_terms(word))
+            ids.extend(known)
+        offsets.append(len(ids))
+    return LuceneTerms(list(local), np.array(ids, dtype=np.int32), np.array(offsets, dtype=np.int64))
+
+
+class LuceneBM25Builder:
+    """Streams products in index order into the arrays `LuceneBM25Index` reads.
+
+    With `spill_dir`, each batch's postings go to files there as they come, and `save` lays them out
+    by term in passes of at most `pass_postings` postings: memory stays flat however many products
+    (a 10M-product catalogue has ~150M postings, 1.8 GB in memory). Without it they stay in memory."""
+
+    def __init__(self, spill_dir: str | Path | None = None, pass_postings: int = 16_000_000) -> None:
         self.vocab: dict[str, int] = {}
         self.shops: dict[str, int] = {}
-        self._token_ids: dict[str, int] = {}
+        self._mappings: list[tuple[LuceneTerms, np.ndarray]] = []  # the last chunks' local → index term ids
         self._chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (docs, term ids, tfs) per batch
-        self._lengths = array("q")
-        self._prices = array("d")
-        self._sold = array("q")
-        self._shop = array("i")
-        self._service = array("B")
-        self._ids: list[str] = []
+        self._term_postings = np.zeros(0, dtype=np.int64)  # postings per term so far
+        self._spill_dir = Path(spill_dir) if spill_dir is not None else None
+        self._spill: dict[str, Any] = {}
+        self._pass_postings = max(1, int(pass_postings))
+        self._columns: dict[str, list[np.ndarray]] = {name: [] for name in _DOC_COLUMNS}  # per batch, in memory
+        self._doc_count = 0  # documents with at least one term
+        self._sum_total_term_freq = 0
+        self._ids: list[np.ndarray] = []  # product ids per batch, as fixed-width bytes
+        self._n_docs = 0
 
-    def _learn(self, token: str) -> int:
-        """The term id of a raw token (-1: it makes no term), remembered: catalogue text repeats its words."""
-        term = _term_of(token)
-        tid = -1 if term is None else self.vocab.setdefault(term, len(self.vocab))
-        self._token_ids[token] = tid
-        return tid
-
-    def _doc_term_ids(self, text: str) -> list[int]:
-        plain = text.isascii() and not _JOINER.search(text)  # then the words are plain \w+ runs, found faster
-        raw = (_PLAIN_WORD if plain else _TOKEN).findall(text)
-        if raw and max(map(len, raw)) > MAX_TOKEN_CHARS:  # rare: over-long tokens split, the slow way
-            return [self.vocab.setdefault(t, len(self.vocab)) for t in lucene_english_tokens(text)]
-        cache = self._token_ids
-        ids = [cache[t] if t in cache else self._learn(t) for t in raw]
-        return [i for i in ids if i >= 0] if -1 in ids else ids
+    def _global_ids(self, terms: LuceneTerms) -> np.ndarray:
+        """The index's term id of each of `terms`' local ids. New terms are numbered in the order the
+        chunks come, so the ids depend on the chunking, not on which process analysed a chunk."""
+        for held, mapping in self._mappings:
+            if held is terms:
+                return mapping
+        vocab = self.vocab
+        mapping = np.array([vocab.setdefault(t, len(vocab)) for t in terms.terms], dtype=np.int32)
+        self._mappings = [(terms, mapping), *self._mappings[:3]]  # a chunk comes in a few pieces
+        return mapping
 
     def add(self, products: Iterable[dict[str, Any]]) -> None:
-        """Index products in order. Analysis goes through a raw-token → term-id cache (catalogue text repeats
-        its words), and a batch's term frequencies are counted at once with numpy."""
-        first = len(self._ids)
-        batch_ids: list[int] = []
-        lengths: list[int] = []
-        for p in products:
-            ids = self._doc_term_ids(shoppingbench_contents(p))
-            batch_ids.extend(ids)
-            lengths.append(len(ids))
-            self._prices.append(float(p["price"]))
-            self._sold.append(int(p.get("sold_count") or 0))
-            shop = str(p.get("shop_id"))
-            self._shop.append(self.shops.setdefault(shop, len(self.shops)))
-            mask = 0
-            for s in p.get("service") or []:
-                mask |= SERVICE_BITS.get(s, 0)
-            self._service.append(mask)
-            self._ids.append(str(p["product_id"]))
-        if not lengths:
+        """Index products in order."""
+        products = list(products)
+        rows = [(str(p["product_id"]), str(p.get("shop_id")), tuple(p.get("service") or ()), float(p["price"]),
+                 int(p.get("sold_count") or 0)) for p in products]
+        self.add_rows(rows, lucene_terms_of(shoppingbench_contents(p) for p in products))
+
+    def add_rows(self, rows: Sequence[Any], terms: LuceneTerms, start: int = 0) -> None:
+        """Index rows in order: each a `PreparedProduct` or a (product_id, shop_id, service, price,
+        sold_count) tuple, row i being document `start + i` of `terms`. A batch's term frequencies are
+        counted at once with numpy."""
+        if not rows:
             return
-        self._lengths.extend(lengths)
-        docs = np.repeat(np.arange(first, first + len(lengths), dtype=np.int64), lengths)
-        keys, tfs = np.unique((docs << 32) | np.asarray(batch_ids, dtype=np.int64), return_counts=True)
-        self._chunks.append(((keys >> 32).astype(np.int32), (keys & 0xFFFFFFFF).astype(np.int32),
-                             tfs.astype(np.int32)))
+        first = self._n_docs
+        shops = self.shops
+        ids: list[str] = []
+        prices: list[float] = []
+        sold: list[int] = []
+        shop: list[int] = []
+        service: list[int] = []
+        for product_id, shop_id, services, price, sold_count, *_ in rows:
+            prices.append(price)
+            sold.append(sold_count)
+            shop.append(shops.setdefault(shop_id, len(shops)))
+            mask = 0
+            for s in services:
+                mask |= SERVICE_BITS.get(s, 0)
+            service.append(mask)
+            ids.append(product_id)
+        stop = start + len(rows)
+        lengths = np.diff(terms.offsets[start: stop + 1])
+        term_ids = self._global_ids(terms)[terms.ids[terms.offsets[start]: terms.offsets[stop]]].astype(np.int64)
+        self._n_docs += len(rows)
+        self._doc_count += int(np.count_nonzero(lengths))
+        self._sum_total_term_freq += int(lengths.sum())
+        self._ids.append(np.array([i.encode() for i in ids]))
+        distinct, of_doc = np.unique(lengths, return_inverse=True)  # encode each distinct length once
+        norms = np.array([length_to_norm(int(n)) for n in distinct], dtype=np.uint8)[of_doc.reshape(-1)]
+        self._store_columns({"doc_norm": norms, "price": np.array(prices, dtype=np.float64),
+                             "sold_count": np.array(sold, dtype=np.int64), "shop": np.array(shop, dtype=np.int32),
+                             "service": np.array(service, dtype=np.uint8)})
+        docs = np.repeat(np.arange(first, first + len(rows), dtype=np.int64), lengths)
+        keys, tfs = np.unique((docs << 32) | term_ids, return_counts=True)
+        chunk = ((keys >> 32).astype(np.int32), (keys & 0xFFFFFFFF).astype(np.int32), tfs.astype(np.int32))
+        counts = np.bincount(chunk[1], minlength=len(self.vocab))
+        counts[: len(self._term_postings)] += self._term_postings
+        self._term_postings = counts
+        if self._spill_dir is None:
+            self._chunks.append(chunk)
+        else:
+            for name, values in zip(("docs", "terms", "tfs"), chunk, strict=True):
+                values.tofile(self._spill_file(name))
+
+    def _spill_file(self, name: str) -> Any:
+        if name not in self._spill:
+            self._spill_dir.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
+            self._spill[name] = (self._spill_dir / f"{name}.bin").open("wb")  # type: ignore[operator]
+        return self._spill[name]
+
+    def _store_columns(self, values: dict[str, np.ndarray]) -> None:
+        for name, column in values.items():
+            if self._spill_dir is None:
+                self._columns[name].append(column)
+            else:
+                column.tofile(self._spill_file(name))
+
+    def _save_column(self, tmp: Path, name: str) -> None:
+        """`name`.npy, from memory or streamed from its spill file."""
+        dtype = _DOC_COLUMNS[name]
+        if self._spill_dir is None or name not in self._spill:
+            parts = self._columns[name]
+            np.save(tmp / f"{name}.npy", np.concatenate(parts) if parts else np.zeros(0, dtype=dtype))
+            return
+        self._spill[name].close()
+        spilled = self._spill_dir / f"{name}.bin"
+        with (tmp / f"{name}.npy").open("wb") as out, spilled.open("rb") as src:
+            np.lib.format.write_array_header_1_0(out, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                                                       "fortran_order": False, "shape": (self._n_docs,)})
+            shutil.copyfileobj(src, out, 1 << 22)
+
+    def _spilled_blocks(self, block: int = 4_000_000) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        paths = [self._spill_dir / f"{name}.bin" for name in ("docs", "terms", "tfs")]  # type: ignore[operator]
+        total = paths[0].stat().st_size // 4
+        handles = [p.open("rb") for p in paths]
+        try:
+            for start in range(0, total, block):
+                n = min(block, total - start)
+                yield tuple(np.fromfile(h, dtype=np.int32, count=n) for h in handles)  # type: ignore[misc]
+        finally:
+            for h in handles:
+                h.close()
+
+    def _write_postings(self, tmp: Path, indptr: np.ndarray) -> None:
+        """postings_doc.npy and postings_tf.npy: by term, then by doc."""
+        total = int(indptr[-1])
+        if self._spill_dir is None:
+            empty = np.zeros(0, np.int32)
+            docs = np.concatenate([c[0] for c in self._chunks]) if self._chunks else empty
+            term_ids = np.concatenate([c[1] for c in self._chunks]) if self._chunks else empty
+            tfs = np.concatenate([c[2] for c in self._chunks]) if self._chunks else empty
+            self._chunks = []
+            order = np.argsort(term_ids, kind="stable")  # by term, then by doc (stable keeps docs ascending)
+            np.save(tmp / "postings_doc.npy", docs[order])
+            np.save(tmp / "postings_tf.npy", np.minimum(tfs[order], 65535).astype(np.uint16))
+            return
+        for name in ("docs", "terms", "tfs"):
+            self._spill[name].close()
+        out = {"doc": (tmp / "postings_doc.npy").open("wb"), "tf": (tmp / "postings_tf.npy").open("wb")}
+        for name, dtype in (("doc", np.int32), ("tf", np.uint16)):
+            np.lib.format.write_array_header_1_0(
+                out[name], {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+                            "shape": (total,)})
+        n_terms = len(indptr) - 1
+        t0 = 0
+        while t0 < n_terms:  # one pass per range of terms whose postings fit the budget
+            t1 = int(np.searchsorted(indptr, indptr[t0] + self._pass_postings, side="right")) - 1
+            t1 = min(max(t1, t0 + 1), n_terms)
+            base = int(indptr[t0])
+            size = int(indptr[t1]) - base
+            doc_out = np.empty(size, dtype=np.int32)
+            tf_out = np.empty(size, dtype=np.uint16)
+            cursor = indptr[t0:t1] - base  # where each term's next posting goes
+            for docs, terms, tfs in self._spilled_blocks():
+                keep = (terms >= t0) & (terms < t1)
+                if not keep.any():
+                    continue
+                local = terms[keep] - t0
+                order = np.argsort(local, kind="stable")  # blocks come in doc order: docs stay ascending
+                local = local[order]
+                counts = np.bincount(local, minlength=t1 - t0)
+                rank = np.arange(len(local)) - (np.cumsum(counts) - counts)[local]
+                where = cursor[local] + rank
+                doc_out[where] = docs[keep][order]
+                tf_out[where] = np.minimum(tfs[keep][order], 65535)
+                cursor = cursor + counts
+            doc_out.tofile(out["doc"])
+            tf_out.tofile(out["tf"])
+            t0 = t1
+        for handle in out.values():
+            handle.close()
 
     def save(self, path: str | Path) -> None:
         """Write the index into `path` (replaced as a whole, via a temporary folder and a rename)."""
@@ -235,29 +392,20 @@ class LuceneBM25Builder:
         tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        empty = np.zeros(0, np.int32)
-        docs = np.concatenate([c[0] for c in self._chunks]) if self._chunks else empty
-        term_ids = np.concatenate([c[1] for c in self._chunks]) if self._chunks else empty
-        tfs = np.concatenate([c[2] for c in self._chunks]) if self._chunks else empty
-        self._chunks = []
-        order = np.argsort(term_ids, kind="stable")  # by term, then by doc (stable keeps docs ascending)
-        lengths = np.frombuffer(self._lengths, dtype=np.int64) if len(self._lengths) else np.zeros(0, np.int64)
-        distinct, of_doc = np.unique(lengths, return_inverse=True)  # encode each distinct length once
-        doc_norm = np.array([length_to_norm(int(n)) for n in distinct], dtype=np.uint8)[of_doc]
         indptr = np.zeros(len(self.vocab) + 1, dtype=np.int64)
-        np.cumsum(np.bincount(term_ids, minlength=len(self.vocab)), out=indptr[1:])
-        np.save(tmp / "postings_doc.npy", docs[order])
-        np.save(tmp / "postings_tf.npy", np.minimum(tfs[order], 65535).astype(np.uint16))
+        np.cumsum(np.pad(self._term_postings, (0, len(self.vocab) - len(self._term_postings))), out=indptr[1:])
+        if self._spill_dir is not None and "docs" not in self._spill:  # nothing was added
+            self._spill_dir = None
+        self._write_postings(tmp, indptr)
         np.save(tmp / "indptr.npy", indptr)
-        np.save(tmp / "doc_norm.npy", doc_norm)
-        np.save(tmp / "price.npy", np.frombuffer(self._prices, dtype=np.float64))
-        np.save(tmp / "sold_count.npy", np.frombuffer(self._sold, dtype=np.int64))
-        np.save(tmp / "shop.npy", np.frombuffer(self._shop, dtype=np.int32))
-        np.save(tmp / "service.npy", np.frombuffer(self._service, dtype=np.uint8))
-        width = max((len(i.encode()) for i in self._ids), default=1)
-        np.save(tmp / "product_id.npy", np.array([i.encode() for i in self._ids], dtype=f"S{width}"))
-        meta = {"format_version": FORMAT_VERSION, "k1": K1, "b": B, "n_docs": len(self._ids),
-                "doc_count": int(np.count_nonzero(lengths)), "sum_total_term_freq": int(lengths.sum()),
+        for name in _DOC_COLUMNS:
+            self._save_column(tmp, name)
+        if self._spill_dir is not None:
+            shutil.rmtree(self._spill_dir, ignore_errors=True)
+        product_ids = np.concatenate(self._ids) if self._ids else np.zeros(0, dtype="S1")
+        np.save(tmp / "product_id.npy", product_ids)
+        meta = {"format_version": FORMAT_VERSION, "k1": K1, "b": B, "n_docs": self._n_docs,
+                "doc_count": self._doc_count, "sum_total_term_freq": self._sum_total_term_freq,
                 "vocab": list(self.vocab), "shops": list(self.shops)}
         (tmp / "meta.json").write_text(json.dumps(meta))
         old = path.parent / f".{path.name}.old-{os.getpid()}"
@@ -404,5 +552,7 @@ class LuceneBM25Index:
 def build_lucene_index(products: Iterable[dict[str, Any]], path: str | Path) -> None:
     """Index products (in the order given: it is the docid order that breaks ties) into `path`."""
     builder = LuceneBM25Builder()
-    builder.add(products)
+    products = iter(products)
+    while batch := list(itertools.islice(products, 10_000)):
+        builder.add(batch)
     builder.save(path)

@@ -16,11 +16,16 @@ from sandbox.engines.base import (
     SearchPage,
     SearchRequest,
     SortOrder,
-    searchable_text,
 )
+from sandbox.engines.prepared import PreparedProduct, prepare
 
 _SORT_FIELD = {SortOrder.priceasc: ("price", tantivy.Order.Asc), SortOrder.pricedesc: ("price", tantivy.Order.Desc),
                SortOrder.order: ("sold_count", tantivy.Order.Desc)}
+
+
+# The writer holds ~100 bytes per document it has not committed, beyond its indexing heap: a 10M-product
+# build would need an extra GB. Committing this often keeps it flat (benchmarks/README.md, build memory).
+COMMIT_EVERY = 1_000_000
 
 
 def build_schema(product_id_fast: bool = True) -> tantivy.Schema:
@@ -57,28 +62,36 @@ class TantivyBackend(SearchBackend):
         self._heap_size = heap_size
         self._num_threads = num_threads
         self._writer: tantivy.IndexWriter | None = None
+        self._uncommitted = 0
         self._searcher: tantivy.Searcher | None = None
 
     # -- indexing -----------------------------------------------------------------
-    def _document(self, product: dict[str, Any]) -> tantivy.Document:
+    def _document(self, row: PreparedProduct) -> tantivy.Document:
         doc = tantivy.Document()
-        doc.add_text("product_id", str(product["product_id"]))
-        doc.add_text("contents", searchable_text(product))
-        doc.add_text("shop_id", str(product["shop_id"]))
-        for s in product.get("service") or []:
+        doc.add_text("product_id", row.product_id)
+        doc.add_text("contents", row.contents)
+        doc.add_text("shop_id", row.shop_id)
+        for s in row.service:
             doc.add_text("service", s)
-        doc.add_float("price", float(product["price"]))
-        doc.add_integer("sold_count", int(product.get("sold_count") or 0))
-        doc.add_bytes("doc", orjson.dumps(product))
+        doc.add_float("price", row.price)
+        doc.add_integer("sold_count", row.sold_count)
+        doc.add_bytes("doc", row.doc)
         return doc
 
     def index_products(self, products: Iterable[dict[str, Any]]) -> int:
+        return self.index_prepared(prepare(p) for p in products)
+
+    def index_prepared(self, rows: Iterable[PreparedProduct]) -> int:
         if self._writer is None:
             self._writer = self.index.writer(heap_size=self._heap_size, num_threads=self._num_threads)
         n = 0
-        for p in products:
-            self._writer.add_document(self._document(p))
+        for row in rows:
+            self._writer.add_document(self._document(row))
             n += 1
+        self._uncommitted += n
+        if self._uncommitted >= COMMIT_EVERY:
+            self._writer.commit()
+            self._uncommitted = 0
         return n
 
     def commit(self) -> None:

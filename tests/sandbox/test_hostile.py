@@ -123,10 +123,10 @@ def test_a_failed_rebuild_leaves_the_previous_sandbox_intact(tmp_path, monkeypat
 
     from sandbox.engines import tantivy_backend
 
-    def broken(self, products):
+    def broken(self, rows):
         raise OSError("disk full")
 
-    monkeypatch.setattr(tantivy_backend.TantivyBackend, "index_products", broken)
+    monkeypatch.setattr(tantivy_backend.TantivyBackend, "index_prepared", broken)
     with pytest.raises(OSError, match="disk full"):
         build_sandbox(data_dir, TASK_FILES[1:2], n_products=900, seed=1, progress=False)
     monkeypatch.undo()
