@@ -23,7 +23,7 @@ from sandbox.catalogue.profile import CatalogueProfile
 from sandbox.engines.prepared import PreparedChunk, prepare_chunk
 
 # Below this many fillers a build runs in-process: starting workers (~1 s) would cost more than it saves.
-PARALLEL_MIN_FILLERS = 200_000
+PARALLEL_MIN_FILLERS = 50_000
 
 
 def default_workers() -> int:

@@ -58,6 +58,9 @@ class IndexingError(RuntimeError):
         super().__init__(f"{len(failures)} product(s) failed to index, {indexed} indexed: {shown}{more}")
 
 
+SERVING_REFRESH_INTERVAL = "1s"  # Elasticsearch's default, restored once a build's bulk load is over
+
+
 def index_body(number_of_shards: int = 1, number_of_replicas: int = 0) -> dict[str, Any]:
     """Settings and the explicit mapping of the product index."""
     return {
@@ -130,6 +133,7 @@ class ElasticsearchBackend(SearchBackend):
             if ca_certs is not None:
                 kwargs["ca_certs"] = ca_certs
         self.client = Elasticsearch(url, **kwargs)
+        self._after_bulk: dict[str, Any] | None = None
         if create:
             self.create_index(number_of_shards, number_of_replicas)
 
@@ -150,9 +154,14 @@ class ElasticsearchBackend(SearchBackend):
 
     # -- index management -----------------------------------------------------------
     def create_index(self, number_of_shards: int = 1, number_of_replicas: int = 0) -> None:
-        """Delete the index if it exists and create it empty with the explicit mapping."""
+        """Delete the index if it exists and create it empty with the explicit mapping, set up for bulk
+        loading: no periodic refresh and no replicas until `commit` (each refresh makes a segment to
+        merge later, and each replica indexes every document again)."""
         self.client.options(ignore_status=404).indices.delete(index=self.index)
-        self.client.indices.create(index=self.index, **index_body(number_of_shards, number_of_replicas))
+        body = index_body(number_of_shards, 0)
+        body["settings"]["index"]["refresh_interval"] = "-1"
+        self.client.indices.create(index=self.index, **body)
+        self._after_bulk = {"refresh_interval": SERVING_REFRESH_INTERVAL, "number_of_replicas": number_of_replicas}
 
     def mapping(self) -> dict[str, Any]:
         """The mapping the cluster holds for the index (as `GET index/_mapping` answers it)."""
@@ -204,6 +213,9 @@ class ElasticsearchBackend(SearchBackend):
         return indexed
 
     def commit(self) -> None:
+        if self._after_bulk is not None:  # the bulk load is over: serving settings, replicas built from it
+            self.client.indices.put_settings(index=self.index, settings={"index": self._after_bulk})
+            self._after_bulk = None
         if self.refresh_on_commit:
             self.client.indices.refresh(index=self.index)
 

@@ -114,6 +114,20 @@ def test_index_body_is_what_is_documented():
     assert body["mappings"]["properties"]["doc"] == {"type": "object", "enabled": False}
 
 
+def test_a_build_bulk_loads_without_refresh_then_serves_with_it(es_server_url: str, products):  # noqa: F811
+    b = backend(es_server_url, "shoplab-test-bulk-settings")
+
+    def settings() -> dict[str, Any]:
+        return b.client.indices.get_settings(index=b.index)[b.index]["settings"]["index"]
+
+    assert settings()["refresh_interval"] == "-1" and settings()["number_of_replicas"] == "0"
+    b.index_products(products[:50])
+    b.commit()
+    assert settings()["refresh_interval"] == "1s"
+    assert b.count() == 50  # the commit's refresh made the bulk load searchable
+    b.client.indices.delete(index=b.index)
+
+
 def test_bulk_indexing_count_and_get_products(es: ElasticsearchBackend, products: list[dict[str, Any]]):
     assert es.count() == len(products)
     chosen = [products[0], products[1234], products[-1]]
