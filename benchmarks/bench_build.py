@@ -62,18 +62,27 @@ def dir_size_mb(path: Path) -> float:
     return total / 2**20
 
 
-def tree_memory(proc) -> tuple[float, float]:
-    """(RSS of the process, PSS of the process and its children) in MB."""
+def tree_memory(proc) -> tuple[float, float, float, float]:
+    """(RSS of the process, its anonymous part, its file-backed part, PSS of the process and its children)
+    in MB. The file-backed part is mostly index segments tantivy maps while it merges them: page cache the
+    kernel can drop, unlike the anonymous part."""
     import psutil
 
     rss = proc.memory_info().rss
+    anon = file = 0
+    with open(f"/proc/{proc.pid}/status") as status:
+        for line in status:
+            if line.startswith("RssAnon:"):
+                anon = int(line.split()[1]) * 1024
+            elif line.startswith("RssFile:"):
+                file = int(line.split()[1]) * 1024
     pss = 0
     for p in [proc, *proc.children(recursive=True)]:
         try:
             pss += p.memory_full_info().pss
         except psutil.Error:
             pass
-    return rss / 2**20, pss / 2**20
+    return rss / 2**20, anon / 2**20, file / 2**20, pss / 2**20
 
 
 def run_build(n: int, work: Path, tasks: list[str], seed: int, python: str, root: Path = ROOT,
@@ -91,15 +100,17 @@ def run_build(n: int, work: Path, tasks: list[str], seed: int, python: str, root
     started = time.perf_counter()
     proc = subprocess.Popen([python, "-c", code], cwd=str(root))
     ps = psutil.Process(proc.pid)
-    timeline: list[tuple[float, float, float]] = []  # (seconds, rss MB, tree pss MB)
-    peak_poll = peak_pss = 0.0
+    timeline: list[tuple[float, ...]] = []  # (seconds, rss, anonymous, file-backed, tree pss) MB
+    peak_poll = peak_pss = peak_anon = peak_file = 0.0
     while proc.poll() is None:
         try:
-            rss, pss = tree_memory(ps)
-        except psutil.Error:
+            rss, anon, file, pss = tree_memory(ps)
+        except (psutil.Error, FileNotFoundError):
             break
         peak_poll, peak_pss = max(peak_poll, rss), max(peak_pss, pss)
-        timeline.append((round(time.perf_counter() - started, 1), round(rss, 1), round(pss, 1)))
+        peak_anon, peak_file = max(peak_anon, anon), max(peak_file, file)
+        timeline.append((round(time.perf_counter() - started, 1), round(rss, 1), round(anon, 1), round(file, 1),
+                         round(pss, 1)))
         time.sleep(0.5)
     rc = proc.wait()
     wall = time.perf_counter() - started
@@ -123,6 +134,8 @@ def run_build(n: int, work: Path, tasks: list[str], seed: int, python: str, root
         "peak_rss_mb": round(child["child_maxrss_mb"], 1),
         "peak_rss_mb_polled": round(peak_poll, 1),
         "peak_tree_pss_mb": round(peak_pss, 1),  # with the workers, shared pages counted once
+        "peak_anon_mb_polled": round(peak_anon, 1),  # the build process's anonymous memory
+        "peak_file_mb_polled": round(peak_file, 1),  # its file-backed pages (mapped index segments)
         "workers_peak_rss_mb": round(child["workers_maxrss_mb"], 1),
         "index_size_mb": round(dir_size_mb(index_dir), 1),
         "sandbox_size_mb": round(dir_size_mb(data_dir), 1),
@@ -194,7 +207,8 @@ def main() -> None:
             r["cpu_ratio_vs_baseline"] = round(r["cpu_seconds"] / b["cpu_seconds"], 2)
         results[str(n)] = r
         print(f"  {n}: {r['seconds_build']} s, {r['cpu_seconds']} CPU s, peak RSS {r['peak_rss_mb']} MB "
-              f"(tree PSS {r['peak_tree_pss_mb']} MB), index {r['index_size_mb']} MB, load {r['loadavg_before']}"
+              f"(anonymous {r['peak_anon_mb_polled']}, file-backed {r['peak_file_mb_polled']}; tree PSS "
+              f"{r['peak_tree_pss_mb']} MB), index {r['index_size_mb']} MB, load {r['loadavg_before']}"
               + (f"; baseline {r['baseline']['seconds_build']} s ({r['speedup_vs_baseline']}x)"
                  if "baseline" in r else ""), file=sys.stderr, flush=True)
     doc = {
