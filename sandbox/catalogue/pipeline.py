@@ -22,7 +22,8 @@ from sandbox.catalogue.generator import CHUNK, FillerGenerator
 from sandbox.catalogue.profile import CatalogueProfile
 from sandbox.engines.prepared import PreparedChunk, prepare_chunk
 
-# Below this many fillers a build runs in-process: starting workers (~1 s) would cost more than it saves.
+# Below this many fillers a build runs in-process: forking workers and moving chunks between processes would
+# cost more than the second core saves.
 PARALLEL_MIN_FILLERS = 50_000
 
 
