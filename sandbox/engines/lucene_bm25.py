@@ -122,16 +122,6 @@ def _word_terms(word: str) -> tuple[str, ...]:
     return tuple(lucene_english_tokens(word))
 
 
-def lucene_terms_by_word(text: str) -> list[str]:
-    """`lucene_english_tokens(text)`, computed word by word through a cache. Exact: UAX #29 always
-    breaks at a space or a line break (WB3a/b, and WB3d keeps whitespace out of words), and every
-    filter after the tokenizer sees one token at a time."""
-    terms: list[str] = []
-    for word in _SPACE_OR_NEWLINE.split(text or ""):
-        terms.extend(_word_terms(word))
-    return terms
-
-
 def shoppingbench_contents(product: dict[str, Any]) -> str:
     """What ShoppingBench indexes of a product: title, distinct SKU values, distinct attribute values."""
     sku_values = {str(v) for option in (product.get("sku_options") or {}).values() for v in option.values()}
@@ -197,7 +187,9 @@ class LuceneTerms(NamedTuple):
 
 
 def lucene_terms_of(texts: Iterable[str]) -> LuceneTerms:
-    """The terms of each text, word by word (`lucene_terms_by_word`), with a word → ids memo."""
+    """The terms of each text (`lucene_english_tokens`), computed word by word through caches. Exact: UAX #29
+    always breaks at a space or a line break (WB3a/b, and WB3d keeps whitespace out of words), and every
+    filter after the tokenizer sees one token at a time."""
     local: dict[str, int] = {}
     word_ids: dict[str, tuple[int, ...]] = {}
     ids: list[int] = []

@@ -15,7 +15,7 @@ import tantivy
 
 from sandbox.catalogue import build_sandbox, pipeline
 from sandbox.engines.base import analyze, analyze_by_word
-from sandbox.engines.lucene_bm25 import LuceneBM25Builder, lucene_english_tokens, lucene_terms_by_word
+from sandbox.engines.lucene_bm25 import LuceneBM25Builder, lucene_english_tokens, lucene_terms_of
 from tests.conftest import TASK_FILES
 
 # Joiners, combining marks, spaces that are not U+0020 (NBSP, narrow NBSP: a word joiner for UAX #29),
@@ -32,7 +32,10 @@ def test_word_by_word_analysis_gives_the_tokens_of_the_whole_text():
     texts += ["Men's 3.5mm wi-fi 1,000 e.g. ΟΔΟΣ ΟΔΟΣ", "a\u202fb c", "x" * 600 + " y"]
     for text in texts:
         assert analyze_by_word(text) == analyze(text), repr(text)
-        assert lucene_terms_by_word(text) == lucene_english_tokens(text), repr(text)
+    lucene = lucene_terms_of(texts)  # what a build worker makes of a chunk: local ids, document by document
+    for d, text in enumerate(texts):
+        ids = lucene.ids[lucene.offsets[d]: lucene.offsets[d + 1]]
+        assert [lucene.terms[i] for i in ids] == lucene_english_tokens(text), repr(text)
 
 
 def _products(n: int, seed: int = 0) -> list[dict]:
