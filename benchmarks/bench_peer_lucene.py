@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -46,33 +45,15 @@ MODES = peer_lucene.MODES
 
 
 def index_with_pyserini(world: Any, work: Path) -> dict[str, Any]:
-    """Export and index, polling the indexer's process tree for its peak RSS."""
-    import psutil
-
+    """Export and index as the peer check does (`peer_lucene`), with the indexer's peak RSS."""
     docs_folder, index_dir = work / "docs", work / "index"
     started = time.perf_counter()
     peer_lucene.export_documents(world, docs_folder)
     export_seconds = time.perf_counter() - started
-    import shutil
-
-    shutil.rmtree(index_dir, ignore_errors=True)
-    started = time.perf_counter()
-    proc = subprocess.Popen(peer_lucene.index_command(docs_folder, index_dir), env=peer_lucene.java_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    root = psutil.Process(proc.pid)
-    peak = 0
-    while proc.poll() is None:
-        try:
-            peak = max(peak, sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]))
-        except psutil.Error:
-            pass
-        time.sleep(0.5)
-    seconds = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise SystemExit(f"pyserini indexing failed (exit {proc.returncode})")
+    cost = peer_lucene.build_pyserini_index(docs_folder, index_dir, log=work / "index.log")
     size = sum(p.stat().st_size for p in index_dir.rglob("*") if p.is_file())
     return {"index_dir": str(index_dir), "export_seconds": round(export_seconds, 1),
-            "index_seconds": round(seconds, 1), "peak_rss_mb": round(peak / 2**20, 1),
+            "index_seconds": round(cost["seconds"], 1), "peak_rss_mb": round(cost["peak_rss_mb"], 1),
             "index_size_mb": round(size / 2**20, 1)}
 
 

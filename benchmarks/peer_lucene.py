@@ -38,6 +38,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -244,21 +245,34 @@ def index_command(docs_folder: str | Path, index_dir: str | Path) -> list[str]:
 
 
 def build_pyserini_index(docs_folder: str | Path, index_dir: str | Path,
-                         log: str | Path | None = None) -> float:
-    """Index `docs_folder` into `index_dir` (replaced) as upstream does; returns the seconds it took."""
+                         log: str | Path | None = None) -> dict[str, float]:
+    """Index `docs_folder` into `index_dir` (replaced) as upstream does. Returns the seconds it took and the
+    indexer's peak RSS in MB (its process tree, the JVM included, polled every 0.5 s)."""
+    import psutil
+
     index_dir = Path(index_dir)
     shutil.rmtree(index_dir, ignore_errors=True)
     index_dir.parent.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    proc = subprocess.run(index_command(docs_folder, index_dir), env=java_env(), capture_output=True,
-                          text=True, check=False)
-    seconds = time.perf_counter() - started
+    peak = 0
+    with tempfile.TemporaryFile("w+") as output:  # a file, not a pipe: a chatty JVM cannot block on it
+        started = time.perf_counter()
+        proc = subprocess.Popen(index_command(docs_folder, index_dir), env=java_env(), stdout=output,
+                                stderr=subprocess.STDOUT, text=True)
+        root = psutil.Process(proc.pid)
+        while proc.poll() is None:
+            try:
+                peak = max(peak, sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]))
+            except psutil.Error:
+                pass
+            time.sleep(0.5)
+        seconds = time.perf_counter() - started
+        output.seek(0)
+        text = output.read()
     if log is not None:
-        Path(log).write_text(proc.stdout + proc.stderr)
+        Path(log).write_text(text)
     if proc.returncode != 0 or not any(index_dir.glob("segments_*")):
-        tail = (proc.stdout + proc.stderr)[-3000:]
-        raise RuntimeError(f"pyserini indexing failed (exit {proc.returncode}):\n{tail}")
-    return seconds
+        raise RuntimeError(f"pyserini indexing failed (exit {proc.returncode}):\n{text[-3000:]}")
+    return {"seconds": seconds, "peak_rss_mb": peak / 2**20}
 
 
 def _sha1(path: Path) -> str:
@@ -286,7 +300,7 @@ def ensure_index(world: Any, work_dir: str | Path | None = None, rebuild: bool =
     if not rebuild and old is not None and {k: old.get(k) for k in stamp} == stamp and index_dir.is_dir():
         return {**info, "reused": True, "index_seconds": old.get("index_seconds")}
     stamp_path.unlink(missing_ok=True)
-    seconds = build_pyserini_index(docs_folder, index_dir, log=work / "index.log")
+    seconds = build_pyserini_index(docs_folder, index_dir, log=work / "index.log")["seconds"]
     stamp["index_seconds"] = round(seconds, 2)
     stamp_path.write_text(json.dumps(stamp))
     return {**info, "reused": False, "index_seconds": round(seconds, 2)}
