@@ -1,8 +1,18 @@
-"""The one `shoplab` command; each package contributes its own sub-command group."""
+"""The one `shoplab` command; each package contributes its own sub-command group.
+
+Starting it is cheap (`shoplab --help` < 1 s): packages expose their names lazily and commands import
+torch, LangGraph or an engine only when they run. A user's mistake (`shoplab_core.errors.UserError`)
+is one red line and exit status 2, never a traceback.
+"""
 
 import os
+import sys
 
 import typer
+from typer.core import TyperGroup
+
+from shoplab_core.errors import DEBUG_ENV, UserError, print_error, show_tracebacks
+from shoplab_core.output import configure_output
 
 # Nothing is ever fetched from a model hub at run time.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -17,8 +27,32 @@ from training.beque.cli import app as rewrite_app  # noqa: E402
 from training.train_cli import app as train_app  # noqa: E402
 from ui.cli import demo as demo_command  # noqa: E402
 
-app = typer.Typer(help="shoplab: LLM shopping agents and query rewriting on a real search engine.",
-                  no_args_is_help=True)
+
+class ShoplabGroup(TyperGroup):
+    """The top-level group: every sub-command runs inside it, so user errors are shown here, once."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            if show_tracebacks():
+                raise
+            print_error(str(exc))
+            raise typer.Exit(2) from None
+
+
+app = typer.Typer(cls=ShoplabGroup, no_args_is_help=True,
+                  help="shoplab: LLM shopping agents and query rewriting on a real search engine. "
+                       f"Quiet by default (--verbose shows the libraries' output); {DEBUG_ENV}=1 shows the "
+                       "traceback behind an error.")
+
+
+@app.callback()
+def main(verbose: bool = typer.Option(False, "--verbose", "-v",
+                                      help="Show the libraries' warnings, logs and weight-loading bars too.")) -> None:
+    configure_output(verbose)
+
+
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(bench_app, name="bench")
 app.add_typer(llm_app, name="llm")
@@ -28,4 +62,4 @@ app.add_typer(train_app, name="train")
 app.command("demo")(demo_command)
 
 if __name__ == "__main__":
-    app()
+    sys.exit(app())

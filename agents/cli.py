@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from sandbox.cli import MULTI_VALUE, extra_task_files
-from shoplab_core.config import ConfigError, cli_config, split_sections
+from shoplab_core.config import ConfigError, cli_config, data_dir_option, split_sections
+from shoplab_core.errors import UserError, fail
 
 app = typer.Typer(help="Run agents on benchmark tasks and compare runs.", no_args_is_help=True)
 # Wide enough for the comparison table when output goes to a file or CI log (rich assumes 80 there).
@@ -70,7 +71,7 @@ def print_summary(summary: dict, title: str) -> None:
 @app.command(context_settings=MULTI_VALUE)
 def run(
     ctx: typer.Context,
-    data_dir: Path = typer.Option(..., "--data-dir"),
+    data_dir: Path = data_dir_option(),
     agent: str = typer.Option(..., "--agent", help="oracle | heuristic | any registered agent"),
     out: Path = typer.Option(..., "--out", help="Run folder: results.jsonl, summary.json (resumable)."),
     tasks: list[Path] | None = typer.Option(None, "--tasks", help="Task files (default: all tasks of the sandbox)."),
@@ -121,8 +122,10 @@ def run(
                                  param_hint="--agent")
     try:
         world = ShoppingWorld.open(data_dir, search_mode=search_mode)
-    except (FileNotFoundError, ValueError) as exc:
-        raise typer.BadParameter(str(exc), param_hint="--search-mode/--data-dir") from exc
+    except UserError:
+        raise  # no sandbox there: the CLI's one-line error
+    except (FileNotFoundError, ValueError) as exc:  # e.g. a search mode the sandbox has no index for
+        raise typer.BadParameter(str(exc), param_hint="--search-mode") from exc
     selected = _select_tasks(world, tasks, intent, limit)
     chat = None
     llm_settings = None
@@ -146,8 +149,7 @@ def run(
         try:
             chat = make_llm(cfg)
         except LLMError as exc:
-            console.print(f"[red]{exc}[/red]")
-            raise typer.Exit(2) from exc
+            fail(exc)
         chat.expect_clients(parallel)
         kwargs["llm"] = chat
     elif llm or model or base_url or llm_config or agent_config or overrides:
@@ -185,8 +187,7 @@ def run(
         summary = run_benchmark(world, selected, lambda: make_agent(agent, **kwargs), out, config,
                                 query_rewriter=query_rewriter, toolkits=toolkits)
     except RunFolderBusy as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
+        fail(exc)
     finally:
         if chat is not None:
             chat.close()
@@ -243,7 +244,6 @@ def report(run_dirs: list[Path] = typer.Argument(..., help="Run folders to compa
     try:
         table, png, md = write_report(run_dirs, out)
     except FileNotFoundError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+        fail(exc, 1)
     console.print(table)
     console.print(f"wrote {md} and {png}")

@@ -21,6 +21,7 @@ from sandbox import ShoppingEnv, ShoppingWorld, Task, Toolkit, pass_hat_k
 from sandbox.environment import DEFAULT_MAX_STEPS
 from sandbox.rewrite_stage import QueryRewriter
 from sandbox.scorer import TitleSimilarity, default_title_similarity
+from shoplab_core.errors import UserError
 
 INTENT_ORDER = ("product", "shop", "voucher", "web")
 
@@ -175,7 +176,7 @@ def run_benchmark(world: ShoppingWorld, tasks: Sequence[Task], agent_factory: Ca
                               toolkits)
 
 
-class RunFolderBusy(RuntimeError):
+class RunFolderBusy(UserError, RuntimeError):
     """Another `bench run` is writing to the same run folder."""
 
 

@@ -2,23 +2,15 @@
 
 A FuxiCTR-style zoo: one folder per model under `recsys_core/models/` (code, `config.yaml`,
 `smoke.yaml`), one registry, shared layers, one training loop (`Trainer`), tasks that own data
-and evaluation protocols.
+and evaluation protocols. Public names load on first use (`shoplab_core.lazy`).
 """
 
-from recsys_core.config import ExperimentConfig, TrainSettings
-from recsys_core.registry import (
-    build_model,
-    get_model,
-    get_task,
-    model_names,
-    register_model,
-    register_task,
-    task_names,
-)
-from recsys_core.tools import RecsysToolkit
-from recsys_core.trainer import Trainer, evaluate_run, load_run
+from shoplab_core.lazy import lazy_exports
 
-__all__ = [
-    "ExperimentConfig", "RecsysToolkit", "TrainSettings", "Trainer", "build_model", "evaluate_run", "get_model", "get_task",
-    "load_run", "model_names", "register_model", "register_task", "task_names",
-]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "recsys_core.config": ["ExperimentConfig", "TrainSettings"],
+    "recsys_core.registry": ["build_model", "get_model", "get_task", "model_names", "register_model",
+                             "register_task", "task_names"],
+    "recsys_core.tools": ["RecsysToolkit"],
+    "recsys_core.trainer": ["Trainer", "evaluate_run", "load_run"],
+})

@@ -11,7 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from shoplab_core.config import cli_config, load_config, set_option
+from shoplab_core.config import cli_config, data_dir_option, load_config, set_option
+from shoplab_core.errors import fail
 
 app = typer.Typer(help="Recommender zoo: train | eval | list | simulate | build-service.", no_args_is_help=True)
 console = Console(width=max(140, shutil.get_terminal_size().columns))
@@ -27,8 +28,7 @@ def _config(config: Path, overrides: list[str] | None, out_dir: Path | None = No
 
 
 def _fail(exc: Exception) -> None:
-    console.print(f"[red]{exc}[/red]", soft_wrap=True)
-    raise typer.Exit(2) from exc
+    fail(exc)
 
 
 def _summary(results: list[dict]) -> dict:
@@ -106,7 +106,7 @@ def list_models() -> None:
 
 
 @app.command()
-def simulate(data_dir: Path = typer.Option(..., "--data-dir", help="A built sandbox (shoplab sandbox build)."),
+def simulate(data_dir: Path = data_dir_option("A built sandbox (shoplab sandbox build)."),
              users: int = typer.Option(..., "--users", min=1, help="Number of simulated shoppers."),
              out: Path = typer.Option(..., "--out", help="Output folder (items, impressions, sequences)."),
              items: int | None = typer.Option(None, "--items", min=0,

@@ -1,24 +1,22 @@
 """BEQUE query rewriting for long-tail queries: data, rule and LLM rewriters, offline feedback, eval.
 
 Training (SFT, PRO, DPO) and the `shoplab rewrite` CLI live in `training/`, which sits on top.
+Public names load on first use (`shoplab_core.lazy`).
 """
 
-from rewrite.cleaning import clean_rewrite
-from rewrite.config import DataConfig, EvalSettings, FeedbackSettings
-from rewrite.data import build_rewrite_data, read_queries
-from rewrite.evaluate import retrieval_metrics
-from rewrite.feedback import collect_feedback, preference_rows
-from rewrite.loader import load_rewriter
-from rewrite.longtail import LongTailGenerator, LongTailQuery
-from rewrite.model import RewriteModel, TableRewriter, resolve_stage
-from rewrite.prompts import prompt_messages
-from rewrite.retrieval import RetrievalJudge, RewardWeights, RewriteScores, partial_order
-from rewrite.rules import RuleRewriter
-from rewrite.tool import RewriteToolkit
+from shoplab_core.lazy import lazy_exports
 
-__all__ = [
-    "DataConfig", "EvalSettings", "FeedbackSettings", "LongTailGenerator", "LongTailQuery", "RetrievalJudge",
-    "RewardWeights", "RewriteModel", "RewriteScores", "RewriteToolkit", "RuleRewriter", "TableRewriter", "build_rewrite_data",
-    "clean_rewrite", "collect_feedback", "load_rewriter", "partial_order", "preference_rows", "prompt_messages",
-    "read_queries", "resolve_stage", "retrieval_metrics",
-]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "rewrite.cleaning": ["clean_rewrite"],
+    "rewrite.config": ["DataConfig", "EvalSettings", "FeedbackSettings"],
+    "rewrite.data": ["build_rewrite_data", "read_queries"],
+    "rewrite.evaluate": ["retrieval_metrics"],
+    "rewrite.feedback": ["collect_feedback", "preference_rows"],
+    "rewrite.loader": ["load_rewriter"],
+    "rewrite.longtail": ["LongTailGenerator", "LongTailQuery"],
+    "rewrite.model": ["RewriteModel", "TableRewriter", "resolve_stage"],
+    "rewrite.prompts": ["prompt_messages"],
+    "rewrite.retrieval": ["RetrievalJudge", "RewardWeights", "RewriteScores", "partial_order"],
+    "rewrite.rules": ["RuleRewriter"],
+    "rewrite.tool": ["RewriteToolkit"],
+})

@@ -12,7 +12,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from shoplab_core.config import cli_config, config_option, set_option
+from shoplab_core.config import cli_config, config_option, data_dir_option, set_option
+from shoplab_core.errors import fail
 
 app = typer.Typer(help="Build, inspect and serve the shopping sandbox.", no_args_is_help=True)
 console = Console()
@@ -33,7 +34,7 @@ MULTI_VALUE = {"allow_extra_args": True, "ignore_unknown_options": False}
 @app.command(context_settings=MULTI_VALUE)
 def build(
     ctx: typer.Context,
-    data_dir: Path = typer.Option(..., "--data-dir", help="Where the sandbox is written."),
+    data_dir: Path = data_dir_option("Where the sandbox is written."),
     tasks: list[Path] = typer.Option(..., "--tasks", help="ShoppingBench-format task files (any intent).", exists=True),
     products: int = typer.Option(200_000, "--products", min=1, help="The catalogue's exact size: gold products, "
                                  "their decoys and generated fillers. When golds and decoys alone are more, decoys "
@@ -76,11 +77,9 @@ def build(
         report = build_sandbox(data_dir, tasks, products, backend=backend, seed=seed, es_options=es_options,
                                skip_bad_tasks=skip_bad_tasks, dense=dense_cfg, workers=workers)
     except TaskFormatError as exc:
-        console.print(f"[red]task file error:[/red] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(2) from None
+        fail(f"task file error: {exc}")
     except ValueError as exc:  # e.g. too few --products, or a folder that is not a sandbox
-        console.print(f"[red]cannot build:[/red] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(1) from None
+        fail(f"cannot build: {exc}", 1)
     table = Table(title=f"sandbox built in {report.seconds:.1f}s ({report.products_per_second:,.0f} products/s)")
     for col in ("products", "gold", "decoys", "fillers", "tasks", "intents"):
         table.add_column(col)
@@ -107,7 +106,7 @@ def _print_dense(summary: dict[str, Any]) -> None:
 
 @app.command("dense-index")
 def dense_index(
-    data_dir: Path = typer.Option(..., "--data-dir"),
+    data_dir: Path = data_dir_option(),
     config: Path | None = config_option(help="A YAML of DenseConfig (encoder:, train:, index:); --set overrides it."),
     overrides: list[str] | None = set_option("e.g. --set index.kind=flat --set train.max_epochs=2 (repeatable)."),
 ) -> None:
@@ -119,13 +118,11 @@ def dense_index(
     try:
         world = ShoppingWorld.open(data_dir, search_mode="bm25")
     except FileNotFoundError as exc:
-        console.print(f"[red]{escape(str(exc))}[/red]", soft_wrap=True)
-        raise typer.Exit(1) from None
+        fail(exc, 1)
     try:
         summary = build_dense_index(world, dense_cfg, progress=True)
     except ValueError as exc:
-        console.print(f"[red]cannot build the dense index:[/red] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(1) from None
+        fail(f"cannot build the dense index: {exc}", 1)
     finally:
         world.close()
     _print_dense(summary)
@@ -133,7 +130,7 @@ def dense_index(
 
 @app.command("gen-tasks")
 def gen_tasks(
-    data_dir: Path = typer.Option(..., "--data-dir"),
+    data_dir: Path = data_dir_option(),
     out: Path = typer.Option(..., "--out", help="A ShoppingBench-format .jsonl task file."),
     config: Path | None = config_option(help="A YAML of TaskGeneratorConfig fields; --set and flags override it."),
     overrides: list[str] | None = set_option("Override a generator setting: --set p_price=0.5 (repeatable)."),
@@ -161,12 +158,12 @@ def gen_tasks(
 
 
 @app.command()
-def info(data_dir: Path = typer.Option(..., "--data-dir")) -> None:
+def info(data_dir: Path = data_dir_option()) -> None:
     """Print a built sandbox's manifest."""
     manifest = data_dir / "manifest.json"
     if not manifest.exists():
-        console.print(f"[red]{data_dir} is not a built sandbox[/red]")
-        raise typer.Exit(1)
+        fail(f"{data_dir} is not a built sandbox (no manifest.json): build it with "
+             f"`shoplab sandbox build --data-dir {data_dir}`", 1)
     console.print_json(manifest.read_text())
 
 
@@ -184,7 +181,7 @@ class ServeConfig:
 
 @app.command()
 def serve(
-    data_dir: Path = typer.Option(..., "--data-dir"),
+    data_dir: Path = data_dir_option(),
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(5631, "--port"),
     backend: str | None = typer.Option(None, "--backend"),
@@ -222,13 +219,15 @@ def serve(
 
 @app.command()
 def search(
-    data_dir: Path = typer.Option(..., "--data-dir"),
-    q: str = typer.Argument(...),
-    page: int = typer.Option(1, "--page"),
-    price: str | None = typer.Option(None, "--price"),
-    service: str | None = typer.Option(None, "--service"),
-    sort: str = typer.Option("default", "--sort"),
-    shop_id: str | None = typer.Option(None, "--shop-id"),
+    data_dir: Path = data_dir_option(),
+    q: str = typer.Argument(..., help="The search words, as an agent's `q`."),
+    page: int = typer.Option(1, "--page", help="1 to 5, 10 products a page."),
+    price: str | None = typer.Option(None, "--price", help="MIN-MAX, MIN- (at least) or -MAX (at most)."),
+    service: str | None = typer.Option(None, "--service", help="Comma-separated, all required: official, "
+                                       "freeShipping, COD, flashsale."),
+    sort: str = typer.Option("default", "--sort", help="default (relevance) | priceasc | pricedesc | order "
+                             "(sales)."),
+    shop_id: str | None = typer.Option(None, "--shop-id", help="Only this shop's products."),
     search_mode: str | None = typer.Option(None, "--search-mode", help="bm25 | dense | hybrid (default: the "
                                            "sandbox manifest's, else bm25)."),
 ) -> None:
@@ -238,20 +237,18 @@ def search(
     try:
         world = ShoppingWorld.open(data_dir, search_mode=search_mode)
     except (FileNotFoundError, ValueError) as exc:
-        console.print(f"[red]{escape(str(exc))}[/red]", soft_wrap=True)
-        raise typer.Exit(1) from None
+        fail(exc, 1)
     env = ShoppingEnv(world)
     result = env.step("find_product", {"q": q, "page": page, "price": price, "service": service, "sort": sort,
                                        "shop_id": shop_id})
     if not result.ok:
-        console.print(f"[red]{result.observation}[/red]")
-        raise typer.Exit(1)
+        fail(result.observation, 1)
     console.print_json(json.dumps(result.data if result.data else []))
 
 
 @app.command()
 def export(
-    data_dir: Path = typer.Option(..., "--data-dir"),
+    data_dir: Path = data_dir_option(),
     out: Path = typer.Option(..., "--out", help="A .parquet file (HF `datasets.load_dataset('parquet', ...)` reads it)."),
     batch: int = typer.Option(50_000, "--batch", min=1000),
 ) -> None:

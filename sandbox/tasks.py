@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sandbox.data_model import DiscountType, Intent, VoucherType, normalize_record
+from shoplab_core.errors import UserError
 
 # Bounds on task files (the longest dev line is 4.7 kB, its longest title 253 characters, its longest query
 # 989, at most 4 products a task and 11 constraints a product): generous for real tasks, and small enough
@@ -43,7 +44,7 @@ MAX_SOLD_COUNT = 10**12
 _ID = re.compile(r"[^\s,]+")  # a recommendation is ids split at ","
 
 
-class TaskFormatError(ValueError):
+class TaskFormatError(UserError, ValueError):
     """A task line that is not in ShoppingBench's format; the message names file and line."""
 
 

@@ -14,6 +14,7 @@ from sandbox.data_model import Voucher
 from sandbox.engines.base import SearchBackend, SearchPage, SearchRequest
 from sandbox.engines.lucene_bm25 import LuceneBM25Index, build_lucene_index
 from sandbox.tasks import Task, read_tasks
+from shoplab_core.errors import UserError
 
 SEARCH_MODES = ("bm25", "dense", "hybrid")
 
@@ -29,6 +30,10 @@ def check_search_mode(data_dir: Path, mode: str) -> None:
             f"search mode {mode!r} needs a dense index, and {data_dir} has none: run `shoplab sandbox dense-index "
             f"--data-dir {data_dir}` (or build the sandbox with `shoplab sandbox build ... --dense`)")
 
+
+
+class SandboxNotFoundError(UserError, FileNotFoundError):
+    """`--data-dir` names a folder with no built sandbox in it."""
 
 class ShoppingWorld:
     """Shared, read-only state of one sandbox. Episodes (`ShoppingEnv`) keep their own state.
@@ -72,8 +77,8 @@ class ShoppingWorld:
         data_dir = Path(data_dir)
         manifest_path = data_dir / "manifest.json"
         if not manifest_path.exists():
-            raise FileNotFoundError(f"{data_dir} is not a built sandbox (no manifest.json); "
-                                    f"run `shoplab sandbox build --data-dir {data_dir} ...` first")
+            raise SandboxNotFoundError(f"{data_dir} is not a built sandbox (no manifest.json): build it with "
+                                       f"`shoplab sandbox build --data-dir {data_dir}` (or `make run`)")
         manifest = json.loads(manifest_path.read_text())
         name = backend or manifest.get("backend", "tantivy")
         options = {**manifest.get("es_options", {}), **(es_options or {})} if name == "elasticsearch" else None

@@ -5,6 +5,7 @@ Every other package may import it; it imports nothing of shoplab.
 
 from shoplab_core.config import ConfigError, cli_config, load_config
 from shoplab_core.devices import module_device, resolve_device, resolve_dtype
+from shoplab_core.errors import DEFAULT_DATA_DIR, UserError
 from shoplab_core.models import (
     ModelRefError,
     ModelSource,
@@ -15,6 +16,6 @@ from shoplab_core.models import (
     resolve_model_source,
 )
 
-__all__ = ["ConfigError", "ModelRefError", "ModelSource", "cli_config", "ensure_pad_token", "load_causal_lm",
+__all__ = ["DEFAULT_DATA_DIR", "UserError", "ConfigError", "ModelRefError", "ModelSource", "cli_config", "ensure_pad_token", "load_causal_lm",
            "load_config", "load_tokenizer", "module_device", "resolve_device", "resolve_dtype", "resolve_model_ref",
            "resolve_model_source"]

@@ -43,13 +43,15 @@ from typing import Any, TypeVar
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from shoplab_core.errors import DEFAULT_DATA_DIR, UserError
+
 T = TypeVar("T")
 
 RUN_SECTIONS = ("llm", "agent", "demo")
 SET_HELP = "Override a config key, e.g. --set train.epochs=3 (repeatable; the value is parsed as YAML)."
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config that cannot be loaded: a missing file, an unknown key, a bad value or override."""
 
 
@@ -273,6 +275,14 @@ def config_option(default: Path | None = None, help: str = "A YAML config; --set
     import typer
 
     return typer.Option(default, "--config", help=help)
+
+
+def data_dir_option(help: str = "The built sandbox."):
+    """`--data-dir DIR` of every command that reads or writes a sandbox; `runs/sandbox` (where `make run`
+    builds it) unless given."""
+    import typer
+
+    return typer.Option(Path(DEFAULT_DATA_DIR), "--data-dir", help=help, show_default=True)
 
 
 def set_option(help: str = SET_HELP):

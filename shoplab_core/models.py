@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from shoplab_core.devices import resolve_device, resolve_dtype
+from shoplab_core.errors import UserError
 
 DEFAULT_MODEL_ALIAS = "smollm2-135m-instruct"
 MODEL_ALIASES = (DEFAULT_MODEL_ALIAS, "default", "smollm2")
@@ -37,7 +39,7 @@ _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _DONE_MARK = ".shoplab-prepared"
 
 
-class ModelRefError(ValueError):
+class ModelRefError(UserError, ValueError):
     """A model reference names nothing loadable (a missing folder, a stage without a merged model, ...)."""
 
 
@@ -123,9 +125,26 @@ def resolve_model_ref(ref: str | Path) -> str:
             raise ModelRefError(f"{path} is a LoRA adapter folder, not a model: load it as an adapter "
                                 "(resolve_model_source / load_causal_lm(..., adapter=...))")
         raise ModelRefError(f"{path} is not an HF model folder (no config.json)")
-    if name.startswith((".", "/", "~")):
-        raise ModelRefError(f"model folder {name} does not exist")
-    return name  # a hub name: loads if the user has it cached (HF_HUB_OFFLINE=1 never downloads)
+    return cached_hub_name(name)
+
+
+# A hub id is `name` or `owner/name`; anything else (two slashes, a leading `.` `/` `~`) is a local path.
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+
+def cached_hub_name(name: str) -> str:
+    """`name` when it is a hub model already in the local Hugging Face cache (nothing is downloaded at
+    run time), else a `ModelRefError` that says what to give instead. A local path that does not exist
+    never reaches the hub resolver, whose message ("Repo id must be in the form ...") would mislead."""
+    if not _HUB_ID.fullmatch(name):
+        raise ModelRefError(f"model folder {name} does not exist: give a trained stage folder, an HF model "
+                            f"folder, or {DEFAULT_MODEL_ALIAS}")
+    from huggingface_hub import try_to_load_from_cache
+
+    if not any(isinstance(try_to_load_from_cache(name, f), str) for f in ("config.json", ADAPTER_FILE)):
+        raise ModelRefError(f"{name} is neither a folder here nor a model in the local Hugging Face cache "
+                            f"(nothing is downloaded at run time): give a model folder or {DEFAULT_MODEL_ALIAS}")
+    return name
 
 
 @dataclass(frozen=True)

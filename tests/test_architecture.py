@@ -56,6 +56,10 @@ def _imports(name: str, path: Path) -> set[str]:
                 base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
             # `from pkg import submodule` depends on the submodule; `from pkg import name`, on pkg.
             targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base for alias in node.names]
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", None) == "lazy_exports" and len(node.args) > 1 \
+                and isinstance(node.args[1], ast.Dict):
+            # A package's public names, imported on first use (shoplab_core.lazy): {module: [names]}.
+            targets = [key.value for key in node.args[1].keys if isinstance(key, ast.Constant)]
         for target in targets:
             while target and target not in MODULES:
                 target = target.rpartition(".")[0]
@@ -126,6 +130,7 @@ def test_the_checker_sees_a_circle_and_a_lazy_import(monkeypatch):
     monkeypatch.setitem(GRAPH, "sandbox.tasks", GRAPH["sandbox.tasks"] | {"sandbox.environment"})
     assert any({"sandbox.environment", "sandbox.tasks"} <= set(c) for c in _cycles())
     assert "agents.react.config" in _imports("agents.react.graph", MODULES["agents.react.graph"])
+    assert "agents.react.graph" in _imports("agents.react", MODULES["agents.react"])  # a lazy export
 
 
 def _tool_names() -> set[str]:

@@ -7,23 +7,15 @@
 - `training.beque`: the BEQUE query-rewriter pipeline and `shoplab rewrite ...`.
 """
 
-from importlib import import_module
+from shoplab_core.lazy import lazy_exports
 
-_PUBLIC = {
-    "LoraSettings": "training.stage_config", "SFTStageConfig": "training.stage_config",
-    "AlignStageConfig": "training.stage_config", "GRPOStageConfig": "training.stage_config",
-    "run_sft_stage": "training.stages", "run_dpo_stage": "training.stages", "run_pro_stage": "training.stages",
-    "run_grpo_stage": "training.stages", "stage_policy_model": "training.stages",
-    "DistillConfig": "training.distill.pipeline", "DistillPipeline": "training.distill.pipeline",
-    "build_distill_datasets": "training.distill.data", "ShoppingToolEnv": "training.episode_env",
-    "environment_factory": "training.episode_env", "use_tool_chat_template": "training.chat_template",
-    "format_reward": "training.tool_reward", "tool_call_reward": "training.tool_reward",
-    "RewritePipeline": "training.beque.pipeline", "RewritePipelineConfig": "training.beque.pipeline",
-}
-__all__ = sorted(_PUBLIC)
-
-
-def __getattr__(name: str):
-    if name not in _PUBLIC:
-        raise AttributeError(f"module 'training' has no attribute {name!r}")
-    return getattr(import_module(_PUBLIC[name]), name)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "training.stage_config": ["LoraSettings", "SFTStageConfig", "AlignStageConfig", "GRPOStageConfig"],
+    "training.stages": ["run_sft_stage", "run_dpo_stage", "run_pro_stage", "run_grpo_stage", "stage_policy_model"],
+    "training.distill.pipeline": ["DistillConfig", "DistillPipeline"],
+    "training.distill.data": ["build_distill_datasets"],
+    "training.episode_env": ["ShoppingToolEnv", "environment_factory"],
+    "training.chat_template": ["use_tool_chat_template"],
+    "training.tool_reward": ["format_reward", "tool_call_reward"],
+    "training.beque.pipeline": ["RewritePipeline", "RewritePipelineConfig"],
+})

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shoplab_core.config import cli_config, config_option, set_option
+from shoplab_core.errors import fail
 from training.distill.pipeline import STEPS, StudentAgentSettings
 from training.stage_config import AlignStageConfig, GRPOStageConfig, LoraSettings, SFTStageConfig
 
@@ -76,8 +77,7 @@ def _report(out: Path) -> None:
 
 
 def _fail(exc: Exception) -> None:
-    console.print(f"[red]{exc}[/red]")
-    raise typer.Exit(2) from exc
+    fail(exc)
 
 
 def _run_dataset_stage(stage: str, config: Path, overrides: list[str] | None, resume: bool) -> None:

@@ -1,21 +1,13 @@
 """The Gradio shopping-assistant demo over the agents and the sandbox (`shoplab demo`).
 
 `DemoConfig`, `DemoBackend` and `DemoSession` need no Gradio; `build_demo` and `launch_demo`
-import it when first used (the `ui` extra).
+import it when first used (the `ui` extra). Public names load on first use (`shoplab_core.lazy`).
 """
 
-from typing import Any
+from shoplab_core.lazy import lazy_exports
 
-from ui.config import CART_GROUP, DEMO_TOOLS, DemoConfig, DemoSettings
-from ui.session import DemoBackend, DemoError, DemoSession, EpisodeView, TurnSettings
-
-__all__ = ["CART_GROUP", "DEMO_TOOLS", "DemoBackend", "DemoConfig", "DemoError", "DemoSession", "DemoSettings",
-           "EpisodeView", "TurnSettings", "build_demo", "launch_demo"]
-
-
-def __getattr__(name: str) -> Any:
-    if name in ("build_demo", "launch_demo"):
-        from ui import app
-
-        return getattr(app, name)
-    raise AttributeError(name)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "ui.config": ["CART_GROUP", "DEMO_TOOLS", "DemoConfig", "DemoSettings"],
+    "ui.session": ["DemoBackend", "DemoError", "DemoSession", "EpisodeView", "TurnSettings"],
+    "ui.app": ["build_demo", "launch_demo"],
+})

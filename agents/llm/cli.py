@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 
 from shoplab_core.config import cli_config, config_option, set_option
+from shoplab_core.errors import fail
 
 app = typer.Typer(help="LLM backends: prepare the default model, try a backend.", no_args_is_help=True)
 console = Console()
@@ -23,8 +24,7 @@ def prepare(out: Path | None = typer.Option(None, "--out", help="Folder (default
     try:
         path = prepare_default_model(out, force=force)
     except LLMError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
+        fail(exc)
     console.print(f"default model ready: {path}")
 
 
@@ -49,16 +49,14 @@ def chat(
     try:
         client = make_llm(cfg)
     except (LLMError, ValueError) as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
+        fail(exc)
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": message}]
     try:
         result = client.chat(messages)
     finally:
         client.close()
     if result.error:
-        console.print(f"[red]{result.error}[/red]")
-        raise typer.Exit(1)
+        fail(result.error, 1)
     console.print(result.text)
     console.print(f"[dim]{result.prompt_tokens} prompt + {result.completion_tokens} completion tokens, "
                   f"{result.latency_s:.2f} s[/dim]")

@@ -1,8 +1,9 @@
 """The LangGraph ReAct shopping agent, its config, prompts and tool-call parsing."""
 
-from agents.react.config import DEFAULT_TOOLS, ReactConfig
-from agents.react.graph import ChatClient, ReactAgent
-from agents.react.parsing import ParsedTurn, ToolCall, parse_native_turn, parse_text_turn
+from shoplab_core.lazy import lazy_exports
 
-__all__ = ["DEFAULT_TOOLS", "ChatClient", "ParsedTurn", "ReactAgent", "ReactConfig", "ToolCall",
-           "parse_native_turn", "parse_text_turn"]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "agents.react.config": ["DEFAULT_TOOLS", "ReactConfig"],
+    "agents.react.graph": ["ChatClient", "ReactAgent"],
+    "agents.react.parsing": ["ParsedTurn", "ToolCall", "parse_native_turn", "parse_text_turn"],
+})

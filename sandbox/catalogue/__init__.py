@@ -1,7 +1,10 @@
-from sandbox.catalogue.build import BuildReport, build_sandbox, open_backend
-from sandbox.catalogue.generator import FillerGenerator, IdSpace
-from sandbox.catalogue.golds import GoldBuilder, voucher_basket_total
-from sandbox.catalogue.profile import CatalogueProfile, learn_profile
+"""The catalogue: a profile learnt from the task files, gold products, fillers and the build pipeline."""
 
-__all__ = ["BuildReport", "CatalogueProfile", "FillerGenerator", "GoldBuilder", "IdSpace", "build_sandbox",
-           "learn_profile", "open_backend", "voucher_basket_total"]
+from shoplab_core.lazy import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "sandbox.catalogue.build": ["BuildReport", "build_sandbox", "open_backend"],
+    "sandbox.catalogue.generator": ["FillerGenerator", "IdSpace"],
+    "sandbox.catalogue.golds": ["GoldBuilder", "voucher_basket_total"],
+    "sandbox.catalogue.profile": ["CatalogueProfile", "learn_profile"],
+})

@@ -4,6 +4,8 @@ The rewriter's parts (data, rules, the model, retrieval feedback, metrics) live 
 package trains them with the generic TRL stages of `training/` and serves `shoplab rewrite ...`.
 """
 
-from training.beque.pipeline import RewritePipeline, RewritePipelineConfig
+from shoplab_core.lazy import lazy_exports
 
-__all__ = ["RewritePipeline", "RewritePipelineConfig"]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "training.beque.pipeline": ["RewritePipeline", "RewritePipelineConfig"],
+})

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from shoplab_core.config import cli_config, config_option, set_option
+from shoplab_core.errors import fail
 
 app = typer.Typer(help="BEQUE query rewriting: build-data → sft → feedback → align → eval; query.",
                   no_args_is_help=True)
@@ -34,8 +35,7 @@ def _pipeline(config: Path, data_dir: Path | None, run_dir: Path | None, model: 
 
 
 def _fail(exc: Exception) -> None:
-    console.print(f"[red]{exc}[/red]")
-    raise typer.Exit(2) from exc
+    fail(exc)
 
 
 def _step(pipe, method: str, *args):

@@ -1,7 +1,9 @@
 """Trajectory distillation of a shopping agent: teacher episodes -> SFT / step-GRPO data -> a student
 trained with the TRL stages of `training/`, then GRPO over whole sandbox episodes, then evaluated."""
 
-from training.distill.data import build_distill_datasets
-from training.distill.pipeline import DistillConfig, DistillPipeline, StudentAgentSettings
+from shoplab_core.lazy import lazy_exports
 
-__all__ = ["DistillConfig", "DistillPipeline", "StudentAgentSettings", "build_distill_datasets"]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "training.distill.data": ["build_distill_datasets"],
+    "training.distill.pipeline": ["DistillConfig", "DistillPipeline", "StudentAgentSettings"],
+})
