@@ -29,16 +29,28 @@ from ui.cli import demo as demo_command  # noqa: E402
 
 
 class ShoplabGroup(TyperGroup):
-    """The top-level group: every sub-command runs inside it, so user errors are shown here, once."""
+    """The top-level group: every command runs inside it, so every error a user can fix is shown here,
+    the same way: a wrong option value, a missing path, a step not yet run."""
 
-    def invoke(self, ctx):
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
         try:
-            return super().invoke(ctx)
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except typer.TyperException as exc:  # bad options (parsing, typer.BadParameter) and other usage errors
+            message = exc.format_message()
+            ctx = getattr(exc, "ctx", None)  # usage errors know their command
+            print_error(f"{message} (`{ctx.command_path} --help` lists the options)" if ctx else message)
+            sys.exit(getattr(exc, "exit_code", 2))
+        except typer.Abort:
+            print_error("aborted")
+            sys.exit(1)
         except UserError as exc:
             if show_tracebacks():
                 raise
             print_error(str(exc))
-            raise typer.Exit(2) from None
+            sys.exit(2)
+        sys.exit(rv if isinstance(rv, int) else 0)
 
 
 app = typer.Typer(cls=ShoplabGroup, no_args_is_help=True,
@@ -62,4 +74,4 @@ app.add_typer(train_app, name="train")
 app.command("demo")(demo_command)
 
 if __name__ == "__main__":
-    sys.exit(app())
+    sys.exit(app(prog_name="shoplab"))

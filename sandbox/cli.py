@@ -35,7 +35,9 @@ MULTI_VALUE = {"allow_extra_args": True, "ignore_unknown_options": False}
 def build(
     ctx: typer.Context,
     data_dir: Path = data_dir_option("Where the sandbox is written."),
-    tasks: list[Path] = typer.Option(..., "--tasks", help="ShoppingBench-format task files (any intent).", exists=True),
+    tasks: list[Path] | None = typer.Option(None, "--tasks", exists=True, help="ShoppingBench-format task files "
+                                            "(any intent; default: the four bundled dev files, "
+                                            "data/shoppingbench/*.jsonl)."),
     products: int = typer.Option(200_000, "--products", min=1, help="The catalogue's exact size: gold products, "
                                  "their decoys and generated fillers. When golds and decoys alone are more, decoys "
                                  "are left out evenly (the manifest's n_decoys_left_out says how many); fewer "
@@ -61,9 +63,9 @@ def build(
     """Import task files, rebuild their gold products and decoys, fill to N products, index."""
     from sandbox.catalogue import build_sandbox
     from sandbox.dense.build import DenseConfig
-    from sandbox.tasks import TaskFormatError
+    from sandbox.tasks import TaskFormatError, bundled_task_files
 
-    tasks = extra_task_files(ctx, tasks)
+    tasks = extra_task_files(ctx, tasks) or bundled_task_files()
     if (config or overrides) and not dense:
         raise typer.BadParameter("--config/--set configure the dense index: add --dense", param_hint="--dense")
     dense_cfg = cli_config(DenseConfig, config, overrides=overrides) if dense else None

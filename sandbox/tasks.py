@@ -44,6 +44,19 @@ MAX_SOLD_COUNT = 10**12
 _ID = re.compile(r"[^\s,]+")  # a recommendation is ids split at ","
 
 
+# ShoppingBench's public dev tasks (Apache-2.0), committed under data/shoppingbench/: the default of
+# `shoplab sandbox build --tasks` (what `make run` builds from).
+BUNDLED_TASK_DIR = Path(__file__).resolve().parent.parent / "data" / "shoppingbench"
+
+
+def bundled_task_files() -> list[Path]:
+    files = sorted(BUNDLED_TASK_DIR.glob("*.jsonl"))
+    if not files:
+        raise TaskFormatError(f"no task files in {BUNDLED_TASK_DIR} (an installed copy without the repo's data/): "
+                              "give --tasks FILE.jsonl ...")
+    return files
+
+
 class TaskFormatError(UserError, ValueError):
     """A task line that is not in ShoppingBench's format; the message names file and line."""
 

@@ -35,5 +35,7 @@ def fail(error: str | BaseException, code: int = 2) -> NoReturn:
     """Show `error` (`print_error`) and end the command with exit status `code`."""
     import typer
 
+    if isinstance(error, BaseException) and show_tracebacks():
+        raise error
     print_error(str(error))
     raise typer.Exit(code)

@@ -164,9 +164,12 @@ def test_resolve_model_ref(tmp_path, monkeypatch):
         assert resolve_model_ref(alias) == str(tmp_path / "prepared")
     folder = _model_folder(tmp_path / "m")
     assert resolve_model_ref(folder) == str(folder)
-    assert resolve_model_ref("Qwen/Qwen3-4B") == "Qwen/Qwen3-4B"  # a hub name passes through
     with pytest.raises(ModelRefError, match="does not exist"):
         resolve_model_ref(str(tmp_path / "missing"))
+    # A relative path that does not exist is a path, not a hub id: it never reaches the hub resolver
+    # (whose "Repo id must be in the form ..." says nothing about the missing folder).
+    with pytest.raises(ModelRefError, match="model folder runs/rewrite/align_pro does not exist"):
+        resolve_model_ref("runs/rewrite/align_pro")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelRefError, match="no config.json"):
         resolve_model_ref(tmp_path / "empty")
@@ -364,3 +367,19 @@ def test_evaluation_inputs_follow_the_model_device(config, one_torch_thread, tmp
     if cfg.task == "generative_retrieval":  # recommend_next
         with pytest.raises(_Reached):
             task.recommend(model, [1, 2, 3], 5)
+
+
+def test_a_hub_name_loads_only_from_the_local_cache(tmp_path, monkeypatch):
+    """Nothing is downloaded at run time: a hub name resolves when its files are in the HF cache, and is
+    a clear error otherwise."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(ModelRefError, match="neither a folder here nor a model in the local Hugging Face cache"):
+        resolve_model_ref("Qwen/Qwen3-4B")
+    repo = tmp_path / "models--Qwen--Qwen3-4B"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    (repo / "snapshots" / "abc123" / "config.json").write_text("{}")
+    assert resolve_model_ref("Qwen/Qwen3-4B") == "Qwen/Qwen3-4B"
