@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
+import sys
 from pathlib import Path
 
 import typer
@@ -15,7 +15,8 @@ from shoplab_core.errors import UserError, fail
 
 app = typer.Typer(help="Run agents on benchmark tasks and compare runs.", no_args_is_help=True)
 # Wide enough for the comparison table when output goes to a file or CI log (rich assumes 80 there).
-console = Console(width=max(160, shutil.get_terminal_size().columns))
+# The terminal's width; 120 columns when the output is a pipe or a log (rich would assume 80).
+console = Console(width=None if sys.stdout.isatty() else 120)
 
 
 def _select_tasks(world, task_files: list[Path] | None, intents: list[str] | None, limit: int | None):

@@ -12,9 +12,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from rich import box
+from rich.markup import escape
 from rich.table import Table
 
-from agents.runner import INTENT_ORDER
+from agents.runner import INTENT_ORDER, task_set_digest
 
 OVERALL = "overall"
 PNG_NAME = "asr_per_intent.png"
@@ -77,7 +79,23 @@ def load_runs(run_dirs: Sequence[Path]) -> dict[str, dict[str, Any]]:
             summaries[name] = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path} is not valid JSON: {exc}") from exc
+        run = summaries[name].setdefault("run", {})
+        if isinstance(run, dict) and "task_set" not in run:  # runs from before it was recorded
+            run["task_set"] = _task_set_from_results(path.parent / "results.jsonl")
     return summaries
+
+
+def _task_set_from_results(results: Path) -> str | None:
+    if not results.is_file():
+        return None
+    rows = []
+    with results.open(encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                rows.append({"task_id": json.loads(line)["task_id"]})
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+    return task_set_digest(rows) if rows else None
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -119,6 +137,26 @@ def _agent_label(summary: Mapping[str, Any]) -> str:
     return f"{agent} · {run.get('profile', 'shoplab')}"  # not [..]: rich reads brackets as markup
 
 
+def _n_tasks(summary: Mapping[str, Any]) -> int | None:
+    run, overall = summary.get("run") or {}, summary.get(OVERALL) or {}
+    n = run.get("tasks", overall.get("tasks") if isinstance(overall, dict) else None)
+    return n if isinstance(n, int) else None
+
+
+def mixed_task_sets(summaries: Mapping[str, Mapping[str, Any]]) -> bool:
+    """True when the runs did not all cover the same tasks (their ASRs are then not directly comparable)."""
+    sets = {((s.get("run") or {}).get("task_set"), _n_tasks(s)) for s in summaries.values()}
+    digests = {d for d, _ in sets if d}
+    counts = {n for _, n in sets if n is not None}
+    return len(digests) > 1 or len(counts) > 1
+
+
+def _mixed_note(summaries: Mapping[str, Mapping[str, Any]]) -> str:
+    counts = ", ".join(f"{name} {_fmt(_n_tasks(s), ',.0f')}" for name, s in summaries.items())
+    return (f"These runs cover different task sets (tasks: {counts}): an ASR compares directly only with "
+            "runs over the same tasks.")
+
+
 def _tokens(block: Mapping[str, Any]) -> str:
     prompt, completion = _num(block.get("mean_prompt_tokens")), _num(block.get("mean_completion_tokens"))
     if prompt is None and completion is None:
@@ -131,30 +169,48 @@ def _rows(summaries: Mapping[str, Mapping[str, Any]]) -> tuple[list[str], list[l
     intents = _intents(summaries)
     k_max = max((_trials(s) for s in summaries.values()), default=1)
     k_cols = [f"pass^{k}" for k in range(1, k_max + 1)] if k_max > 1 else []
-    headers = ["run", "agent", "episodes", *intents, "gt", "steps", "s/episode", "tokens/episode", "episodes/hour", *k_cols]
+    headers = ["run", "agent", "tasks", "episodes", *intents, "gt", "steps", "s/episode", "tokens/episode",
+               "episodes/hour", *k_cols]
     rows = []
     for name, s in summaries.items():
         overall = s.get(OVERALL) if _is_block(s.get(OVERALL)) else {}
         asr = [f"{_fmt(s[i]['asr'], '.3f')} ({_fmt(s[i].get('constraint_score'), '.2f')})"
                if _is_block(s.get(i)) else MISSING for i in intents]
-        rows.append([name, _agent_label(s), _fmt(overall.get("n"), ".0f"), *asr,
+        rows.append([name, _agent_label(s), _fmt(_n_tasks(s), ",.0f"), _fmt(overall.get("n"), ".0f"), *asr,
                      _fmt(overall.get("gt_rate"), ".3f"), _fmt(overall.get("mean_steps"), ".1f"),
                      _fmt(overall.get("mean_seconds"), ".2f"), _tokens(overall),
-                     _fmt(overall.get("episodes_per_hour"), ",.1f"),
+                     _fmt(overall.get("episodes_per_hour"), ",.0f"),
                      *[_fmt(overall.get(k), ".3f") for k in k_cols]])
     return headers, rows
 
 
 # ----------------------------------------------------------------------------------------------- outputs
+TERMINAL_WIDTH = 120  # the terminal table fits this many columns; report.md has every detail
+
+
 def comparison_table(summaries: Mapping[str, Mapping[str, Any]]) -> Table:
-    """Runs side by side, one row per run: ASR per intent (constraint score in brackets), gt rate, steps,
-    seconds, tokens and episodes per hour (LLM runs) and pass^k when a run has several trials."""
-    headers, rows = _rows(summaries)
-    table = Table(title="Runs compared: ASR per intent (constraint score in brackets)")
+    """Runs side by side for a terminal of 120 columns, one row per run: tasks, ASR per intent, gt rate,
+    steps, seconds, tokens and episodes per hour (LLM runs), pass^k when a run has several trials. What
+    each run was (agent, model, profile) is the caption, with a warning when the runs cover different
+    tasks; constraint scores are in report.md."""
+    intents = _intents(summaries)
+    k_max = max((_trials(s) for s in summaries.values()), default=1)
+    k_cols = [f"pass^{k}" for k in range(1, k_max + 1)] if k_max > 1 else []
+    headers = ["run", "tasks", *intents, "gt", "steps", "s/ep", "tok/ep", "ep/h", *k_cols]
+    captions = [f"{name}: {_agent_label(s)}" for name, s in summaries.items()]
+    if mixed_task_sets(summaries):
+        captions.append(f"[yellow]{_mixed_note(summaries)}[/yellow]")
+    table = Table(title="Runs compared: ASR per intent", box=box.SIMPLE_HEAD, pad_edge=False,
+                  caption="\n".join(captions), caption_justify="left")
     for h in headers:
-        table.add_column(h, justify="left" if h in ("run", "agent") else "right", no_wrap=h == "run")
-    for row in rows:
-        table.add_row(*row)
+        table.add_column(h, justify="left" if h == "run" else "right", overflow="fold", max_width=28 if h == "run" else None)
+    for name, s in summaries.items():
+        overall = s.get(OVERALL) if _is_block(s.get(OVERALL)) else {}
+        asr = [_fmt(s[i]["asr"], ".3f") if _is_block(s.get(i)) else MISSING for i in intents]
+        table.add_row(escape(name), _fmt(_n_tasks(s), ",.0f"), *asr, _fmt(overall.get("gt_rate"), ".3f"),
+                      _fmt(overall.get("mean_steps"), ".1f"), _fmt(overall.get("mean_seconds"), ".2f"),
+                      _tokens(overall), _fmt(overall.get("episodes_per_hour"), ",.0f"),
+                      *[_fmt(overall.get(k), ".3f") for k in k_cols])
     return table
 
 
@@ -217,6 +273,8 @@ def markdown_report(summaries: Mapping[str, Mapping[str, Any]], png_name: str = 
              "| " + " | ".join(_md_cell(h) for h in headers) + " |",
              "|" + "|".join(":---" if h in ("run", "agent") else "---:" for h in headers) + "|"]
     lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+    if mixed_task_sets(summaries):
+        lines += ["", f"**Note:** {_md_cell(_mixed_note(summaries))}"]
     lines += ["", f"![ASR per intent]({png_name})", "", "## Runs", ""]
     for name, s in summaries.items():
         run = s.get("run") or {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -84,6 +85,12 @@ def _read_done(results_path: Path) -> list[dict[str, Any]]:
         tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
         os.replace(tmp, results_path)
     return rows
+
+
+def task_set_digest(rows: Sequence[dict[str, Any]]) -> str:
+    """A short fingerprint of the tasks a run covered: two runs compare directly only when theirs match."""
+    ids = sorted({str(r["task_id"]) for r in rows})
+    return hashlib.sha1("\n".join(ids).encode()).hexdigest()[:12]
 
 
 def summarize(rows: Sequence[dict[str, Any]], trials: int | None = None) -> dict[str, Any]:
@@ -265,6 +272,7 @@ def _run_benchmark(world: ShoppingWorld, tasks: Sequence[Task], agent_factory: C
     # Throughput of this invocation only: resumed episodes took their time in an earlier one.
     summary["overall"]["episodes_per_hour"] = round(len(todo) / wall * 3600, 1) if todo and wall > 0 else None
     summary["run"] = {"agent": config.agent, "trials": config.trials, "episodes": len(rows),
+                      "tasks": len({r["task_id"] for r in rows}), "task_set": task_set_digest(rows),
                       "data_dir": str(world.data_dir), "backend": world.manifest.get("backend"),
                       "n_products": world.manifest.get("n_products"), "parallel": config.parallel,
                       "wall_seconds": round(wall, 2), "new_episodes": len(todo), "llm": config.llm,

@@ -7,8 +7,16 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from rich.console import Console
 
-from agents.report import comparison_table, load_runs, plot_asr_per_intent, write_report
+from agents.report import (
+    comparison_table,
+    load_runs,
+    markdown_report,
+    mixed_task_sets,
+    plot_asr_per_intent,
+    write_report,
+)
 from agents.runner import summarize
 
 
@@ -70,16 +78,53 @@ def test_comparison_table(runs):
     table = comparison_table(load_runs(runs))
     assert table.row_count == 3
     assert _column(table, "run") == ["heuristic", "react", "oracle"]
-    assert _column(table, "overall") == ["0.500 (0.75)", "0.667 (0.83)", "1.000 (1.00)"]
-    assert _column(table, "product") == ["0.500 (0.75)", "0.750 (0.88)", "1.000 (1.00)"]
-    assert _column(table, "voucher") == ["0.000 (0.50)", "-", "-"]
-    assert _column(table, "web") == ["0.500 (0.75)", "-", "-"]
+    assert _column(table, "tasks") == ["8", "3", "2"]
+    assert _column(table, "overall") == ["0.500", "0.667", "1.000"]
+    assert _column(table, "product") == ["0.500", "0.750", "1.000"]
+    assert _column(table, "voucher") == ["0.000", "-", "-"]
+    assert _column(table, "web") == ["0.500", "-", "-"]
     # tokens and throughput only for the LLM run; pass^k because one run has two trials
-    assert _column(table, "tokens/episode") == ["-", "1,500", "-"]
-    assert _column(table, "episodes/hour") == ["-", "240.0", "-"]
+    assert _column(table, "tok/ep") == ["-", "1,500", "-"]
+    assert _column(table, "ep/h") == ["-", "240", "-"]
     assert _column(table, "pass^2")[1] == "0.333"  # p1 2/2, p2 1/2 → 1, 0; s1 1/2 → 0
     headers = [c.header for c in table.columns]
     assert headers.index("overall") < headers.index("product") < headers.index("shop") < headers.index("voucher")
+    assert "react: react (transformers:Qwen/Qwen3-0.6B) · shoplab" in table.caption
+
+
+def test_the_terminal_table_fits_120_columns_whole(tmp_path):
+    """Long run names and model names, six runs, three trials: nothing is cut and no line is wider than 120."""
+    dirs = []
+    for i in range(6):
+        rows = [_row(f"{intent[0]}{j}", intent, (i + j) % 2 == 0, trial)
+                for intent in ("product", "shop", "voucher", "web") for j in range(3) for trial in range(3)]
+        d = tmp_path / f"react_smollm2_distilled_student_run_{i}"
+        _write_run(d, rows, "react", trials=3, llm={"backend": "vllm", "model": "runs/distill/sft/merged_long_name"})
+        dirs.append(d)
+    console = Console(width=120, record=True)
+    console.print(comparison_table(load_runs(dirs)))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 120
+    assert "…" not in text
+    assert "react_smollm2_distilled_student_run_5" in text.replace("\n", "").replace(" ", "") or \
+        all(f"run_{i}" in text for i in range(6))
+    assert "pass^3" in text and "different task sets" not in text
+
+
+def test_runs_over_different_task_sets_are_marked(runs):
+    summaries = load_runs(runs)
+    assert mixed_task_sets(summaries)
+    assert "different task sets (tasks: heuristic 8, react 3, oracle 2)" in comparison_table(summaries).caption
+    assert "different task sets" in markdown_report(summaries)
+    same = load_runs([runs[0], runs[0]])
+    assert not mixed_task_sets(same) and "different task sets" not in markdown_report(same)
+
+
+def test_runs_over_the_same_number_of_different_tasks_are_marked(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    _write_run(a, [_row("p1", "product", True), _row("p2", "product", False)], "heuristic")
+    _write_run(b, [_row("p1", "product", True), _row("p3", "product", False)], "heuristic")
+    assert mixed_task_sets(load_runs([a, b]))  # read from results.jsonl: the summaries predate task_set
 
 
 def test_no_pass_k_columns_with_single_trials(runs):
