@@ -236,6 +236,35 @@ def tools() -> None:
 
 
 @app.command()
+def show(
+    run_dir: Path = typer.Argument(..., help="A run folder (`shoplab bench run --out`)."),
+    task: str | None = typer.Option(None, "--task", help="Show this task's episodes step by step (an id or a "
+                                    "unique prefix of one)."),
+    trial: int | None = typer.Option(None, "--trial", min=0, help="Only this trial (0-based)."),
+    intent: str | None = typer.Option(None, "--intent", help="Only this intent: product | shop | voucher | web."),
+    failed: bool = typer.Option(False, "--failed", help="Only failed episodes."),
+    full: bool = typer.Option(False, "--full", help="Whole observations and the system prompt."),
+) -> None:
+    """Read a run's trajectories: every episode in one table, or with --task each step of its episodes."""
+    from agents.viewer import episode_view, overview_table, read_episodes, select_episodes
+
+    rows, skipped = read_episodes(run_dir)
+    chosen = select_episodes(rows, task=task, trial=trial, intent=intent, failed=failed)
+    if skipped:
+        console.print(f"[yellow]{skipped} line(s) of results.jsonl are not episodes; skipped[/yellow]")
+    if not chosen:
+        fail("no episode matches these filters", 1)
+    if task is None:
+        passed = sum(bool(r.get("success")) for r in chosen)
+        console.print(overview_table(chosen, title=f"{run_dir}: {len(chosen)} episodes, {passed} succeeded"))
+        console.print(f"[dim]One episode step by step: shoplab bench show {run_dir} --task {chosen[0]['task_id']}[/dim]")
+        return
+    for row in chosen:
+        console.print(episode_view(row, full=full))
+        console.rule(style="dim")
+
+
+@app.command()
 def report(run_dirs: list[Path] = typer.Argument(..., help="Run folders to compare."),
            out: Path | None = typer.Option(None, "--out", help="Where report.md and the PNG go "
                                            "(default: <first run's parent>/report).")) -> None:

@@ -38,6 +38,7 @@ def _register_builtin() -> None:
     from agents.scripted import HeuristicAgent, OracleAgent
 
     register_agent("heuristic", HeuristicAgent)
+    register_agent("heuristic_price", lambda **kw: HeuristicAgent(apply_price=True, **kw))
     register_agent("oracle", OracleAgent)
     register_agent("teacher", lambda **kw: OracleAgent(query_source="instruction", visible_hits=3, **kw))
     register_agent("react", _react_agent, needs_llm=True)
