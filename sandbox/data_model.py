@@ -109,12 +109,13 @@ class Voucher(BaseModel):
         return max(total * (1.0 - rate), total - cap)
 
     def describe(self) -> str:
-        """What a shopper reads, e.g. `34 off all products from 170` or `50% off ... from 28, at most 19`."""
-        scope = "all products" if self.voucher_type == VoucherType.platform else "products of one shop"
+        """What a shopper reads, e.g. `34 off orders of 170 or more` or `50% off orders of 28 or more from
+        one shop (at most 19 off)`."""
+        scope = "" if self.voucher_type == VoucherType.platform else " from one shop"
         if self.discount_type == DiscountType.fixed:
-            return f"{self.face_value:g} off {scope} from {self.threshold:g}"
-        cap = f", at most {self.cap:g}" if self.cap is not None else ""
-        return f"{100 * (self.discount or 0):g}% off {scope} from {self.threshold:g}{cap}"
+            return f"{self.face_value:g} off orders of {self.threshold:g} or more{scope}"
+        cap = f" (at most {self.cap:g} off)" if self.cap is not None else ""
+        return f"{100 * (self.discount or 0):g}% off orders of {self.threshold:g} or more{scope}{cap}"
 
 
 class Intent(str, Enum):

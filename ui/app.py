@@ -30,6 +30,8 @@ from ui.session import (  # noqa: E402
 
 logger = logging.getLogger("shoplab.demo")
 
+WORKING = {"role": "assistant", "content": "The agent is reading your request and searching the catalogue.",
+           "metadata": {"title": "⏳ Working on it…", "status": "pending"}}
 EXAMPLES = ["A stainless steel water bottle under 300 with free shipping",
             "A 12 inch heavy-duty rubber wheel for a pushcart",
             "Building blocks for kids from an official store"]
@@ -63,9 +65,9 @@ def build_demo(backend: DemoBackend) -> gr.Blocks:
     with gr.Blocks(title="shoplab · shopping assistant") as demo:
         # No time_to_live: it would expire an open but idle tab's cart. Gradio drops a closed tab's state.
         session = gr.State(lambda: backend.new_session())
-        gr.Markdown(f"## 🛍️ shoplab shopping assistant\nAn LLM agent shopping in a sandbox of "
-                    f"**{n_products:,} products** ({render.esc(manifest.get('backend', 'tantivy'))}). "
-                    "Each tool call it makes appears as a step you can expand.", elem_id="header")
+        gr.Markdown(f"## 🛍️ shoplab shopping assistant\n{render.esc(backend.model_banner())} It shops in a "
+                    f"catalogue of **{n_products:,} products**; each tool call it makes appears as a step you can "
+                    "expand.", elem_id="header")
         with gr.Row(equal_height=False):
             with gr.Column(scale=3):
                 with gr.Tabs():
@@ -74,11 +76,12 @@ def build_demo(backend: DemoBackend) -> gr.Blocks:
                                              group_consecutive_messages=False, feedback_options=None,
                                              placeholder="Ask for a product: what it is, your budget, the "
                                                          "services you want.")
-                        with gr.Row():
+                        with gr.Row(equal_height=True):
+                            # The buttons keep their width (scale 0); the message box takes the rest of the row.
                             message = gr.Textbox(show_label=False, placeholder="What are you looking for?",
-                                                 elem_id="chat-input", scale=6, max_length=MAX_MESSAGE_CHARS)
-                            send = gr.Button("Send", variant="primary", elem_id="chat-send", scale=1)
-                            new_chat = gr.Button("New chat", elem_id="chat-new", scale=1)
+                                                 elem_id="chat-input", scale=1, max_length=MAX_MESSAGE_CHARS)
+                            send = gr.Button("Send", variant="primary", elem_id="chat-send", scale=0, min_width=90)
+                            new_chat = gr.Button("New chat", elem_id="chat-new", scale=0, min_width=110)
                         gr.Examples(EXAMPLES, inputs=message, label="Try")
                     with gr.Tab("Benchmark task", id="task"):
                         intents = backend.intents
@@ -104,6 +107,16 @@ def build_demo(backend: DemoBackend) -> gr.Blocks:
                                                        elem_id="rewrite-input", scale=5)
                             rewrite_button = gr.Button("Rewrite", elem_id="rewrite-run", scale=1)
                         rewrite_out = gr.HTML(elem_id="rewrite-out")
+                    with gr.Tab("Runs", id="runs"):
+                        gr.Markdown("Finished benchmark runs (`shoplab bench run --out runs/...`), episode by "
+                                    "episode, as `shoplab bench show` prints them.")
+                        runs = backend.run_folders()
+                        with gr.Row():
+                            run_pick = gr.Dropdown(runs, value=runs[0] if runs else None, label="Run",
+                                                   elem_id="runs-pick", scale=3)
+                            refresh_runs = gr.Button("Refresh", elem_id="runs-refresh", scale=0, min_width=90)
+                        episode_pick = gr.Dropdown([], label="Episode", elem_id="runs-episode")
+                        episode_out = gr.HTML(elem_id="runs-episode-view")
             with gr.Column(scale=2):
                 cart = gr.HTML(render.cart_panel({"items": [], "total": 0, "total_after_voucher": 0,
                                                   "budget": config.demo.budget}), elem_id="cart")
@@ -115,7 +128,7 @@ def build_demo(backend: DemoBackend) -> gr.Blocks:
                 with gr.Row():
                     add = gr.Button("Add to cart", elem_id="cart-add")
                     remove = gr.Button("Remove", elem_id="cart-remove")
-                budget = gr.Number(config.demo.budget, label="Budget (0: none)", minimum=0, elem_id="budget")
+                budget = gr.Number(config.demo.budget, label="Budget (0 = no limit)", minimum=0, elem_id="budget")
                 cart_note = gr.Markdown(elem_id="cart-note")
                 with gr.Accordion("Settings", open=False, elem_id="settings"):
                     agent = gr.Dropdown(list(DEMO_AGENTS), value=defaults.agent, label="Agent", elem_id="set-agent")
@@ -143,12 +156,13 @@ def build_demo(backend: DemoBackend) -> gr.Blocks:
                 yield sess.transcript, gr.update(), *cart_outputs(sess)
                 return
             before = bounded_transcript(list(sess.transcript) + [{"role": "user", "content": render.esc(text)}])
-            yield before, "", *cart_outputs(sess)
+            # A sign of life at once: loading a model or the first model turn can take seconds.
+            yield before + [WORKING], "", *cart_outputs(sess)
             try:
                 settings = settings_of(*values)
                 messages: list[dict[str, Any]] = []
                 for messages in sess.chat(text, settings):
-                    yield before + messages, gr.update(), *cart_outputs(sess)
+                    yield before + (messages or [WORKING]), gr.update(), *cart_outputs(sess)
                 sess.transcript = bounded_transcript(before + messages)
                 yield sess.transcript, gr.update(), *cart_outputs(sess, pick_first=True)
             except Exception as exc:  # noqa: BLE001 - the chat shows it, the app keeps serving
@@ -197,6 +211,29 @@ def build_demo(backend: DemoBackend) -> gr.Blocks:
                     logger.exception("task episode failed")
                 yield [{"role": "assistant", "content": _warning(exc)}], "", ""
 
+        def list_runs() -> Any:
+            folders = backend.run_folders()
+            return gr.update(choices=folders, value=folders[0] if folders else None)
+
+        def list_episodes(run: str | None) -> tuple[Any, str]:
+            if not run:
+                return gr.update(choices=[], value=None), "No finished runs yet: `shoplab bench run ... --out runs/NAME`."
+            rows = backend.run_episodes(run)
+            choices = [(f"{'✓' if r.get('success') else '✗'} {r['task_id']} (trial {r.get('trial', 0)})", i)
+                       for i, r in enumerate(rows)]
+            return gr.update(choices=choices, value=0 if choices else None), show_episode(run, 0 if choices else None)
+
+        def show_episode(run: str | None, index: Any) -> str:
+            if not run or index is None:
+                return ""
+            from agents.viewer import episode_html
+
+            rows = backend.run_episodes(run)
+            i = int(index)
+            if not 0 <= i < len(rows):
+                raise DemoError("pick an episode from the list")
+            return episode_html(rows[i])
+
         cart_out = [cart, pick, cart_note]
         # "always_last": a message sent while the previous turn still runs is answered after it, not dropped
         # (Gradio's default "once" ignores a click while the event is pending).
@@ -215,6 +252,12 @@ def build_demo(backend: DemoBackend) -> gr.Blocks:
         task.change(show_task, inputs=[task], outputs=[task_query])
         run_task.click(solve, inputs=[session, task, *settings_inputs], outputs=[task_chat, score, gold],
                        concurrency_id="episode")
+        run_note = lambda msg: (gr.update(), msg)  # noqa: E731
+        refresh_runs.click(list_runs, outputs=[run_pick])
+        run_pick.change(_guarded(list_episodes, run_note), inputs=[run_pick], outputs=[episode_pick, episode_out])
+        episode_pick.change(_guarded(show_episode, lambda msg: msg), inputs=[run_pick, episode_pick],
+                            outputs=[episode_out])
+        demo.load(_guarded(list_episodes, run_note), inputs=[run_pick], outputs=[episode_pick, episode_out])
         if backend.has_rewriter:
             for trigger in (rewrite_button.click, rewrite_query.submit):
                 trigger(_guarded(rewrite_html, lambda msg: msg), inputs=[rewrite_query], outputs=[rewrite_out])

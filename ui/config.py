@@ -35,6 +35,8 @@ class DemoSettings:
     tasks_per_intent: int = 30  # benchmark tasks offered per intent
     max_steps: int = 12  # default of the settings slider; a task episode may raise it to the agent's max
     history_turns: int = 3  # earlier chat exchanges the agent sees
+    # The Runs tab shows the finished runs (`shoplab bench run --out`) found under this folder; only those.
+    runs_dir: str = "runs"
 
 
 @dataclass

@@ -35,6 +35,8 @@ logger = logging.getLogger("shoplab.demo")
 
 DEMO_AGENTS = ("react", "heuristic", "oracle")
 MAX_LOADED_LLMS = 2
+MAX_RUN_FOLDERS = 50
+MAX_RUN_BYTES = 200 << 20
 _RESPONSE = re.compile(r"<response>(.*?)</response>", re.S)
 _THINK = re.compile(r"<think>(.*?)</think>", re.S)
 _CALL_BLOCK = re.compile(r"<tool_call>.*?(</tool_call>|$)", re.S)
@@ -95,6 +97,7 @@ class DemoBackend:
         self._rewriter = None
         self._similarity = None
         self._lazy_lock = threading.Lock()
+        self._run_cache: tuple[Any, list[dict[str, Any]]] = (None, [])
         # The agent config's plug-in toolkits, built once and handed to every episode of every tab.
         self.toolkits = load_toolkits(config.agent.toolkits, world)
 
@@ -105,6 +108,37 @@ class DemoBackend:
     def task_choices(self, intent: str) -> list[tuple[str, str]]:
         return [(f"{t.query[:90]}{'…' if len(t.query) > 90 else ''}", t.task_id)
                 for t in self.tasks.values() if t.intent.value == intent]
+
+    # -- the Runs tab: finished benchmark runs, read-only --------------------------------------------------
+    def run_folders(self) -> list[str]:
+        """Run folders (with a results.jsonl) under `demo.runs_dir`, newest first, at most 3 levels deep."""
+        root = Path(self.config.demo.runs_dir)
+        if not root.is_dir():
+            return []
+        found = [p.parent for depth in ("*", "*/*", "*/*/*") for p in root.glob(f"{depth}/results.jsonl")]
+        found.sort(key=lambda p: (p / "results.jsonl").stat().st_mtime, reverse=True)
+        return [str(p) for p in found[:MAX_RUN_FOLDERS]]
+
+    def run_episodes(self, run: str) -> list[dict[str, Any]]:
+        """The episodes of one listed run folder (anything else is refused: the path comes from a browser)."""
+        from agents.viewer import read_episodes
+
+        if run not in self.run_folders():
+            raise DemoError("pick a run folder from the list")
+        path = Path(run) / "results.jsonl"
+        if path.stat().st_size > MAX_RUN_BYTES:
+            raise DemoError(f"this run's results.jsonl is over {MAX_RUN_BYTES >> 20} MB; read it with "
+                            f"`shoplab bench show {run}`")
+        key = (run, path.stat().st_mtime_ns)
+        with self._lazy_lock:
+            if self._run_cache[0] != key:
+                self._run_cache = (key, read_episodes(run)[0])
+            return self._run_cache[1]
+
+    def model_banner(self) -> str:
+        """One line for the page header: which agent and model answer the chat."""
+        llm = self.config.llm
+        return f"The chat agent is a ReAct agent on **{llm.model}** ({llm.backend})."
 
     def default_settings(self) -> TurnSettings:
         return TurnSettings(backend=self.config.llm.backend, model=self.config.llm.model,
@@ -206,6 +240,7 @@ class EpisodeView:
         self.icons = icons or {}  # tool name -> its declared icon
         self.messages: list[Message] = []
         self.response = ""  # the agent's closing words (<response>...</response>), if it gave any
+        self.info: dict[str, Any] = {}  # the finished episode's record (finish reason, format errors, ...)
         self._pending: dict[str, int] = {}
 
     def thought(self, text: str) -> None:
@@ -404,7 +439,9 @@ class DemoSession:
             raise DemoError("the oracle agent knows the gold answer of a benchmark task, so it only runs "
                             "in the Benchmark task tab; pick react or heuristic for the chat")
         if not agent_needs_llm(settings.agent):
-            return make_agent(settings.agent)
+            # In the chat the heuristic applies the price it reads ("under 500"); on benchmark tasks it
+            # is the benchmark's floor, exactly as `shoplab bench run --agent heuristic` runs it.
+            return make_agent("heuristic_price" if chat and settings.agent == "heuristic" else settings.agent)
         tools = config.agent.tools if chat else [spec.name for spec in tool_specs(config.agent.tools,
                                                                                   self.backend.toolkits)
                                                  if spec.group != CART_GROUP]
@@ -463,6 +500,7 @@ class DemoSession:
                 last = next((m.get("content") or "" for m in reversed(event["info"].get("messages") or [])
                              if m.get("role") == "assistant"), "")
                 view.response = " ".join(r.strip() for r in _RESPONSE.findall(last) if r.strip())
+                view.info = event["info"] if isinstance(event["info"], dict) else {}
             yield view.messages
 
     def _remember_hits(self, tool: str, env: ShoppingEnv) -> None:
@@ -482,9 +520,30 @@ class DemoSession:
             view.say(f"{intro}\n\n{render.product_cards(products)}")
             return "I recommended " + "; ".join(f"{p['title']} (id {p['product_id']}, price {p['price']:g})"
                                                 for p in products)
-        text = response or "I could not find a product that fits. Try other words, or fewer requirements."
+        text = response or no_recommendation_reason(env, view.info)
         view.say(render.esc(text))
         return text
+
+
+def no_recommendation_reason(env: ShoppingEnv, info: dict[str, Any]) -> str:
+    """What went wrong when an episode ends with nothing recommended: the agent's failure, said as such
+    (never "try other words": the request was fine as far as anyone knows)."""
+    history = env.state.history
+    searches = [s for s in history if s.tool == "find_product"]
+    found = [s for s in searches if s.ok and isinstance(s.data, list) and s.data]
+    if not history:
+        if info.get("finish") == "llm_error":
+            return "The language model failed before it made any tool call, so nothing was searched."
+        return ("The model produced no valid tool call, so nothing was searched. A larger model, or the "
+                "heuristic agent (Settings), may do better.")
+    if not searches:
+        return "The agent never searched the catalogue, so it had nothing to recommend."
+    if not found:
+        failed = sum(not s.ok for s in searches)
+        return (f"The agent's {len(searches)} search(es) returned no products"
+                + (f" ({failed} of them were invalid calls)" if failed else "") + ", so it recommended nothing.")
+    return (f"The agent found products in {len(found)} search(es) but never recommended one "
+            f"(it stopped: {info.get('finish') or 'unknown reason'}).")
 
 
 def _visible_thought(text: str) -> str:

@@ -43,10 +43,44 @@ def shopper():
 
 
 @pytest.fixture(scope="module")
-def scripted_app(world, shopper):
-    app, url = serve(world, lambda cfg: shopper)
+def finished_runs(world, similarity, tmp_path_factory):
+    """A runs folder holding one finished heuristic run, for the Runs tab."""
+    from agents.registry import make_agent
+    from agents.runner import RunConfig, run_benchmark
+    from sandbox.tasks import first_per_intent
+
+    root = tmp_path_factory.mktemp("runs")
+    run_benchmark(world, first_per_intent(world.tasks.values(), 1), lambda: make_agent("heuristic"), root / "heuristic",
+                  RunConfig(agent="heuristic"), similarity=similarity, progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def scripted_app(world, shopper, finished_runs):
+    app, url = serve(world, lambda cfg: shopper, runs_dir=str(finished_runs))
     yield url
     app.close()
+
+
+def test_the_page_names_the_model_shows_work_at_once_and_gives_the_message_box_the_row(browser, scripted_app):
+    page = open_page(browser, scripted_app)
+    assert "smollm2-135m-instruct" in page.inner_text("#header")
+    assert "tantivy" not in page.inner_text("#header")
+    box, row = page.locator("#chat-input").bounding_box(), page.locator("#chat-input").locator("..").bounding_box()
+    assert box["width"] >= 0.6 * row["width"]
+    send(page, "water bottle")
+    # Within a second, long before the first tool step (each takes 0.3 s and the model is still "loading").
+    page.wait_for_selector("#chat >> text=Working on it", timeout=1_500)
+    page.wait_for_selector("#chat .sl-card", timeout=STEP_TIMEOUT_MS)
+    assert "Working on it" not in page.inner_text("#chat")
+
+
+def test_the_runs_tab_shows_a_finished_episode_step_by_step(browser, scripted_app, finished_runs):
+    page = open_page(browser, scripted_app)
+    page.get_by_role("tab", name="Runs").click()
+    page.wait_for_selector("#runs-episode-view >> text=find_product(", timeout=STEP_TIMEOUT_MS)
+    view = page.inner_text("#runs-episode-view")
+    assert "recommend_product(" in view and "scored" in view
 
 
 def test_a_message_streams_tool_steps_then_product_cards(browser, scripted_app, tmp_path):
@@ -143,7 +177,7 @@ def test_the_real_default_model_answers_through_the_page(browser, world):
         # The episode ends with a closing assistant message: product cards or a plain answer.
         page.wait_for_function(
             "[...document.querySelectorAll('#chat .sl-card, #chat .message')].some(e => "
-            "/I could not find|Here is what I recommend|sl-card|⚠️/.test(e.outerHTML))", timeout=300_000)
+            "/The model produced|The agent|Here is what I recommend|sl-card|⚠️/.test(e.outerHTML))", timeout=300_000)
         page.wait_for_selector("#chat-send:not([disabled])", timeout=300_000)
         text = page.inner_text("#chat")
         assert "Traceback" not in text
