@@ -232,7 +232,8 @@ def tools() -> None:
         for spec in specs:
             table.add_row(spec.group, f"{spec.icon} {spec.name}", spec.kind, f"{class_name} ({how})",
                           spec.description)
-    console.print(table)
+    # A reference listing: wide enough that each description stays on one line when piped.
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
 
 
 @app.command()

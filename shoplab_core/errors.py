@@ -31,6 +31,14 @@ def print_error(message: str) -> None:
     Console(stderr=True, soft_wrap=True).print(f"[bold red]Error:[/] {escape(message)}")
 
 
+def print_warning(message: str) -> None:
+    """Something the user must know although the command goes on (a fallback, a skipped input)."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True, soft_wrap=True).print(f"[bold yellow]Note:[/] {escape(message)}")
+
+
 def fail(error: str | BaseException, code: int = 2) -> NoReturn:
     """Show `error` (`print_error`) and end the command with exit status `code`."""
     import typer

@@ -39,6 +39,28 @@ _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _DONE_MARK = ".shoplab-prepared"
 
 
+# Models the project ships in its own repository (data/models/, each with a model card), loaded by name
+# like the bundled base model. A LoRA adapter's `base_model_name_or_path` names its base by alias.
+SHIPPED_MODEL_DIR = Path(__file__).resolve().parent.parent / "data" / "models"
+STUDENT_ALIAS = "shoplab-student"
+SHIPPED_MODELS = {STUDENT_ALIAS: "smollm2-135m-shoplab-student"}
+
+
+def shipped_model_dir(name: str | Path) -> Path | None:
+    """The folder of a shipped model's name (whether or not it is present), or None for other names."""
+    folder = SHIPPED_MODELS.get(str(name).strip().lower())
+    return SHIPPED_MODEL_DIR / folder if folder else None
+
+
+def missing_shipped_model(name: str | Path) -> str | None:
+    """Why a shipped model cannot load here (its folder is absent: an install without the repo's data/),
+    or None when it is present or `name` is not a shipped model."""
+    path = shipped_model_dir(name)
+    if path is None or (path / ADAPTER_FILE).exists() or (path / "config.json").exists():
+        return None
+    return f"{name} ships in the repository's data/models/{path.name}, which this install does not have"
+
+
 class ModelRefError(UserError, ValueError):
     """A model reference names nothing loadable (a missing folder, a stage without a merged model, ...)."""
 
@@ -161,6 +183,10 @@ def resolve_model_source(ref: str | Path) -> ModelSource:
     name = str(ref).strip()
     if is_alias(name):
         return ModelSource(resolve_model_ref(name))
+    if shipped_model_dir(name) is not None:
+        if reason := missing_shipped_model(name):
+            raise ModelRefError(reason)
+        name = str(shipped_model_dir(name))
     path = Path(name).expanduser()
     if (path / STAGE_FILE).exists():
         info = read_stage(path)

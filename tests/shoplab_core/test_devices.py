@@ -13,6 +13,7 @@ from shoplab_core import devices
 from shoplab_core.devices import module_device, resolve_device, resolve_dtype
 from shoplab_core.models import (
     ModelRefError,
+    ModelSource,
     load_causal_lm,
     load_tokenizer,
     resolve_model_ref,
@@ -383,3 +384,26 @@ def test_a_hub_name_loads_only_from_the_local_cache(tmp_path, monkeypatch):
     (repo / "snapshots" / "abc123").mkdir(parents=True)
     (repo / "snapshots" / "abc123" / "config.json").write_text("{}")
     assert resolve_model_ref("Qwen/Qwen3-4B") == "Qwen/Qwen3-4B"
+
+
+def test_a_shipped_student_loads_by_name_and_falls_back_with_a_banner_when_absent(tmp_path, monkeypatch, capsys):
+    import shoplab_core.models as models
+    from agents.llm import LLMConfig
+    from agents.llm.models import with_fallback
+
+    monkeypatch.setattr(models, "SHIPPED_MODEL_DIR", tmp_path)
+    monkeypatch.setattr(models, "prepare_default_model", lambda *a, **k: tmp_path / "prepared")
+    # Absent (an install without the repo's data/): a clear error, or the fallback with a note.
+    with pytest.raises(ModelRefError, match="ships in the repository's data/models/"):
+        resolve_model_source("shoplab-student")
+    config = LLMConfig(model="shoplab-student", fallback_model="smollm2-135m-instruct")
+    assert with_fallback(config).model == "smollm2-135m-instruct"
+    assert "using smollm2-135m-instruct instead" in capsys.readouterr().err
+    assert with_fallback(LLMConfig(model="shoplab-student")).model == "shoplab-student"  # no fallback: no swap
+    # Present: the adapter on its base, named by alias in adapter_config.json.
+    folder = tmp_path / "smollm2-135m-shoplab-student"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text('{"base_model_name_or_path": "smollm2-135m-instruct", "r": 8}')
+    source = resolve_model_source("shoplab-student")
+    assert source == ModelSource(str(tmp_path / "prepared"), str(folder))
+    assert with_fallback(config) is config
