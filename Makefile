@@ -6,9 +6,9 @@ STAMP := $(VENV)/.installed
 DATA_DIR ?= runs/sandbox
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PRODUCTS ?= 200000
-# The react agent on the bundled SmolLM2-135M-Instruct: vLLM (CPU build) by default; set
-# LLM_CONFIG=configs/agents/react_smollm2_transformers.yaml for HF transformers.
-LLM_CONFIG ?= configs/agents/react_smollm2_vllm_cpu.yaml
+# The react agent on the distilled SmolLM2 student (data/models/): vLLM (CPU build); the base model zero-shot:
+# LLM_CONFIG=configs/agents/react_smollm2_vllm_cpu.yaml (it scores 0: docs/results.md).
+LLM_CONFIG ?= configs/agents/react_student_vllm_cpu.yaml
 REACT_LIMIT ?= 6
 REACT_PARALLEL ?= 8
 TASKS := data/shoppingbench/synthesize_product_dev.jsonl data/shoppingbench/synthesize_shop_dev.jsonl \
@@ -51,12 +51,12 @@ run: $(STAMP)
 	$(BIN)/shoplab bench run --data-dir $(DATA_DIR) --tasks $(TASKS) --agent heuristic --out runs/heuristic
 	$(BIN)/shoplab bench run --data-dir $(DATA_DIR) --tasks $(TASKS) --agent oracle --out runs/oracle
 	$(BIN)/shoplab bench run --data-dir $(DATA_DIR) --tasks $(TASKS) --agent react --llm-config $(LLM_CONFIG) \
-		--limit $(REACT_LIMIT) --parallel $(REACT_PARALLEL) --out runs/react_smollm2
-	$(BIN)/shoplab bench report runs/heuristic runs/oracle runs/react_smollm2 --out runs/report
+		--limit $(REACT_LIMIT) --parallel $(REACT_PARALLEL) --out runs/react_student
+	$(BIN)/shoplab bench report runs/heuristic runs/oracle runs/react_student --out runs/report
 	@echo
 	@echo "Next:"
 	@echo "  runs/report/report.md                        the comparison with every detail, and its chart"
-	@echo "  $(BIN)/shoplab bench show runs/react_smollm2     read the LLM agent's episodes (--task ID: step by step)"
+	@echo "  $(BIN)/shoplab bench show runs/react_student      read the LLM agent's episodes (--task ID: step by step)"
 	@echo "  make demo                                    chat with the agent at http://127.0.0.1:7860"
 	@echo "  $(BIN)/shoplab bench run --agent react --llm openai --base-url URL --model NAME --out runs/mine"
 	@echo "                                               your own model behind any OpenAI-compatible endpoint"

@@ -12,6 +12,7 @@ import logging
 import os
 import warnings
 
+QUIET_FLAG = "SHOPLAB_QUIET"
 QUIET_ENV = {
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",      # also transformers' "Loading weights" bar (it follows the hub's)
     "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",  # datasets' map / filter / save bars
@@ -20,11 +21,17 @@ QUIET_ENV = {
     "VLLM_LOGGING_LEVEL": "ERROR",
     "TORCH_CPP_LOG_LEVEL": "ERROR",
     "PYTHONWARNINGS": "ignore",                # worker processes (vLLM's engine core) start with this
+    QUIET_FLAG: "1",                           # read by shoplab's own code: e.g. vLLM's weight-loading bar
 }
 QUIET_LOGGERS = ("vllm", "transformers", "datasets", "torch", "httpx", "urllib3", "gradio", "peft", "trl",
                  "accelerate", "langchain", "langgraph", "huggingface_hub", "jax", "opensearch", "elastic_transport")
 # The project's own packages: their warnings are shown even in quiet mode.
 OWN_PACKAGES = ("shoplab_core", "sandbox", "agents", "rewrite", "recsys_core", "training", "ui")
+
+
+def quiet() -> bool:
+    """Whether the command runs quiet (the default of `shoplab`; `--verbose` turns it off)."""
+    return os.environ.get(QUIET_FLAG) == "1"
 
 
 def configure_output(verbose: bool = False) -> None:

@@ -136,9 +136,17 @@ class DemoBackend:
             return self._run_cache[1]
 
     def model_banner(self) -> str:
-        """One line for the page header: which agent and model answer the chat."""
+        """One line for the page header: which agent and model answer the chat, and, when the configured
+        model is a shipped one this install lacks, that the page runs on its fallback instead."""
+        from shoplab_core.models import STUDENT_ALIAS, missing_shipped_model
+
         llm = self.config.llm
-        return f"The chat agent is a ReAct agent on **{llm.model}** ({llm.backend})."
+        name = "the distilled SmolLM2 student (shoplab-student)" if llm.model == STUDENT_ALIAS else llm.model
+        line = f"The chat agent is a ReAct agent on **{name}** ({llm.backend})."
+        if missing_shipped_model(llm.model) and llm.fallback_model:
+            line += (f" ⚠️ {llm.model} is not installed here, so it runs on **{llm.fallback_model}**, which rarely "
+                     "makes a valid tool call.")
+        return line
 
     def default_settings(self) -> TurnSettings:
         return TurnSettings(backend=self.config.llm.backend, model=self.config.llm.model,

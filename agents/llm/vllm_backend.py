@@ -19,6 +19,7 @@ from agents.llm.base import ChatResult, LLMConfig, LLMError, Message, SamplingCo
 from agents.llm.chat_templates import resolve_chat_template
 from agents.llm.models import resolve_local_model
 from agents.llm.rendering import messages_for
+from shoplab_core.output import quiet
 
 
 def _on_cpu() -> bool:
@@ -74,6 +75,8 @@ class VLLMChat:
             rank = json.loads((adapter / "adapter_config.json").read_text()).get("r", 16)
             kwargs.update(enable_lora=True, max_lora_rank=max(8, int(rank)), max_loras=1)
             self.lora_request = LoRARequest(adapter.name, 1, str(adapter))
+        if quiet():  # vLLM's own "Loading safetensors checkpoint shards" bar (shoplab --verbose keeps it)
+            kwargs["use_tqdm_on_load"] = False
         kwargs.update(config.engine_kwargs)
         self.chat_template = resolve_chat_template(config.chat_template)
         self.engine = LLM(**kwargs)

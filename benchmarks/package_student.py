@@ -1,0 +1,126 @@
+"""Package a distilled student's LoRA adapter as the model the project ships (data/models/<name>/).
+
+Copies the SFT stage's adapter (its `adapter_config.json` names the bundled base by its alias, so the
+folder loads on any machine), stores the weights in bfloat16 (half the bytes; PEFT and vLLM cast them to
+the model's dtype on load), and writes the model card from the run's own records: the distillation
+config, the data report, the SFT log and the evaluation summaries given with --eval.
+
+    .venv/bin/python benchmarks/package_student.py --run-dir runs/distill_default \
+        --eval student=runs/eval_student --eval heuristic=runs/eval_heuristic
+
+Prints one JSON line (files, bytes, metrics).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = ROOT / "data" / "models" / "smollm2-135m-shoplab-student"
+INTENTS = ("overall", "product", "shop", "voucher", "web")
+
+
+def _adapter_dir(run_dir: Path) -> Path:
+    stage = run_dir / "sft"
+    info = json.loads((stage / "stage.json").read_text())
+    return stage / info["adapter"]
+
+
+def _sft_log(run_dir: Path) -> list[dict]:
+    """The trainer's logged losses (trainer_state.json of the last checkpoint)."""
+    states = sorted((run_dir / "sft").glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name[11:]))
+    return json.loads(states[-1].read_text())["log_history"] if states else []
+
+
+def package(run_dir: Path, out: Path, evals: dict[str, Path]) -> dict:
+    from safetensors.torch import load_file, save_file
+
+    adapter = _adapter_dir(run_dir)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = "smollm2-135m-instruct"  # the bundled base, by alias: portable
+    (out / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    weights = load_file(str(adapter / "adapter_model.safetensors"))
+    save_file({k: v.bfloat16().contiguous() for k, v in weights.items()}, str(out / "adapter_model.safetensors"))
+    distill = json.loads((run_dir / "config.json").read_text())
+    data = json.loads((run_dir / "data" / "report.json").read_text())
+    log = _sft_log(run_dir)
+    summaries = {name: json.loads((path / "summary.json").read_text()) for name, path in evals.items()}
+    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    card = _card(config, distill, data, log, summaries, sha, sum(v.numel() for v in weights.values()))
+    (out / "README.md").write_text(card)
+    metrics = {name: {i: s[i]["asr"] for i in INTENTS if i in s} for name, s in summaries.items()}
+    (out / "metrics.json").write_text(json.dumps({"evals": {n: {"run": str(p), **metrics[n]} for n, p in evals.items()},
+                                                  "data": data, "sft_log": log}, indent=2) + "\n")
+    return {"out": str(out), "files": sorted(p.name for p in out.iterdir()),
+            "bytes": sum(p.stat().st_size for p in out.iterdir()), "metrics": metrics}
+
+
+def _card(config: dict, distill: dict, data: dict, log: list[dict], summaries: dict[str, dict], sha: str,
+          n_params: int) -> str:
+    losses = [e for e in log if "loss" in e]
+    sft = distill["sft"]
+    rows = []
+    for name, s in summaries.items():
+        run = s.get("run") or {}
+        cells = [f"{s[i]['asr']:.3f} ({s[i]['n']})" if i in s else "-" for i in INTENTS]
+        rows.append(f"| {name} | {run.get('agent', '?')} | " + " | ".join(cells) + " |")
+    loss_line = (f"{losses[0]['loss']:.3f} (step {losses[0]['step']}) → {losses[-1]['loss']:.3f} (step {losses[-1]['step']})"
+                 if losses else "not logged")
+    return f"""# smollm2-135m-shoplab-student
+
+A LoRA adapter (r={config.get('r')}, alpha={config.get('lora_alpha')}, all linear layers; {n_params:,} parameters,
+stored in bfloat16) on SmolLM2-135M-Instruct (the bundled base, `smollm2-135m-instruct`), trained by
+trajectory distillation in shoplab: the default model of `make run`'s LLM agent and of `make demo`'s chat.
+Load it by name: `--model shoplab-student` (transformers or vLLM; `configs/agents/react_student_vllm_cpu.yaml`).
+
+## How it was made (code at commit {sha}, one CPU run on 2 cores)
+
+```bash
+shoplab train distill --config configs/distill_smollm2.yaml --set data_dir=runs/sandbox \\
+    --set run_dir=runs/distill_default --set teacher.n_shop=300 --set "data.intents=[product]" \\
+    --set data.max_examples={distill['data']['max_examples']} --steps teacher,data,sft
+python benchmarks/package_student.py --run-dir runs/distill_default --eval ...
+```
+
+- Teacher: the scripted, instruction-grounded `teacher` agent on {distill['teacher']['n_product']} generated product
+  tasks and {distill['teacher']['n_shop']} shop tasks (sandbox.task_generator, seed {distill['teacher']['task_seed']}) in a
+  200,000-product sandbox (seed 0); {data['successful']} of {data['episodes']} episodes succeeded.
+- Data: rejection sampling kept {data['tasks_kept']} tasks; {data['sft_examples']} product episodes
+  ({data['sft_tokens']:,} tokens) were used for SFT, in the student's prompt (`system_hermes`: every argument's
+  format stated, no example values), Hermes tool calls on the `tool` chat template.
+- SFT: TRL `SFTTrainer` + PEFT LoRA, {sft['epochs']} epoch(s), learning rate {sft['learning_rate']}, batch
+  {sft['batch_size']} × {sft['grad_accum']} accumulation, bf16 autocast, assistant-only loss.
+  Training loss {loss_line}.
+
+## Metrics (ASR, tasks in brackets; ShoppingBench's rules, `shoplab` profile as in training)
+
+| run | agent | overall | product | shop | voucher | web |
+|---|---|---:|---:|---:|---:|---:|
+{chr(10).join(rows)}
+
+## Limits
+
+It is trained on product tasks only, on one CPU epoch; it is not a general shopping agent. Larger runs
+(all intents, several epochs, GRPO) are the learning-loops work (`make distill`, docs/training.md).
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run-dir", type=Path, required=True)
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--eval", action="append", default=[], help="NAME=RUN_DIR of a `shoplab bench run` (repeatable).")
+    args = ap.parse_args()
+    evals = dict((name, Path(path)) for name, path in (e.split("=", 1) for e in args.eval))
+    print(json.dumps(package(args.run_dir, args.out, evals)))
+
+
+if __name__ == "__main__":
+    main()
