@@ -10,12 +10,16 @@ from pathlib import Path
 
 import pytest
 
+from shoplab_core.output import QUIET_ENV
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def shoplab(*argv: str, cwd: Path, env: dict[str, str] | None = None, timeout: int = 120):
+    # Not the quiet settings an in-process CLI test may have left in this process's environment.
+    base = {k: v for k, v in os.environ.items() if k not in QUIET_ENV}
     return subprocess.run([sys.executable, "-m", "shoplab_cli", *argv], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "COLUMNS": "200", **(env or {})})
+                          timeout=timeout, env={**base, "COLUMNS": "200", **(env or {})})
 
 
 # A user's mistakes, and a word of what to do that each error must carry.
