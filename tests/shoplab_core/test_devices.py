@@ -388,7 +388,8 @@ def test_a_hub_name_loads_only_from_the_local_cache(tmp_path, monkeypatch):
 
 def test_a_shipped_student_loads_by_name_and_falls_back_with_a_banner_when_absent(tmp_path, monkeypatch, capsys):
     import shoplab_core.models as models
-    from agents.llm import LLMConfig
+    from agents.llm import LLMConfig, LLMError
+    from agents.llm.factory import make_backend
     from agents.llm.models import with_fallback
 
     monkeypatch.setattr(models, "SHIPPED_MODEL_DIR", tmp_path)
@@ -400,6 +401,12 @@ def test_a_shipped_student_loads_by_name_and_falls_back_with_a_banner_when_absen
     assert with_fallback(config).model == "smollm2-135m-instruct"
     assert "using smollm2-135m-instruct instead" in capsys.readouterr().err
     assert with_fallback(LLMConfig(model="shoplab-student")).model == "shoplab-student"  # no fallback: no swap
+    with pytest.raises(LLMError, match="ships in the repository"):  # a backend without a fallback: a clear error
+        make_backend(LLMConfig(model="shoplab-student", backend="transformers"))
+    capsys.readouterr()
+    with pytest.raises(LLMError):  # with one, the backend loads the fallback (here a stub path: it fails to load)
+        make_backend(LLMConfig(model="shoplab-student", backend="transformers", fallback_model="smollm2-135m-instruct"))
+    assert "using smollm2-135m-instruct instead" in capsys.readouterr().err
     # Present: the adapter on its base, named by alias in adapter_config.json.
     folder = tmp_path / "smollm2-135m-shoplab-student"
     folder.mkdir()
