@@ -195,8 +195,9 @@ def run(
     print_summary(summary, f"{agent} on {len(selected)} tasks × {trials} trial(s) — {out}")
     eph = summary["overall"].get("episodes_per_hour")
     if eph:
-        console.print(f"{summary['run']['new_episodes']} episodes in {summary['run']['wall_seconds']:.0f} s: "
-                      f"{eph:.0f} episodes/hour")
+        console.print(f"{summary['run']['new_episodes']} episodes in {summary['run']['wall_seconds']:.0f} s "
+                      f"({eph:,.0f} episodes/hour)")
+    console.print(f"[dim]Read them: shoplab bench show {out}[/dim]")
 
 
 def run_configs(llm_config: Path | None, agent_config: Path | None, overrides: list[str] | None = None,

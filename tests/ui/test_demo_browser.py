@@ -185,3 +185,30 @@ def test_the_real_default_model_answers_through_the_page(browser, world):
                                                  "The model produced no valid tool call"))
     finally:
         app.close()
+
+
+def test_the_default_chat_answers_a_water_bottle_under_500_with_one_under_500(browser, world):
+    """The newcomer's first message, through `shoplab demo`'s own config (the shipped student): a product
+    card within 60 s of sending, priced under 500."""
+    import time
+    from pathlib import Path
+
+    from agents.llm import make_llm
+    from ui import launch_demo
+
+    config = DemoConfig.from_yaml(Path(__file__).resolve().parents[2] / "configs" / "demo" / "default.yaml")
+    config.demo.data_dir, config.demo.port, config.demo.tasks_per_intent = str(world.data_dir), free_port(), 3
+    assert config.llm.model == "shoplab-student"
+    app, backend = launch_demo(config, world=world, llm_factory=make_llm, block=False, warm=True, quiet=True)
+    try:
+        page = open_page(browser, f"http://{config.demo.host}:{config.demo.port}/")
+        assert "shoplab-student" in page.inner_text("#header") and "not installed" not in page.inner_text("#header")
+        started = time.perf_counter()
+        send(page, "A stainless steel water bottle under 500")
+        page.wait_for_selector("#chat .sl-card", timeout=60_000)
+        assert time.perf_counter() - started < 60
+        first = page.get_attribute("#chat .sl-card", "data-product-id")
+        assert world.products([first])[first]["price"] < 500
+    finally:
+        app.close()
+        backend.close()
