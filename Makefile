@@ -9,8 +9,14 @@ PRODUCTS ?= 200000
 # The react agent on the distilled SmolLM2 student (data/models/): vLLM (CPU build); the base model zero-shot:
 # LLM_CONFIG=configs/agents/react_smollm2_vllm_cpu.yaml (it scores 0: docs/results.md).
 LLM_CONFIG ?= configs/agents/react_student_vllm_cpu.yaml
+# The student is trained on product tasks only: its row runs on the first REACT_LIMIT of them (REACT_INTENT=all:
+# every intent, ~50 s an episode here, as it loops to its step limit where it was not trained).
+REACT_INTENT ?= product
 REACT_LIMIT ?= 6
 REACT_PARALLEL ?= 8
+# The rules every run of `make run` is scored under: `shoplab` (the student's training profile: validated
+# calls, explained errors) or `shoppingbench` (upstream's exact answers and loop).
+PROFILE ?= shoplab
 TASKS := data/shoppingbench/synthesize_product_dev.jsonl data/shoppingbench/synthesize_shop_dev.jsonl \
          data/shoppingbench/synthesize_voucher_dev.jsonl data/shoppingbench/synthesize_web_simpleqa_dev.jsonl
 export HF_HUB_OFFLINE := 1
@@ -48,10 +54,11 @@ browser:
 
 run: $(STAMP)
 	$(BIN)/shoplab sandbox build --data-dir $(DATA_DIR) --tasks $(TASKS) --products $(PRODUCTS) --seed 0
-	$(BIN)/shoplab bench run --data-dir $(DATA_DIR) --tasks $(TASKS) --agent heuristic --out runs/heuristic
-	$(BIN)/shoplab bench run --data-dir $(DATA_DIR) --tasks $(TASKS) --agent oracle --out runs/oracle
-	$(BIN)/shoplab bench run --data-dir $(DATA_DIR) --tasks $(TASKS) --agent react --llm-config $(LLM_CONFIG) \
-		--limit $(REACT_LIMIT) --parallel $(REACT_PARALLEL) --out runs/react_student
+	$(BIN)/shoplab bench run --data-dir $(DATA_DIR) --tasks $(TASKS) --profile $(PROFILE) --agent heuristic --out runs/heuristic
+	$(BIN)/shoplab bench run --data-dir $(DATA_DIR) --tasks $(TASKS) --profile $(PROFILE) --agent oracle --out runs/oracle
+	$(BIN)/shoplab bench run --data-dir $(DATA_DIR) --tasks $(TASKS) --profile $(PROFILE) --agent react --llm-config $(LLM_CONFIG) \
+		$(if $(filter-out all,$(REACT_INTENT)),--intent $(REACT_INTENT)) --limit $(REACT_LIMIT) --parallel $(REACT_PARALLEL) \
+		--out runs/react_student
 	$(BIN)/shoplab bench report runs/heuristic runs/oracle runs/react_student --out runs/report
 	@echo
 	@echo "Next:"

@@ -6,7 +6,7 @@ the model's dtype on load), and writes the model card from the run's own records
 config, the data report, the SFT log and the evaluation summaries given with --eval.
 
     .venv/bin/python benchmarks/package_student.py --run-dir runs/distill_default \
-        --eval student=runs/eval_student --eval heuristic=runs/eval_heuristic
+        --eval student=runs/eval/student24_shoplab --eval heuristic=runs/eval/heuristic24_shoplab
 
 Prints one JSON line (files, bytes, metrics).
 """
@@ -36,7 +36,7 @@ def _sft_log(run_dir: Path) -> list[dict]:
     return json.loads(states[-1].read_text())["log_history"] if states else []
 
 
-def package(run_dir: Path, out: Path, evals: dict[str, Path]) -> dict:
+def package(run_dir: Path, out: Path, evals: dict[str, Path], note: str = "") -> dict:
     from safetensors.torch import load_file, save_file
 
     adapter = _adapter_dir(run_dir)
@@ -53,7 +53,7 @@ def package(run_dir: Path, out: Path, evals: dict[str, Path]) -> dict:
     log = _sft_log(run_dir)
     summaries = {name: json.loads((path / "summary.json").read_text()) for name, path in evals.items()}
     sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    card = _card(config, distill, data, log, summaries, sha, sum(v.numel() for v in weights.values()))
+    card = _card(config, distill, data, log, summaries, sha, sum(v.numel() for v in weights.values()), note)
     (out / "README.md").write_text(card)
     metrics = {name: {i: s[i]["asr"] for i in INTENTS if i in s} for name, s in summaries.items()}
     (out / "metrics.json").write_text(json.dumps({"evals": {n: {"run": str(p), **metrics[n]} for n, p in evals.items()},
@@ -63,7 +63,7 @@ def package(run_dir: Path, out: Path, evals: dict[str, Path]) -> dict:
 
 
 def _card(config: dict, distill: dict, data: dict, log: list[dict], summaries: dict[str, dict], sha: str,
-          n_params: int) -> str:
+          n_params: int, note: str = "") -> str:
     losses = [e for e in log if "loss" in e]
     sft = distill["sft"]
     rows = []
@@ -109,6 +109,7 @@ python benchmarks/package_student.py --run-dir runs/distill_default --eval ...
 
 It is trained on product tasks only, on one CPU epoch; it is not a general shopping agent. Larger runs
 (all intents, several epochs, GRPO) are the learning-loops work (`make distill`, docs/training.md).
+{note}
 """
 
 
@@ -117,9 +118,10 @@ def main() -> None:
     ap.add_argument("--run-dir", type=Path, required=True)
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--eval", action="append", default=[], help="NAME=RUN_DIR of a `shoplab bench run` (repeatable).")
+    ap.add_argument("--note", default="", help="What the table means, for the card's Limits section.")
     args = ap.parse_args()
     evals = dict((name, Path(path)) for name, path in (e.split("=", 1) for e in args.eval))
-    print(json.dumps(package(args.run_dir, args.out, evals)))
+    print(json.dumps(package(args.run_dir, args.out, evals, args.note)))
 
 
 if __name__ == "__main__":
