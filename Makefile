@@ -62,11 +62,11 @@ run: $(STAMP)
 	$(BIN)/shoplab bench report runs/heuristic runs/oracle runs/react_student --out runs/report
 	@echo
 	@echo "Next:"
-	@echo "  runs/report/report.md                        the comparison with every detail, and its chart"
-	@echo "  $(BIN)/shoplab bench show runs/react_student      read the LLM agent's episodes (--task ID: step by step)"
-	@echo "  make demo                                    chat with the agent at http://127.0.0.1:7860"
-	@echo "  $(BIN)/shoplab bench run --agent react --llm openai --base-url URL --model NAME --out runs/mine"
-	@echo "                                               your own model behind any OpenAI-compatible endpoint"
+	@echo "  the comparison in full, and its chart:   runs/report/report.md"
+	@echo "  the LLM agent's episodes, step by step:  $(BIN)/shoplab bench show runs/react_student [--task ID]"
+	@echo "  chat with the agent in a browser:        make demo   (http://127.0.0.1:7860)"
+	@echo "  your own model, OpenAI-compatible:       $(BIN)/shoplab bench run --agent react --llm openai \\"
+	@echo "                                               --base-url URL --model NAME --out runs/mine"
 
 # Two workers (pytest-xdist), one test file each at a time: module fixtures (a vLLM server, a sandbox) start once.
 test: $(STAMP) browser
