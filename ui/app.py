@@ -80,8 +80,8 @@ def build_demo(backend: DemoBackend) -> gr.Blocks:
                             # The buttons keep their width (scale 0); the message box takes the rest of the row.
                             message = gr.Textbox(show_label=False, placeholder="What are you looking for?",
                                                  elem_id="chat-input", scale=1, max_length=MAX_MESSAGE_CHARS)
-                            send = gr.Button("Send", variant="primary", elem_id="chat-send", scale=0, min_width=90)
-                            new_chat = gr.Button("New chat", elem_id="chat-new", scale=0, min_width=110)
+                            send = gr.Button("Send", variant="primary", elem_id="chat-send", scale=0, min_width=80)
+                            new_chat = gr.Button("New chat", elem_id="chat-new", scale=0, min_width=130)
                         gr.Examples(EXAMPLES, inputs=message, label="Try")
                     with gr.Tab("Benchmark task", id="task"):
                         intents = backend.intents
