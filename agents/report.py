@@ -164,19 +164,25 @@ def _tokens(block: Mapping[str, Any]) -> str:
     return f"{(prompt or 0.0) + (completion or 0.0):,.0f}"
 
 
-def _rows(summaries: Mapping[str, Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """The comparison as plain strings: (headers, one row per run); shared by the rich and markdown tables."""
+def _rows(summaries: Mapping[str, Mapping[str, Any]], compact: bool = False) -> tuple[list[str], list[list[str]]]:
+    """The comparison as plain strings: (headers, one row per run). `compact` is the terminal's: short
+    headers, no agent or episode columns, ASR without the constraint score in brackets."""
     intents = _intents(summaries)
     k_max = max((_trials(s) for s in summaries.values()), default=1)
     k_cols = [f"pass^{k}" for k in range(1, k_max + 1)] if k_max > 1 else []
-    headers = ["run", "agent", "tasks", "episodes", *intents, "gt", "steps", "s/episode", "tokens/episode",
-               "episodes/hour", *k_cols]
+    measures = ["gt", "steps", "s/ep", "tok/ep", "ep/h"] if compact else \
+        ["gt", "steps", "s/episode", "tokens/episode", "episodes/hour"]
+    headers = ["run", *([] if compact else ["agent"]), "tasks", *([] if compact else ["episodes"]), *intents,
+               *measures, *k_cols]
     rows = []
     for name, s in summaries.items():
         overall = s.get(OVERALL) if _is_block(s.get(OVERALL)) else {}
-        asr = [f"{_fmt(s[i]['asr'], '.3f')} ({_fmt(s[i].get('constraint_score'), '.2f')})"
+        asr = [(_fmt(s[i]["asr"], ".3f") if compact else
+                f"{_fmt(s[i]['asr'], '.3f')} ({_fmt(s[i].get('constraint_score'), '.2f')})")
                if _is_block(s.get(i)) else MISSING for i in intents]
-        rows.append([name, _agent_label(s), _fmt(_n_tasks(s), ",.0f"), _fmt(overall.get("n"), ".0f"), *asr,
+        who = [name] if compact else [name, _agent_label(s)]
+        counts = [_fmt(_n_tasks(s), ",.0f")] + ([] if compact else [_fmt(overall.get("n"), ".0f")])
+        rows.append([*who, *counts, *asr,
                      _fmt(overall.get("gt_rate"), ".3f"), _fmt(overall.get("mean_steps"), ".1f"),
                      _fmt(overall.get("mean_seconds"), ".2f"), _tokens(overall),
                      _fmt(overall.get("episodes_per_hour"), ",.0f"),
@@ -185,18 +191,12 @@ def _rows(summaries: Mapping[str, Mapping[str, Any]]) -> tuple[list[str], list[l
 
 
 # ----------------------------------------------------------------------------------------------- outputs
-TERMINAL_WIDTH = 120  # the terminal table fits this many columns; report.md has every detail
-
-
 def comparison_table(summaries: Mapping[str, Mapping[str, Any]]) -> Table:
     """Runs side by side for a terminal of 120 columns, one row per run: tasks, ASR per intent, gt rate,
     steps, seconds, tokens and episodes per hour (LLM runs), pass^k when a run has several trials. What
     each run was (agent, model, profile) is the caption, with a warning when the runs cover different
     tasks; constraint scores are in report.md."""
-    intents = _intents(summaries)
-    k_max = max((_trials(s) for s in summaries.values()), default=1)
-    k_cols = [f"pass^{k}" for k in range(1, k_max + 1)] if k_max > 1 else []
-    headers = ["run", "tasks", *intents, "gt", "steps", "s/ep", "tok/ep", "ep/h", *k_cols]
+    headers, rows = _rows(summaries, compact=True)
     captions = [f"{name}: {_agent_label(s)}" for name, s in summaries.items()]
     if mixed_task_sets(summaries):
         captions.append(f"[yellow]{_mixed_note(summaries)}[/yellow]")
@@ -204,13 +204,8 @@ def comparison_table(summaries: Mapping[str, Mapping[str, Any]]) -> Table:
                   caption="\n".join(captions), caption_justify="left")
     for h in headers:
         table.add_column(h, justify="left" if h == "run" else "right", overflow="fold", max_width=28 if h == "run" else None)
-    for name, s in summaries.items():
-        overall = s.get(OVERALL) if _is_block(s.get(OVERALL)) else {}
-        asr = [_fmt(s[i]["asr"], ".3f") if _is_block(s.get(i)) else MISSING for i in intents]
-        table.add_row(escape(name), _fmt(_n_tasks(s), ",.0f"), *asr, _fmt(overall.get("gt_rate"), ".3f"),
-                      _fmt(overall.get("mean_steps"), ".1f"), _fmt(overall.get("mean_seconds"), ".2f"),
-                      _tokens(overall), _fmt(overall.get("episodes_per_hour"), ",.0f"),
-                      *[_fmt(overall.get(k), ".3f") for k in k_cols])
+    for row in rows:
+        table.add_row(escape(row[0]), *row[1:])
     return table
 
 

@@ -36,7 +36,27 @@ def _sft_log(run_dir: Path) -> list[dict]:
     return json.loads(states[-1].read_text())["log_history"] if states else []
 
 
-def package(run_dir: Path, out: Path, evals: dict[str, Path], note: str = "") -> dict:
+def truncate_rank(weights: dict, rank: int) -> tuple[dict, float]:
+    """The best rank-`rank` approximation (SVD) of every LoRA update B·A, as a new (B, A) pair, and the share
+    of the updates' squared Frobenius norm it keeps. The product B·A is what the model adds to each weight, so
+    with the scale alpha/r kept equal the truncated adapter is the closest one of that rank (Eckart–Young)."""
+    import torch
+
+    out, kept, total = {}, 0.0, 0.0
+    for key in [k for k in weights if ".lora_A." in k]:
+        b_key = key.replace(".lora_A.", ".lora_B.")
+        a, b = weights[key].double(), weights[b_key].double()          # A: r × in, B: out × r
+        q_b, r_b = torch.linalg.qr(b)                                  # B·A = Q_b (R_b R_aᵀ) Q_aᵀ
+        q_a, r_a = torch.linalg.qr(a.T)
+        u, sigma, vh = torch.linalg.svd(r_b @ r_a.T)
+        root = sigma[:rank].sqrt()
+        out[b_key] = ((q_b @ u[:, :rank]) * root).float()
+        out[key] = (root[:, None] * (vh[:rank] @ q_a.T)).float()
+        kept, total = kept + float((sigma[:rank] ** 2).sum()), total + float((sigma ** 2).sum())
+    return out, kept / total if total else 1.0
+
+
+def package(run_dir: Path, out: Path, evals: dict[str, Path], note: str = "", rank: int | None = None) -> dict:
     from safetensors.torch import load_file, save_file
 
     adapter = _adapter_dir(run_dir)
@@ -45,25 +65,33 @@ def package(run_dir: Path, out: Path, evals: dict[str, Path], note: str = "") ->
     out.mkdir(parents=True)
     config = json.loads((adapter / "adapter_config.json").read_text())
     config["base_model_name_or_path"] = "smollm2-135m-instruct"  # the bundled base, by alias: portable
-    (out / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
     weights = load_file(str(adapter / "adapter_model.safetensors"))
+    trained_rank, kept = config["r"], 1.0
+    if rank is not None and rank < trained_rank:
+        # Half the rank, half the bytes (the repository keeps files under 5 MiB); alpha/r stays the same.
+        weights, kept = truncate_rank(weights, rank)
+        config["lora_alpha"] = config["lora_alpha"] * rank / trained_rank
+        config["r"] = rank
+    (out / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
     save_file({k: v.bfloat16().contiguous() for k, v in weights.items()}, str(out / "adapter_model.safetensors"))
     distill = json.loads((run_dir / "config.json").read_text())
     data = json.loads((run_dir / "data" / "report.json").read_text())
     log = _sft_log(run_dir)
     summaries = {name: json.loads((path / "summary.json").read_text()) for name, path in evals.items()}
     sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    card = _card(config, distill, data, log, summaries, sha, sum(v.numel() for v in weights.values()), note)
+    card = _card(config, distill, data, log, summaries, sha, sum(v.numel() for v in weights.values()), note,
+                 trained_rank, kept)
     (out / "README.md").write_text(card)
     metrics = {name: {i: s[i]["asr"] for i in INTENTS if i in s} for name, s in summaries.items()}
     (out / "metrics.json").write_text(json.dumps({"evals": {n: {"run": str(p), **metrics[n]} for n, p in evals.items()},
                                                   "data": data, "sft_log": log}, indent=2) + "\n")
-    return {"out": str(out), "files": sorted(p.name for p in out.iterdir()),
+    return {"out": str(out), "trained_rank": trained_rank, "rank": config["r"], "update_norm_kept": round(kept, 4),
+            "files": sorted(p.name for p in out.iterdir()),
             "bytes": sum(p.stat().st_size for p in out.iterdir()), "metrics": metrics}
 
 
 def _card(config: dict, distill: dict, data: dict, log: list[dict], summaries: dict[str, dict], sha: str,
-          n_params: int, note: str = "") -> str:
+          n_params: int, note: str = "", trained_rank: int | None = None, kept: float = 1.0) -> str:
     losses = [e for e in log if "loss" in e]
     sft = distill["sft"]
     rows = []
@@ -71,6 +99,10 @@ def _card(config: dict, distill: dict, data: dict, log: list[dict], summaries: d
         run = s.get("run") or {}
         cells = [f"{s[i]['asr']:.3f} ({s[i]['n']})" if i in s else "-" for i in INTENTS]
         rows.append(f"| {name} | {run.get('agent', '?')} | " + " | ".join(cells) + " |")
+    truncation = "" if trained_rank in (None, config.get("r")) else (
+        f"\n- Packaging: trained at rank {trained_rank}; each update B·A is stored as its best rank-{config.get('r')} "
+        f"approximation (SVD), keeping {100 * kept:.1f}% of the updates' squared norm, so the file stays under "
+        "5 MiB. The metrics below are of this packaged adapter.")
     loss_line = (f"{losses[0]['loss']:.3f} (step {losses[0]['step']}) → {losses[-1]['loss']:.3f} (step {losses[-1]['step']})"
                  if losses else "not logged")
     return f"""# smollm2-135m-shoplab-student
@@ -86,7 +118,7 @@ Load it by name: `--model shoplab-student` (transformers or vLLM; `configs/agent
 shoplab train distill --config configs/distill_smollm2.yaml --set data_dir=runs/sandbox \\
     --set run_dir=runs/distill_default --set teacher.n_shop=300 --set "data.intents=[product]" \\
     --set data.max_examples={distill['data']['max_examples']} --steps teacher,data,sft
-python benchmarks/package_student.py --run-dir runs/distill_default --eval ...
+python benchmarks/package_student.py --run-dir runs/distill_default --rank {config.get('r')} --eval ...
 ```
 
 - Teacher: the scripted, instruction-grounded `teacher` agent on {distill['teacher']['n_product']} generated product
@@ -97,7 +129,7 @@ python benchmarks/package_student.py --run-dir runs/distill_default --eval ...
   format stated, no example values), Hermes tool calls on the `tool` chat template.
 - SFT: TRL `SFTTrainer` + PEFT LoRA, {sft['epochs']} epoch(s), learning rate {sft['learning_rate']}, batch
   {sft['batch_size']} × {sft['grad_accum']} accumulation, bf16 autocast, assistant-only loss.
-  Training loss {loss_line}.
+  Training loss {loss_line}.{truncation}
 
 ## Metrics (ASR, tasks in brackets; ShoppingBench's rules, `shoplab` profile as in training)
 
@@ -119,9 +151,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--eval", action="append", default=[], help="NAME=RUN_DIR of a `shoplab bench run` (repeatable).")
     ap.add_argument("--note", default="", help="What the table means, for the card's Limits section.")
+    ap.add_argument("--rank", type=int, default=None, help="Store the adapter at this lower rank (SVD of each update).")
     args = ap.parse_args()
     evals = dict((name, Path(path)) for name, path in (e.split("=", 1) for e in args.eval))
-    print(json.dumps(package(args.run_dir, args.out, evals, args.note)))
+    print(json.dumps(package(args.run_dir, args.out, evals, args.note, args.rank)))
 
 
 if __name__ == "__main__":
