@@ -162,10 +162,12 @@ def gen_tasks(
 @app.command()
 def info(data_dir: Path = data_dir_option()) -> None:
     """Print a built sandbox's manifest."""
-    manifest = data_dir / "manifest.json"
-    if not manifest.exists():
-        fail(f"{data_dir} is not a built sandbox (no manifest.json): build it with "
-             f"`shoplab sandbox build --data-dir {data_dir}`", 1)
+    from sandbox.world import SandboxNotFoundError, sandbox_manifest_path
+
+    try:
+        manifest = sandbox_manifest_path(data_dir)
+    except SandboxNotFoundError as exc:
+        fail(exc, 1)
     console.print_json(manifest.read_text())
 
 

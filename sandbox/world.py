@@ -35,6 +35,15 @@ def check_search_mode(data_dir: Path, mode: str) -> None:
 class SandboxNotFoundError(UserError, FileNotFoundError):
     """`--data-dir` names a folder with no built sandbox in it."""
 
+
+def sandbox_manifest_path(data_dir: Path) -> Path:
+    """The manifest of the sandbox in `data_dir`; a `SandboxNotFoundError` that says how to build one if none."""
+    path = Path(data_dir) / "manifest.json"
+    if not path.exists():
+        raise SandboxNotFoundError(f"{data_dir} is not a built sandbox (no manifest.json): build it with "
+                                   f"`shoplab sandbox build --data-dir {data_dir}` (or `make run`)")
+    return path
+
 class ShoppingWorld:
     """Shared, read-only state of one sandbox. Episodes (`ShoppingEnv`) keep their own state.
 
@@ -75,11 +84,7 @@ class ShoppingWorld:
              search_mode: str | None = None) -> ShoppingWorld:
         """`search_mode` None: the manifest's `search_mode` (bm25 when it names none)."""
         data_dir = Path(data_dir)
-        manifest_path = data_dir / "manifest.json"
-        if not manifest_path.exists():
-            raise SandboxNotFoundError(f"{data_dir} is not a built sandbox (no manifest.json): build it with "
-                                       f"`shoplab sandbox build --data-dir {data_dir}` (or `make run`)")
-        manifest = json.loads(manifest_path.read_text())
+        manifest = json.loads(sandbox_manifest_path(data_dir).read_text())
         name = backend or manifest.get("backend", "tantivy")
         options = {**manifest.get("es_options", {}), **(es_options or {})} if name == "elasticsearch" else None
         mode = search_mode or manifest.get("search_mode") or "bm25"

@@ -23,20 +23,21 @@ def show_tracebacks() -> bool:
     return os.environ.get(DEBUG_ENV, "") not in ("", "0")
 
 
-def print_error(message: str) -> None:
-    """A user-facing error, the one way every command shows it: `Error: ...` on stderr."""
+def _print_labelled(label: str, message: str) -> None:
     from rich.console import Console
     from rich.markup import escape
 
-    Console(stderr=True, soft_wrap=True).print(f"[bold red]Error:[/] {escape(message)}")
+    Console(stderr=True, soft_wrap=True).print(f"{label} {escape(message)}")
+
+
+def print_error(message: str) -> None:
+    """A user-facing error, the one way every command shows it: `Error: ...` on stderr."""
+    _print_labelled("[bold red]Error:[/]", message)
 
 
 def print_warning(message: str) -> None:
     """Something the user must know although the command goes on (a fallback, a skipped input)."""
-    from rich.console import Console
-    from rich.markup import escape
-
-    Console(stderr=True, soft_wrap=True).print(f"[bold yellow]Note:[/] {escape(message)}")
+    _print_labelled("[bold yellow]Note:[/]", message)
 
 
 def fail(error: str | BaseException, code: int = 2) -> NoReturn:
