@@ -221,7 +221,10 @@ def build_demo(backend: DemoBackend) -> gr.Blocks:
             rows = backend.run_episodes(run)
             choices = [(f"{'✓' if r.get('success') else '✗'} {r['task_id']} (trial {r.get('trial', 0)})", i)
                        for i, r in enumerate(rows)]
-            return gr.update(choices=choices, value=0 if choices else None), show_episode(run, 0 if choices else None)
+            from agents.viewer import episode_html
+
+            # The first episode from the rows just read (show_episode would list and read the run again).
+            return gr.update(choices=choices, value=0 if choices else None), episode_html(rows[0]) if rows else ""
 
         def show_episode(run: str | None, index: Any) -> str:
             if not run or index is None:
