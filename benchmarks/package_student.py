@@ -75,12 +75,14 @@ def package(run_dir: Path, out: Path, evals: dict[str, Path], note: str = "", ra
     (out / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
     save_file({k: v.bfloat16().contiguous() for k, v in weights.items()}, str(out / "adapter_model.safetensors"))
     distill = json.loads((run_dir / "config.json").read_text())
+    # What the teacher step ran (config.json holds the settings of the last step run, not necessarily its).
+    teacher = json.loads((run_dir / "teacher" / "summary.json").read_text())
     data = json.loads((run_dir / "data" / "report.json").read_text())
     log = _sft_log(run_dir)
     summaries = {name: json.loads((path / "summary.json").read_text()) for name, path in evals.items()}
     sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    card = _card(config, distill, data, log, summaries, sha, sum(v.numel() for v in weights.values()), note,
-                 trained_rank, kept)
+    card = _card(config, distill, teacher, data, log, summaries, sha, sum(v.numel() for v in weights.values()),
+                 note, trained_rank, kept)
     (out / "README.md").write_text(card)
     metrics = {name: {i: s[i]["asr"] for i in INTENTS if i in s} for name, s in summaries.items()}
     (out / "metrics.json").write_text(json.dumps({"evals": {n: {"run": str(p), **metrics[n]} for n, p in evals.items()},
@@ -90,7 +92,7 @@ def package(run_dir: Path, out: Path, evals: dict[str, Path], note: str = "", ra
             "bytes": sum(p.stat().st_size for p in out.iterdir()), "metrics": metrics}
 
 
-def _card(config: dict, distill: dict, data: dict, log: list[dict], summaries: dict[str, dict], sha: str,
+def _card(config: dict, distill: dict, teacher: dict, data: dict, log: list[dict], summaries: dict[str, dict], sha: str,
           n_params: int, note: str = "", trained_rank: int | None = None, kept: float = 1.0) -> str:
     losses = [e for e in log if "loss" in e]
     sft = distill["sft"]
@@ -121,8 +123,8 @@ shoplab train distill --config configs/distill_smollm2.yaml --set data_dir=runs/
 python benchmarks/package_student.py --run-dir runs/distill_default --rank {config.get('r')} --eval ...
 ```
 
-- Teacher: the scripted, instruction-grounded `teacher` agent on {distill['teacher']['n_product']} generated product
-  tasks and {distill['teacher']['n_shop']} shop tasks (sandbox.task_generator, seed {distill['teacher']['task_seed']}) in a
+- Teacher: the scripted, instruction-grounded `teacher` agent on {teacher['product']['n']} generated product
+  tasks and {teacher.get('shop', {}).get('n', 0)} shop tasks (sandbox.task_generator, seed {distill['teacher']['task_seed']}) in a
   200,000-product sandbox (seed 0); {data['successful']} of {data['episodes']} episodes succeeded.
 - Data: rejection sampling kept {data['tasks_kept']} tasks; {data['sft_examples']} product episodes
   ({data['sft_tokens']:,} tokens) were used for SFT, in the student's prompt (`system_hermes`: every argument's
