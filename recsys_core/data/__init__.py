@@ -6,6 +6,7 @@ from recsys_core.data.sequences import (
     S3REC_DATASETS,
     NextItemBatches,
     SequenceData,
+    item_windows,
     left_pad,
     load_s3rec,
     split_inputs,
@@ -15,6 +16,6 @@ from recsys_core.data.sequences import (
 from recsys_core.data.sources import load_sequences
 
 __all__ = [
-    "InvertedTable", "S3REC_DATASETS", "NextItemBatches", "SequenceData", "left_pad", "load_s3rec", "load_sequences",
+    "InvertedTable", "S3REC_DATASETS", "NextItemBatches", "SequenceData", "item_windows", "left_pad", "load_s3rec", "load_sequences",
     "split_inputs", "synthetic_sequences", "training_sequences", "co_click_graph", "normalized_adjacency",
 ]

@@ -94,7 +94,8 @@ def text_features(data: SequenceData, model_path: str | None = None) -> np.ndarr
                          "drop 'text' from task_params.modalities or use data with titles (kind: simulated)")
     if len(data.item_text) != data.n_items + 1:
         raise ValueError(f"item_text has {len(data.item_text)} entries, expected n_items + 1 = {data.n_items + 1}")
-    vectors = minilm_embeddings(list(data.item_text[1:]), model_path)
+    texts = list(data.item_text[1:])
+    vectors = cached_minilm_embeddings(texts) if model_path is None else minilm_embeddings(texts, model_path)
     out = np.zeros((data.n_items + 1, vectors.shape[1]), dtype=np.float32)
     out[1:] = vectors
     return out

@@ -148,3 +148,17 @@ class NextItemBatches:
             chunk = [self.seqs[i] for i in order[start:start + self.batch_size]]
             yield {"input_ids": left_pad([s[:-1] for s in chunk], self.max_len),
                    "targets": left_pad([s[1:] for s in chunk], self.max_len)}
+
+
+def item_windows(data: SequenceData, max_items: int, windows_per_user: int = 0) -> list[np.ndarray]:
+    """Each training prefix cut from its end into windows of up to `max_items + 1` items (consecutive windows
+    share one item, so every item but a prefix's first is a target once); `windows_per_user` > 0 keeps only
+    each user's last that-many windows (the most recent behaviour, for CPU-sized runs on long histories)."""
+    if windows_per_user < 0:
+        raise ValueError(f"windows_per_user must be >= 0 (0 = all), got {windows_per_user}")
+    windows: list[np.ndarray] = []
+    for seq in training_sequences(data):
+        ends = list(range(len(seq), 1, -max_items))
+        for end in ends[:windows_per_user] if windows_per_user else ends:
+            windows.append(np.asarray(seq[max(0, end - max_items - 1):end], dtype=np.int64))
+    return windows

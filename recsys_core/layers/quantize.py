@@ -68,6 +68,7 @@ class QuantizeOutput:
     loss: torch.Tensor  # codebook + β·commitment (summed over levels)
     levels: torch.Tensor | None = None  # [B, L, D] per-level straight-through codewords (residual only)
     soft: torch.Tensor | None = None  # Σ_k p_k c_k (soft indexing only)
+    probs: torch.Tensor | None = None  # p [B, K] or [B, L, K] (soft indexing only)
 
 
 class Codebook(nn.Module):
@@ -136,8 +137,9 @@ class Codebook(nn.Module):
             return QuantizeOutput(z + (chosen - z).detach(), codes, loss)
         # Soft indexing: the forward value stays the hard codeword, gradients follow the soft mixture.
         cos = F.normalize(z, dim=-1) @ F.normalize(self.weight, dim=-1).T
-        soft = torch.softmax(cos / soft_tau, -1) @ self.weight
-        return QuantizeOutput(soft + (chosen - soft).detach(), codes, loss, soft=soft)
+        probs = torch.softmax(cos / soft_tau, -1)
+        soft = probs @ self.weight
+        return QuantizeOutput(soft + (chosen - soft).detach(), codes, loss, soft=soft, probs=probs)
 
 
 class ResidualQuantizer(nn.Module):
@@ -157,7 +159,7 @@ class ResidualQuantizer(nn.Module):
 
     def forward(self, z: torch.Tensor, soft_tau: float | None = None) -> QuantizeOutput:
         residual = z
-        levels, codes, soft_parts = [], [], []
+        levels, codes, soft_parts, probs = [], [], [], []
         loss = z.new_zeros(())
         for codebook in self.codebooks:
             out = codebook(residual, soft_tau)
@@ -166,13 +168,17 @@ class ResidualQuantizer(nn.Module):
             loss = loss + out.loss
             if out.soft is not None:
                 soft_parts.append(out.soft)
+                probs.append(out.probs)
             residual = residual - out.quantized.detach() if soft_tau is None else residual - out.quantized
         stacked = torch.stack(levels, 1)
         total = stacked.sum(1)
         if soft_tau is None:
             total = z + (total - z).detach()  # one straight-through estimator over the sum (RQ-VAE)
         soft = torch.stack(soft_parts, 1).sum(1) if soft_parts else None
-        return QuantizeOutput(total, torch.stack(codes, 1), loss, levels=stacked, soft=soft)
+        # Levels of equal size stack into [B, L, K]; otherwise a list per level.
+        same_size = len({p.shape[-1] for p in probs}) == 1
+        stacked_probs = (torch.stack(probs, 1) if same_size else probs) if probs else None
+        return QuantizeOutput(total, torch.stack(codes, 1), loss, levels=stacked, soft=soft, probs=stacked_probs)
 
     def codewords(self, codes: torch.Tensor) -> torch.Tensor:
         """Σ_l c_l for codes [B, L]: the quantized vector without any straight-through path."""

@@ -9,8 +9,14 @@ Config:
   with `data.kmeans_sizes`, default [16, 16], plus a collision suffix; seeded by `data.kmeans_seed`).
   Codes are int64 [n_items + 1, L], row 0 unused, every item's tuple distinct (the last column is
   TIGER's collision suffix). `data.max_items` (default 20, TIGER's setting) is the history length.
+  `data.windows_per_user` (0 = all) keeps each user's most recent training windows only (CPU-sized runs).
 - `task_params`: `beam_size` (20), `valid_users` (3000 users with a fixed seed evaluate each epoch;
-  0 = all; test always uses every user), `valid_seed` (0), `eval_batch_size` (256 users).
+  0 = all; test always uses every user), `valid_seed` (0), `eval_batch_size` (256 users),
+  `router_scales` (auto: an ADA-SID run's `router.npy` scales the behavioural token embeddings, by the
+  mean router weight of the items sharing the token's prefix; true / false force it).
+
+Recall@10 is also reported per popularity group of the target (`recall@10_head/torso/tail`: the items cut
+into thirds by training count) with the number of users in each group.
 
 Leave-one-out exactly as `next_item`: train on all but the last two items, validation target = the
 second to last, test target = the last. A target's rank is its position in the beam list (-1 when
@@ -31,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from recsys_core.data.sequences import SequenceData, split_inputs, training_sequences
+from recsys_core.data.sequences import SequenceData, item_windows, split_inputs
 from recsys_core.data.sources import load_sequences
 from recsys_core.metrics import codebook_stats, ranking_metrics
 from recsys_core.registry import build_model, register_task
@@ -129,9 +135,19 @@ class SemanticIdTrie:
     `allowed(level, nodes)` masks the codes that continue a prefix to a real item, `child` follows one
     code. Level-0 has one node (the root); after the last level a child is an item index."""
 
-    def __init__(self, codes: np.ndarray):
+    def __init__(self, codes: np.ndarray, item_scales: np.ndarray | None = None):
         tuples = np.asarray(codes, dtype=np.int64)[1:]
         n_items, self.n_levels = tuples.shape
+        if item_scales is not None:
+            item_scales = np.asarray(item_scales, dtype=np.float32)
+            if item_scales.shape != (n_items + 1, self.n_levels):
+                raise ValueError(f"item scales must be [n_items + 1, L] = {(n_items + 1, self.n_levels)}, "
+                                 f"got {item_scales.shape}")
+        # Token scales (ADA-SID's router downstream) are the mean over the items sharing the token's prefix
+        # [proposal]: a function of the prefix alone, so decoding knows a generated token's scale before the
+        # item is complete, and training (which sees the item) uses the very same value.
+        self.edge_scale: list[torch.Tensor] | None = [] if item_scales is not None else None
+        self.item_token_scales = np.ones((n_items + 1, self.n_levels), dtype=np.float32)
         self.level_sizes = [int(s) for s in tuples.max(0) + 1]
         self.keys: list[torch.Tensor] = []  # sorted node * size + code of every edge
         self.ptr: list[torch.Tensor] = []  # node → its edges' range
@@ -151,6 +167,11 @@ class SemanticIdTrie:
             else:
                 nxt = np.arange(len(keys), dtype=np.int64)
                 node, n_nodes = inverse, len(keys)
+            if item_scales is not None:
+                per_edge = (np.bincount(inverse, item_scales[1:, level], len(keys))
+                            / np.maximum(np.bincount(inverse, minlength=len(keys)), 1)).astype(np.float32)
+                self.edge_scale.append(torch.as_tensor(per_edge))
+                self.item_token_scales[1:, level] = per_edge[inverse]
             self.keys.append(torch.as_tensor(keys))
             self.ptr.append(torch.as_tensor(ptr))
             self.edge_codes.append(torch.as_tensor(keys % size))
@@ -166,8 +187,9 @@ class SemanticIdTrie:
         key = str(device)
         if key not in self._copies:
             other = copy.copy(self)
-            for name in ("keys", "ptr", "edge_codes", "edge_next"):
-                setattr(other, name, [t.to(device) for t in getattr(self, name)])
+            for name in ("keys", "ptr", "edge_codes", "edge_next", "edge_scale"):
+                if getattr(self, name) is not None:
+                    setattr(other, name, [t.to(device) for t in getattr(self, name)])
             other.device, other._copies = device, {}
             self._copies[key] = other
         return self._copies[key]
@@ -188,21 +210,33 @@ class SemanticIdTrie:
     def child(self, level: int, nodes: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """The node (item index after the last level) reached from `nodes` by `codes`; only meaningful
         for allowed codes."""
+        return self.edge_next[level][self._edge(level, nodes, codes)]
+
+    def _edge(self, level: int, nodes: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         keys = self.keys[level]
-        where = torch.searchsorted(keys, nodes * self.level_sizes[level] + codes).clamp_(max=len(keys) - 1)
-        return self.edge_next[level][where]
+        return torch.searchsorted(keys, nodes * self.level_sizes[level] + codes).clamp_(max=len(keys) - 1)
+
+    def scale(self, level: int, nodes: torch.Tensor, codes: torch.Tensor) -> torch.Tensor | None:
+        """The embedding scale of code `codes` after prefix node `nodes` (None when the trie has no scales)."""
+        if self.edge_scale is None:
+            return None
+        return self.edge_scale[level][self._edge(level, nodes, codes)]
 
 
 @torch.no_grad()
-def constrained_beam_search(model, tokens: torch.Tensor, trie: SemanticIdTrie, beam_size: int
-                            ) -> tuple[torch.Tensor, torch.Tensor]:
+def constrained_beam_search(model, tokens: torch.Tensor, trie: SemanticIdTrie, beam_size: int,
+                            scales: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Top `beam_size` items per history (left-padded token rows [B, T]) by the model's log-probability
     of their code tuple, best first: (items [B, beam] with 0 where fewer items exist, scores).
 
     The tokens go to the model's device and the search runs there (with the trie moved along); the
-    results stay on that device."""
+    results stay on that device. `scales` [B, T]: the history tokens' embedding scales, when the trie
+    has them (generated tokens take theirs from the trie)."""
     device = module_device(model) if isinstance(model, torch.nn.Module) else tokens.device
-    log_probs, state = model.begin_decode(tokens.to(device))
+    if scales is None:
+        log_probs, state = model.begin_decode(tokens.to(device))
+    else:
+        log_probs, state = model.begin_decode(tokens.to(device), scales.to(device))
     device = log_probs.device
     trie = trie.to(device)
     b = tokens.shape[0]
@@ -216,9 +250,14 @@ def constrained_beam_search(model, tokens: torch.Tensor, trie: SemanticIdTrie, b
         candidates = scores.unsqueeze(-1) + log_probs.masked_fill(~allowed, -torch.inf)
         scores, flat = candidates.view(b, -1).topk(min(beam_size, width * size), dim=1)
         parents, codes = flat // size, flat % size
-        nodes = trie.child(level, nodes.gather(1, parents), codes)
+        parent_nodes = nodes.gather(1, parents)
+        nodes = trie.child(level, parent_nodes, codes)
         if level + 1 < trie.n_levels:
-            log_probs, state = model.extend_decode(state, parents, codes)
+            code_scales = trie.scale(level, parent_nodes, codes)
+            if code_scales is None:
+                log_probs, state = model.extend_decode(state, parents, codes)
+            else:
+                log_probs, state = model.extend_decode(state, parents, codes, code_scales)
     items = nodes.masked_fill(torch.isinf(scores), 0)
     return items, scores
 
@@ -226,21 +265,20 @@ def constrained_beam_search(model, tokens: torch.Tensor, trie: SemanticIdTrie, b
 # ---- training batches -------------------------------------------------------------------------------
 class SemanticIdBatches:
     """Shuffled batches of flattened token sequences: each training prefix is cut (from its end) into
-    windows of `max_items + 1` items so every item but the first is a target once with up to
-    `max_items` items of history; input = tokens[:-1], targets = tokens[1:] with the first item's
-    tokens masked (0). Batches are formed from length-sorted chunks to waste little padding."""
+    windows of `max_items + 1` items (`item_windows`) so every item but the first is a target once with up
+    to `max_items` items of history; input = tokens[:-1], targets = tokens[1:] with the first item's
+    tokens masked (0). Batches are formed from length-sorted chunks to waste little padding. With
+    `item_scales` [n_items + 1, L] the batch also carries each input token's embedding scale."""
 
     def __init__(self, data: SequenceData, item_tokens: np.ndarray, max_items: int, batch_size: int,
-                 sort_chunk: int = 50):
+                 sort_chunk: int = 50, windows_per_user: int = 0, item_scales: np.ndarray | None = None):
         self.n_levels = item_tokens.shape[1]
+        self.item_tokens, self.item_scales = item_tokens, item_scales
         self.batch_size, self.sort_chunk = batch_size, sort_chunk
-        self.windows: list[np.ndarray] = []
-        for seq in training_sequences(data):
-            for end in range(len(seq), 1, -max_items):
-                self.windows.append(item_tokens[seq[max(0, end - max_items - 1):end]].ravel())
+        self.windows = item_windows(data, max_items, windows_per_user)
         if not self.windows:
             raise ValueError("no training sequences: every user needs at least 4 items for leave-one-out")
-        self.lengths = np.array([len(w) - 1 for w in self.windows])
+        self.lengths = np.array([len(w) * self.n_levels - 1 for w in self.windows])
 
     def __len__(self) -> int:
         return (len(self.windows) + self.batch_size - 1) // self.batch_size
@@ -260,13 +298,57 @@ class SemanticIdBatches:
         width = int(self.lengths[rows].max())
         tokens = np.zeros((len(rows), width), dtype=np.int64)
         targets = np.zeros((len(rows), width), dtype=np.int64)
+        scales = np.ones((len(rows), width), dtype=np.float32) if self.item_scales is not None else None
         for r, i in enumerate(rows):
-            seq = self.windows[i]
+            seq = self.item_tokens[self.windows[i]].ravel()
             n = len(seq) - 1
             tokens[r, width - n:] = seq[:-1]
             targets[r, width - n:] = seq[1:]
             targets[r, width - n:width - n + self.n_levels - 1] = 0  # the first item has no history
-        return {"tokens": torch.from_numpy(tokens), "targets": torch.from_numpy(targets)}
+            if scales is not None:
+                scales[r, width - n:] = self.item_scales[self.windows[i]].ravel()[:-1]
+        batch = {"tokens": torch.from_numpy(tokens), "targets": torch.from_numpy(targets)}
+        if scales is not None:
+            batch["scales"] = torch.from_numpy(scales)
+        return batch
+
+
+POPULARITY_GROUPS = ("head", "torso", "tail")
+
+
+def popularity_tertiles(counts: np.ndarray) -> np.ndarray:
+    """Group per item index (0 head, 1 torso, 2 tail): the catalogue's items sorted by training count, most
+    first, and cut into three groups of equal size (ties broken by item index). Index 0 is in no group (-1)."""
+    counts = np.asarray(counts)
+    order = np.argsort(-counts[1:], kind="stable") + 1
+    groups = np.full(len(counts), -1, dtype=np.int64)
+    for g, part in enumerate(np.array_split(order, 3)):
+        groups[part] = g
+    return groups
+
+
+def load_router_weights(data_cfg: dict[str, Any], params: dict[str, Any], codes: np.ndarray
+                        ) -> tuple[str | None, np.ndarray | None]:
+    """ADA-SID's router weights for the code columns ([n_items + 1, L], suffix column = 1) from the tokenizer
+    run's `router.npy`, or (None, None). `task_params.router_scales`: auto (default; use them when the run has
+    them), true (require them), false (ignore them)."""
+    choice = params.get("router_scales", "auto")
+    if choice not in ("auto", True, False):
+        raise ValueError(f"task_params.router_scales must be auto, true or false, got {choice!r}")
+    sid_run = data_cfg.get("sid_run")
+    path = Path(sid_run) / "router.npy" if sid_run else None
+    if choice is False or path is None or not path.exists():
+        if choice is True:
+            raise ValueError(f"task_params.router_scales is true but {path or 'data.sid_run'} has no router.npy "
+                             "(train an ada_sid tokenizer with its router)")
+        return None, None
+    router = np.load(path).astype(np.float32)
+    if router.shape != (codes.shape[0], codes.shape[1] - 1):
+        raise ValueError(f"{path}: router weights {router.shape} do not match the codes {codes.shape} "
+                         "(one column per code level before the collision suffix)")
+    if not np.isfinite(router).all() or router.min() < 0:
+        raise ValueError(f"{path}: router weights must be finite and non-negative")
+    return str(path), np.concatenate([router, np.ones((len(router), 1), dtype=np.float32)], 1)
 
 
 def sample_users(n_users: int, count: Any, seed: Any = 0) -> np.ndarray:
@@ -289,7 +371,9 @@ class GenerativeRetrievalTask(Task):
         super().__init__(cfg)
         self.data = load_sequences(cfg.data)
         self.codes, self.codes_source = load_codes(cfg.data, self.data)
-        self.trie = SemanticIdTrie(self.codes)
+        params = cfg.task_params
+        self.router_source, router = load_router_weights(cfg.data, params, self.codes)
+        self.trie = SemanticIdTrie(self.codes, router)
         self.n_levels = self.codes.shape[1]
         self.max_items = int(cfg.data.get("max_items", 20))
         if self.max_items < 1:
@@ -297,13 +381,16 @@ class GenerativeRetrievalTask(Task):
         offsets = 1 + np.r_[0, np.cumsum(self.trie.level_sizes)[:-1]]
         self.item_tokens = self.codes + offsets  # item index → its L token ids
         self.item_tokens[0] = 0
-        params = cfg.task_params
+        self.item_scales = self.trie.item_token_scales if router is not None else None
         self.beam_size = int(params.get("beam_size", 20))
         self.eval_batch_size = int(params.get("eval_batch_size", 256))
         if self.beam_size < max(METRIC_KS):
             raise ValueError(f"task_params.beam_size must be at least {max(METRIC_KS)} for Recall/NDCG@10")
         self.valid_users = sample_users(self.data.n_users, params.get("valid_users", 3000), params.get("valid_seed", 0))
-        self.loader = SemanticIdBatches(self.data, self.item_tokens, self.max_items, cfg.train.batch_size)
+        self.loader = SemanticIdBatches(self.data, self.item_tokens, self.max_items, cfg.train.batch_size,
+                                        windows_per_user=int(cfg.data.get("windows_per_user", 0)),
+                                        item_scales=self.item_scales)
+        self.popularity_group = popularity_tertiles(self.data.item_counts("train"))
         self.decode_seconds: dict[str, float] = {}
         self.last_ranks: dict[str, np.ndarray] = {}
 
@@ -322,12 +409,20 @@ class GenerativeRetrievalTask(Task):
 
     def history_tokens(self, histories: list[np.ndarray]) -> torch.Tensor:
         """The last `max_items` items of each history as left-padded token rows [B, items * L]."""
+        return self.history_inputs(histories)[0]
+
+    def history_inputs(self, histories: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(`history_tokens`, their embedding scales [B, items * L] or None without router weights)."""
         width = max(min(len(h), self.max_items) for h in histories) * self.n_levels
         out = np.zeros((len(histories), width), dtype=np.int64)
+        scales = np.ones((len(histories), width), dtype=np.float32) if self.item_scales is not None else None
         for row, items in enumerate(histories):
-            flat = self.item_tokens[np.asarray(items[-self.max_items:], dtype=np.int64)].ravel()
+            recent = np.asarray(items[-self.max_items:], dtype=np.int64)
+            flat = self.item_tokens[recent].ravel()
             out[row, width - len(flat):] = flat
-        return torch.from_numpy(out)
+            if scales is not None:
+                scales[row, width - len(flat):] = self.item_scales[recent].ravel()
+        return torch.from_numpy(out), None if scales is None else torch.from_numpy(scales)
 
     @torch.no_grad()
     def retrieve(self, model, histories: list[np.ndarray], beam_size: int | None = None) -> torch.Tensor:
@@ -339,8 +434,8 @@ class GenerativeRetrievalTask(Task):
         out = torch.zeros(len(histories), beam, dtype=torch.long)
         for start in range(0, len(order), self.eval_batch_size):
             rows = order[start:start + self.eval_batch_size]
-            tokens = self.history_tokens([histories[r] for r in rows])
-            items, _ = constrained_beam_search(model, tokens, self.trie, beam)
+            tokens, scales = self.history_inputs([histories[r] for r in rows])
+            items, _ = constrained_beam_search(model, tokens, self.trie, beam, scales)
             out[torch.as_tensor(rows), :items.shape[1]] = items.cpu()
         return out
 
@@ -353,7 +448,13 @@ class GenerativeRetrievalTask(Task):
         hits = items == torch.as_tensor(targets[users]).view(-1, 1)
         ranks = torch.where(hits.any(1), hits.int().argmax(1), torch.tensor(-1)).numpy()
         self.last_ranks[split] = ranks  # per-user ranks: paired comparisons between runs
-        return ranking_metrics(ranks, METRIC_KS)
+        out = ranking_metrics(ranks, METRIC_KS)
+        groups = self.popularity_group[targets[users]]
+        for g, name in enumerate(POPULARITY_GROUPS):
+            mine = groups == g
+            out[f"recall@10_{name}"] = float(((ranks[mine] >= 0) & (ranks[mine] < 10)).mean()) if mine.any() else 0.0
+            out[f"users_{name}"] = int(mine.sum())
+        return out
 
     def recommend(self, model, history_items: list[int], k: int) -> list[int]:
         """The top `k` item indices (best first, every one a real item) to follow `history_items`."""
@@ -381,10 +482,13 @@ class GenerativeRetrievalTask(Task):
         np.save(Path(run_dir) / "codes.npy", self.codes)
         if "test" in self.last_ranks:
             np.save(Path(run_dir) / "test_ranks.npy", self.last_ranks["test"])
+            _, test_targets = split_inputs(self.data, "test")
+            np.save(Path(run_dir) / "test_groups.npy", self.popularity_group[test_targets])
         if self.cfg.data.get("sid_run"):
             metrics = Path(self.cfg.data["sid_run"]) / "metrics.json"
             if metrics.exists():
                 shutil.copy(metrics, Path(run_dir) / "sid_metrics.json")
         return {"sid": {"source": self.codes_source, "level_sizes": self.trie.level_sizes,
+                        "router_scales": self.router_source,
                         **codebook_stats(self.codes[1:], self.trie.level_sizes)},
                 "decode_seconds": dict(self.decode_seconds)}

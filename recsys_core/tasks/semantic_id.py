@@ -7,15 +7,18 @@ task_params:
 - feature_dim (64): attribute / PPMI-behaviour SVD size; feature_seed (0); behaviour_run: a sasrec run
   folder whose item embeddings replace the PPMI behaviour vectors;
 - behaviour_finetune_epochs (0, MMQ only): the LAST this-many epochs of `train.epochs` are MMQ's
-  behaviour-aware fine-tuning, fed with (item, next item) pairs from the training prefixes.
+  behaviour-aware fine-tuning, trained jointly with its retriever (`model_params.retriever`) on windows of
+  the users' training sequences (`behaviour_max_items` items of history, default 20; each user's last
+  `behaviour_windows_per_user` windows, default 0 = all; `behaviour_batch_windows` windows a batch, 64).
   The stage is chosen by counting epochs in this task, so `--resume` restarts that count. With
   fine-tuning the checkpoint monitor is `selection`: recon_error in stage 1, −epoch in stage 2, so any
   fine-tuned state beats every stage-1 one and best.pt is the last fine-tuned state (a lower
   reconstruction error is not the goal of stage 2). Early stopping (train.patience) is refused then.
 
 Run folder artefacts: `codes.npy` int64 [n_items+1, L+1] (row 0 zeros; the last column is TIGER's
-collision suffix, 0, 1, 2, … among items sharing a tuple, in item order) and `content.npy` float32
-[n_items+1, d] (the concatenated modalities, rows L2-normalised). metrics.json gains codebook_stats,
+collision suffix, 0, 1, 2, … among items sharing a tuple, in item order), `content.npy` float32
+[n_items+1, d] (the concatenated modalities, rows L2-normalised) and, for a tokenizer with a router
+(ADA-SID), `router.npy` float32 [n_items+1, L]: every item's weight per code column, read downstream. metrics.json gains codebook_stats,
 recon_error, codebook_sizes, suffix_max and suffix_size.
 """
 
@@ -28,7 +31,7 @@ import numpy as np
 import torch
 
 from recsys_core.data.content import information_richness, interaction_counts, item_modalities, l2_normalise
-from recsys_core.data.sequences import training_sequences
+from recsys_core.data.sequences import item_windows
 from recsys_core.data.sources import load_sequences
 from recsys_core.metrics import codebook_stats
 from recsys_core.registry import build_model, register_task
@@ -52,15 +55,6 @@ def collision_suffix(codes: np.ndarray) -> np.ndarray:
     suffix = np.empty(len(codes), dtype=np.int64)
     suffix[order] = np.arange(len(order)) - group_start
     return suffix
-
-
-def consecutive_pairs(sequences: list[np.ndarray]) -> np.ndarray:
-    """[P, 2] (item, next item) pairs of distinct consecutive items."""
-    parts = [np.stack([s[:-1], s[1:]], 1) for s in sequences if len(s) >= 2]
-    if not parts:
-        return np.zeros((0, 2), dtype=np.int64)
-    pairs = np.concatenate(parts)
-    return pairs[pairs[:, 0] != pairs[:, 1]]
 
 
 @register_task("semantic_id")
@@ -87,9 +81,17 @@ class SemanticIdTask(Task):
                              "would skip the fine-tuning stage")
         if self.finetune_epochs:
             self.monitor = "selection"
-        self.pairs = consecutive_pairs(training_sequences(self.data)) if self.finetune_epochs else None
-        if self.pairs is not None and len(self.pairs) == 0:
-            raise ValueError("behaviour fine-tuning needs consecutive item pairs, the training prefixes have none")
+        self.windows = None
+        if self.finetune_epochs:
+            self.windows = [w for w in item_windows(self.data, int(params.get("behaviour_max_items", 20)),
+                                                    int(params.get("behaviour_windows_per_user", 0)))
+                            if len(w) >= 2]
+            if not self.windows:
+                raise ValueError("behaviour fine-tuning needs training sequences of at least two items; "
+                                 "the data has none")
+            self.batch_windows = int(params.get("behaviour_batch_windows", 64))
+            if self.batch_windows < 1:
+                raise ValueError(f"task_params.behaviour_batch_windows must be positive, got {self.batch_windows}")
         self.epochs_started = 0
 
     @property
@@ -100,7 +102,8 @@ class SemanticIdTask(Task):
         model = build_model(self.cfg.model, self.cfg.model_params, modality_dims=self.modality_dims)
         if self.finetune_epochs and not getattr(model, "supports_behaviour_finetune", False):
             raise ValueError(f"model {self.cfg.model!r} has no behaviour-aware fine-tuning stage; "
-                             "set task_params.behaviour_finetune_epochs: 0 (only mmq has one)")
+                             "set task_params.behaviour_finetune_epochs: 0 (only mmq has one, with "
+                             "model_params.retriever set)")
         return model
 
     def steps_per_epoch(self) -> int:
@@ -114,6 +117,18 @@ class SemanticIdTask(Task):
             batch = {k: v.to(device) for k, v in batch.items()}
         return batch
 
+    def window_batch(self, windows: list[np.ndarray]) -> dict[str, Any]:
+        """The distinct items of `windows` (their features) and `window` [B, T]: each window left-padded,
+        as positions into those items (-1 = padding)."""
+        distinct, inverse = np.unique(np.concatenate(windows), return_inverse=True)
+        width = max(len(w) for w in windows)
+        positions = np.full((len(windows), width), -1, dtype=np.int64)
+        offset = 0
+        for row, w in enumerate(windows):
+            positions[row, width - len(w):] = inverse[offset:offset + len(w)]
+            offset += len(w)
+        return {**self.item_batch(distinct), "window": torch.from_numpy(positions)}
+
     def in_finetune_stage(self) -> bool:
         return bool(self.finetune_epochs) and self.epochs_started > self.cfg.train.epochs - self.finetune_epochs
 
@@ -121,12 +136,9 @@ class SemanticIdTask(Task):
         self.epochs_started += 1
         size = self.cfg.train.batch_size
         if self.in_finetune_stage():
-            # As many pairs per epoch as there are items, so both stages take the same number of steps.
-            picks = self.pairs[rng.integers(len(self.pairs), size=len(self.items))]
-            for start in range(0, len(picks), size):
-                chunk = picks[start:start + size]
-                yield {**self.item_batch(chunk[:, 0]), **self.item_batch(chunk[:, 1], prefix="next:"),
-                       "next_item": torch.from_numpy(chunk[:, 1].copy())}
+            order = rng.permutation(len(self.windows))
+            for start in range(0, len(order), self.batch_windows):
+                yield self.window_batch([self.windows[i] for i in order[start:start + self.batch_windows]])
             return
         order = rng.permutation(self.items)
         for start in range(0, len(order), size):
@@ -151,6 +163,21 @@ class SemanticIdTask(Task):
             out["selection"] = -float(self.epochs_started) if self.in_finetune_stage() else error
         return out
 
+    @torch.no_grad()
+    def code_weights(self, model) -> np.ndarray | None:
+        """[n_items + 1, L] the tokenizer's weight of each item's codes (ADA-SID's router), or None."""
+        if not hasattr(model, "code_weights"):
+            return None
+        device = module_device(model)
+        parts = []
+        for start in range(0, len(self.items), EVAL_CHUNK):
+            part = model.code_weights(self.item_batch(self.items[start:start + EVAL_CHUNK], device=device))
+            if part is None:
+                return None
+            parts.append(part.float().cpu().numpy())
+        weights = np.concatenate(parts)
+        return np.concatenate([np.ones((1, weights.shape[1]), dtype=np.float32), weights]).astype(np.float32)
+
     def content_matrix(self) -> np.ndarray:
         out = l2_normalise(np.concatenate([self.features[m] for m in self.modality_names], 1))
         out[0] = 0.0
@@ -166,6 +193,9 @@ class SemanticIdTask(Task):
         run_dir = Path(run_dir)
         np.save(run_dir / "codes.npy", table)
         np.save(run_dir / "content.npy", self.content_matrix())
+        weights = self.code_weights(model)
+        if weights is not None:
+            np.save(run_dir / "router.npy", weights)
         return {"codebook_stats": codebook_stats(codes, model.codebook_sizes), "recon_error": error,
                 "codebook_sizes": list(model.codebook_sizes), "suffix_max": int(suffix.max()),
                 "suffix_size": int(suffix.max()) + 1, "modalities": self.modality_names,

@@ -26,7 +26,7 @@ from recsys_core.layers.quantize import (
     mutual_orthogonality,
 )
 from recsys_core.registry import build_model, get_model, get_task
-from recsys_core.tasks.semantic_id import collision_suffix, consecutive_pairs
+from recsys_core.tasks.semantic_id import collision_suffix
 from recsys_core.trainer import Trainer, load_run
 
 TOKENIZERS = ["rqvae", "mmq", "ada_sid", "mpq"]
@@ -68,28 +68,6 @@ def test_tokenizer_trains_and_writes_unique_codes(name, tmp_path):
 
     _, _, reloaded = load_run(tmp_path)  # the run folder rebuilds the same tokenizer
     np.testing.assert_array_equal(task.encode_all(reloaded)[0], codes[1:, :-1])
-
-
-def test_mmq_behaviour_finetune_uses_item_pairs_and_soft_indexing(tmp_path):
-    cfg = smoke_config("mmq")
-    assert cfg.task_params["behaviour_finetune_epochs"] > 0
-    task = get_task("semantic_id")(cfg)
-    rng = np.random.default_rng(0)
-    task.epochs_started = cfg.train.epochs - 1  # the next epoch is the last one: stage 2
-    batch = next(task.train_batches(rng))
-    assert {"next_item", "next:attributes", "next:behaviour"} <= set(batch)
-    prefixes = {(int(a), int(b)) for s in task.data.sequences for a, b in zip(s[:-3], s[1:-2], strict=True)}
-    assert all((int(a), int(b)) in prefixes for a, b in zip(batch["item"], batch["next_item"], strict=True))
-
-    torch.manual_seed(0)
-    model = task.build_model()
-    model.train()
-    model.loss(task.item_batch(task.items[:64]))  # stage 1 step initialises the codebooks
-    loss, logs = model.loss(batch)
-    assert "behaviour" in logs and torch.isfinite(loss)
-    model.zero_grad()
-    loss.backward()
-    assert model.quantizer.codebooks[0].weight.grad.abs().sum() > 0
 
 
 def test_finetune_epochs_are_refused_for_models_without_that_stage():
@@ -251,11 +229,6 @@ def test_collision_suffix_numbers_items_sharing_a_tuple():
     np.testing.assert_array_equal(collision_suffix(codes), [0, 0, 1, 2, 1, 0])
     with pytest.raises(ValueError):
         collision_suffix(np.zeros((0, 2)))
-
-
-def test_consecutive_pairs_skip_repeats():
-    pairs = consecutive_pairs([np.array([1, 2, 2, 3]), np.array([5])])
-    np.testing.assert_array_equal(pairs, [[1, 2], [2, 3]])
 
 
 def test_config_points_at_real_beauty_data():

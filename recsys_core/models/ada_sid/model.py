@@ -13,6 +13,13 @@ The paper's equations were not readable; this is our reproduction form [proposal
 loss = ‖x − Dec([z_q^c ; b])‖² + L_VQ(content) + L_VQ(behaviour)
        + align_weight · mean_i w_i · InfoNCE(h_b_i, h_c_i) + router_weight · mean_i ‖g_i‖_1.
 Codes = content codes followed by behavioural codes (parallel SIDs).
+
+Downstream, the router's weights leave the tokenizer: `code_weights` gives every item's weight per code
+column (1 for content codes, g for behavioural ones); the semantic_id task saves them as `router.npy` and
+the generative retriever scales each behavioural token's embedding by them (TIGER, `router_scales`).
+
+Ablations: `richness_adaptive=False` aligns every item with weight 1 (w ≡ 1); `use_router=False` drops the
+router (g ≡ 1, no sparsity term, no router.npy).
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ class AdaSID(SemanticIdTokenizer):
                  content_levels: int = 2, behaviour_levels: int = 2, codebook_size: int = 256,
                  beta: float = 0.25, align_weight: float = 0.5, router_weight: float = 0.01,
                  richness_slope: float = 10.0, richness_mid: float = 0.5, nce_temperature: float = 0.1,
-                 restart_every: int = 20):
+                 restart_every: int = 20, richness_adaptive: bool = True, use_router: bool = True):
         super().__init__(modality_dims)
         if behaviour_modality not in self.modality_dims:
             raise ValueError(f"ADA-SID needs the behaviour modality {behaviour_modality!r}; "
@@ -54,13 +61,17 @@ class AdaSID(SemanticIdTokenizer):
         self.align_weight, self.router_weight = align_weight, router_weight
         self.richness_slope, self.richness_mid = richness_slope, richness_mid
         self.nce_temperature = nce_temperature
+        self.richness_adaptive, self.use_router = bool(richness_adaptive), bool(use_router)
 
     @property
     def codebook_sizes(self) -> list[int]:
         return self.content_quantizer.sizes + self.behaviour_quantizer.sizes
 
     def richness_weight(self, richness: torch.Tensor) -> torch.Tensor:
-        """w = σ(a(ρ − b)): how strongly an item's behaviour is aligned with its content."""
+        """w = σ(a(ρ − b)): how strongly an item's behaviour is aligned with its content (1 without
+        richness adaptation)."""
+        if not self.richness_adaptive:
+            return torch.ones_like(richness, dtype=torch.float)
         return torch.sigmoid(self.richness_slope * (richness.float() - self.richness_mid))
 
     def _branches(self, batch: dict[str, torch.Tensor]):
@@ -68,9 +79,22 @@ class AdaSID(SemanticIdTokenizer):
         h_b = self.behaviour_encoder(self.features(batch, [self.behaviour_modality]))
         return h_c, h_b
 
+    def _gates(self, h_b: torch.Tensor) -> torch.Tensor:
+        if not self.use_router:
+            return h_b.new_ones(h_b.shape[0], len(self.behaviour_quantizer.codebooks))
+        return torch.sigmoid(self.router(h_b))
+
     def router_weights(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """g [B, L_b]: the importance of each behavioural code of each item."""
-        return torch.sigmoid(self.router(self._branches(batch)[1]))
+        return self._gates(self._branches(batch)[1])
+
+    @torch.no_grad()
+    def code_weights(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """[B, L_c + L_b] weight of every code column (content 1, behaviour g); None without a router."""
+        if not self.use_router:
+            return None
+        gates = self.router_weights(batch)
+        return torch.cat([gates.new_ones(len(gates), len(self.content_quantizer.codebooks)), gates], 1)
 
     def loss(self, batch: dict[str, torch.Tensor]):
         if "richness" not in batch:
@@ -78,13 +102,15 @@ class AdaSID(SemanticIdTokenizer):
         x = self.features(batch)
         h_c, h_b = self._branches(batch)
         qc, qb = self.content_quantizer(h_c), self.behaviour_quantizer(h_b)
-        gates = torch.sigmoid(self.router(h_b))
+        gates = self._gates(h_b)
         routed = (gates.unsqueeze(-1) * qb.levels).sum(1)
         recon = reconstruction_loss(self.decoder(torch.cat([qc.quantized, routed], -1)), x)
         same = batch["item"][:, None] == batch["item"][None, :] if "item" in batch else None
         align = (self.richness_weight(batch["richness"]) * info_nce(h_b, h_c, self.nce_temperature, same)).mean()
         sparsity = gates.sum(-1).mean()
-        total = recon + qc.loss + qb.loss + self.align_weight * align + self.router_weight * sparsity
+        total = recon + qc.loss + qb.loss + self.align_weight * align
+        if self.use_router:
+            total = total + self.router_weight * sparsity
         return total, {"recon": float(recon.detach()), "vq": float((qc.loss + qb.loss).detach()),
                        "align": float(align.detach()), "router_l1": float(sparsity.detach())}
 
@@ -100,5 +126,5 @@ class AdaSID(SemanticIdTokenizer):
         behaviour_codes = self.behaviour_quantizer.encode(h_b)
         levels = torch.stack([cb.weight[behaviour_codes[:, i]]
                               for i, cb in enumerate(self.behaviour_quantizer.codebooks)], 1)
-        routed = (torch.sigmoid(self.router(h_b)).unsqueeze(-1) * levels).sum(1)
+        routed = (self._gates(h_b).unsqueeze(-1) * levels).sum(1)
         return self.decoder(torch.cat([self.content_quantizer.codewords(content_codes), routed], -1))

@@ -1,7 +1,7 @@
 """MMQ (arXiv 2508.15281): a shared–specific mixture of experts, residual quantization with
 cosine-similarity assignment, multimodal reconstruction, then behaviour-aware fine-tuning.
 
-Stage 1, per item with modalities x_m and x = [x_1; …; x_M]:
+Stage 1 (content only: text and attributes, no behaviour), per item with modalities x_m and x = [x_1; …; x_M]:
 - shared experts z_{s,i} = E_{s,i}(x), modality-specific experts z_{m,j} = E_{m,j}(x_m);
 - gated fusion z = Σ_e g_e z_e with g = softmax(W x) over all experts [proposal: the gate form is unknown];
 - residual quantization of z, each level taking the codeword of highest cosine similarity;
@@ -10,19 +10,26 @@ Stage 1, per item with modalities x_m and x = [x_1; …; x_M]:
   The per-modality auxiliary reconstruction reads the modality's specific experts (unquantized) so
   they must carry that modality's information [proposal]; L_orth is our reproduction form [proposal]: Σ|cos| between expert outputs.
 
-Stage 2 (behaviour-aware fine-tuning, our reading): the paper trains the tokenizer jointly with the
-downstream recommender through soft indexing p = softmax(cos(r, c)/τ). Here the downstream signal is
-next-item co-occurrence: batches are (item, next item) pairs from the training prefixes, every level
-uses soft indexing (forward = hard codeword, gradient through the soft mixture), and
-loss = stage-1 terms on both items + behaviour_weight · InfoNCE(ẑ_a, ẑ_b) over the soft-quantized
-vectors ẑ = Σ_l Σ_k p_{lk} c_{lk}, with in-batch negatives.
+Stage 2 (behaviour-aware fine-tuning): the tokenizer is trained jointly with the downstream generative
+retriever (a TIGER decoder, `retriever`), whose next-token loss reaches the codes through soft indexing.
+Each level's code distribution p_l = softmax(cos(r_l, c)/τ) enters as a straight-through one-hot
+(forward = the hard code, gradient through p_l); batches are windows of the users' training sequences,
+the retriever reads the items' code distributions as its input embeddings (Σ_k p_lk E_lk) and scores each
+next item's codes against that item's distribution, so gradients move both the history's and the target's
+codes towards what predicts behaviour. The multimodal stage-1 terms stay in the loss:
+loss = stage-1 terms (over the window's items) + behaviour_weight · L_next-token.
+`retriever_warmup_steps` [proposal]: the retriever starts from scratch, so for its first steps it learns the
+stage-1 codes with the tokenizer's distributions detached (no gradient from an untrained decoder).
+The retriever exists only to shape the codes; the TIGER evaluated downstream is trained afresh on them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from recsys_core.layers import mlp
@@ -30,7 +37,6 @@ from recsys_core.layers.quantize import (
     ResidualQuantizer,
     SemanticIdTokenizer,
     cross_orthogonality,
-    info_nce,
     reconstruction_loss,
 )
 from recsys_core.registry import register_model
@@ -38,13 +44,12 @@ from recsys_core.registry import register_model
 
 @register_model("mmq", tasks="semantic_id")
 class MMQ(SemanticIdTokenizer):
-    supports_behaviour_finetune = True
-
     def __init__(self, modality_dims: dict[str, int], shared_experts: int = 2, specific_experts: int = 1,
                  expert_hidden: Sequence[int] = (128,), decoder_hidden: Sequence[int] = (128,),
                  latent_dim: int = 32, levels: int = 3, codebook_size: int = 256, beta: float = 0.25,
                  orth_weight: float = 0.1, aux_weight: float = 0.5, soft_tau: float = 0.1,
-                 behaviour_weight: float = 0.5, nce_temperature: float = 0.1, restart_every: int = 20):
+                 behaviour_weight: float = 1.0, restart_every: int = 20, retriever: dict[str, Any] | None = None,
+                 retriever_warmup_steps: int = 0):
         super().__init__(modality_dims)
         if shared_experts < 1 or specific_experts < 1:
             raise ValueError("MMQ needs at least one shared and one specific expert per modality")
@@ -60,7 +65,18 @@ class MMQ(SemanticIdTokenizer):
         self.aux_decoders = nn.ModuleDict({m: mlp(latent_dim, list(decoder_hidden), d)
                                            for m, d in self.modality_dims.items()})
         self.orth_weight, self.aux_weight = orth_weight, aux_weight
-        self.soft_tau, self.behaviour_weight, self.nce_temperature = soft_tau, behaviour_weight, nce_temperature
+        self.soft_tau, self.behaviour_weight = soft_tau, behaviour_weight
+        self.retriever = None
+        if retriever is not None:
+            from recsys_core.models.tiger.model import TIGER
+
+            self.retriever = TIGER(level_sizes=self.quantizer.sizes, **dict(retriever))
+        self.retriever_warmup_steps = int(retriever_warmup_steps)
+        self.behaviour_steps = 0
+
+    @property
+    def supports_behaviour_finetune(self) -> bool:
+        return self.retriever is not None
 
     @property
     def codebook_sizes(self) -> list[int]:
@@ -89,15 +105,24 @@ class MMQ(SemanticIdTokenizer):
         return total, logs, q
 
     def loss(self, batch: dict[str, torch.Tensor]):
-        if "next_item" not in batch:
+        if "window" not in batch:
             total, logs, _ = self._stage_one_terms(batch)
             return total, logs
-        # Behaviour-aware fine-tuning: anchors and their next items go through one soft-indexed pass.
-        both = {m: torch.cat([batch[m], batch["next:" + m]]) for m in self.modalities}
-        total, logs, q = self._stage_one_terms(both, soft_tau=self.soft_tau)
-        n = len(batch["item"])
-        same = batch["next_item"][:, None] == batch["next_item"][None, :]
-        behaviour = info_nce(q.soft[:n], q.soft[n:], self.nce_temperature, same).mean()
+        if self.retriever is None:
+            raise ValueError("behaviour-aware batches need MMQ's retriever (model_params.retriever)")
+        # Stage 2: the window's distinct items go through one soft-indexed pass, then the retriever reads
+        # every window as code distributions.
+        total, logs, q = self._stage_one_terms(batch, soft_tau=self.soft_tau)
+        probs = q.probs  # [U, L, K]
+        straight_through = F.one_hot(q.codes, probs.shape[-1]).to(probs) + probs - probs.detach()
+        if self.behaviour_steps < self.retriever_warmup_steps:
+            straight_through = straight_through.detach()
+        self.behaviour_steps += 1
+        window = batch["window"]
+        real = window >= 0
+        per_item = straight_through[window.clamp_min(0)] * real[..., None, None]  # [B, T, L, K]
+        behaviour = self.retriever.code_prob_loss([per_item[:, :, level] for level in range(per_item.shape[2])],
+                                                  real)
         logs["behaviour"] = float(behaviour.detach())
         return total + self.behaviour_weight * behaviour, logs
 

@@ -68,11 +68,16 @@ class TIGER(nn.Module):
         init_weights(self)
 
     # ---- training ---------------------------------------------------------------------------------
-    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.token_emb(tokens) + self.level_emb(self.token_level[tokens] + 1)
+    def embed(self, tokens: torch.Tensor, scales: torch.Tensor | None = None) -> torch.Tensor:
+        """Token + level embeddings; `scales` (same shape as `tokens`) multiplies each token's code embedding:
+        ADA-SID's router weights, so the codes the router deems important weigh more in the history."""
+        codes = self.token_emb(tokens)
+        if scales is not None:
+            codes = codes * scales.to(codes.dtype).unsqueeze(-1)
+        return codes + self.level_emb(self.token_level[tokens] + 1)
 
-    def hidden_states(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.transformer(self.emb_dropout(self.embed(tokens)), padding_mask=tokens > 0)
+    def hidden_states(self, tokens: torch.Tensor, scales: torch.Tensor | None = None) -> torch.Tensor:
+        return self.transformer(self.emb_dropout(self.embed(tokens, scales)), padding_mask=tokens > 0)
 
     def level_logits(self, hidden: torch.Tensor, level: int) -> torch.Tensor:
         """Scores of level `level`'s codes (column = code) from hidden states [..., d]."""
@@ -81,7 +86,7 @@ class TIGER(nn.Module):
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean cross-entropy over every target token (`targets` > 0), each against its level's codes."""
-        hidden = self.hidden_states(batch["tokens"])
+        hidden = self.hidden_states(batch["tokens"], batch.get("scales"))
         targets = batch["targets"]
         target_level = self.token_level[targets]
         total, count = hidden.new_zeros(()), 0
@@ -96,8 +101,46 @@ class TIGER(nn.Module):
             raise ValueError("the batch has no target tokens")
         return total / count
 
+    def code_prob_loss(self, probs: list[torch.Tensor], item_mask: torch.Tensor) -> torch.Tensor:
+        """The next-token loss of item sequences given as code distributions instead of token ids (MMQ's
+        behaviour-aware stage: soft indexing lets this loss train the tokenizer).
+
+        probs: one [B, T, size_l] tensor per level, the code distribution of each item of left-padded windows
+        of T items (straight-through one-hots keep the forward pass equal to hard tokens); item_mask [B, T]
+        is True at real items. Input embedding of level l = probs_l @ E_l; every token of every item after a
+        row's first real item is a target, scored by −Σ_k probs_target,k · log softmax(logits)_k, so the
+        gradient also moves the target item's code distribution towards what its history predicts."""
+        if len(probs) != self.n_levels:
+            raise ValueError(f"expected code distributions for {self.n_levels} levels, got {len(probs)}")
+        b, t = item_mask.shape
+        levels = range(self.n_levels)
+        tables = [self.token_emb.weight[self.offsets[lv]:self.offsets[lv] + self.level_sizes[lv]] for lv in levels]
+        x = torch.stack([probs[lv] @ tables[lv] + self.level_emb.weight[lv + 1] for lv in levels], 2)
+        x = x.reshape(b, t * self.n_levels, -1)
+        real = item_mask.repeat_interleave(self.n_levels, dim=1)
+        hidden = self.transformer(self.emb_dropout(x), padding_mask=real)
+        # A target is a token of a real item with at least one real item before it in its row.
+        seen_before = (torch.cumsum(item_mask.long(), 1) - item_mask.long()) > 0
+        target_ok = (item_mask & seen_before).repeat_interleave(self.n_levels, dim=1)[:, 1:]
+        total, count = hidden.new_zeros(()), 0
+        for lv in levels:
+            position = torch.arange(1, t * self.n_levels, device=x.device)  # target positions
+            at_level = (position % self.n_levels) == lv
+            keep = target_ok & at_level.view(1, -1)
+            if not bool(keep.any()):
+                continue
+            rows, cols = keep.nonzero(as_tuple=True)
+            logits = hidden[rows, cols] @ tables[lv].T + self.out_bias[self.offsets[lv]:self.offsets[lv] + self.level_sizes[lv]]
+            target = probs[lv][rows, (cols + 1) // self.n_levels]
+            total = total - (target * F.log_softmax(logits, -1)).sum()
+            count += len(rows)
+        if not count:
+            raise ValueError("the windows have no target items (each needs two real items)")
+        return total / count
+
     # ---- incremental decoding ---------------------------------------------------------------------
-    def begin_decode(self, tokens: torch.Tensor) -> tuple[torch.Tensor, DecodeState]:
+    def begin_decode(self, tokens: torch.Tensor, scales: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor, DecodeState]:
         """Encode left-padded histories [B, T] (whole items) once; returns the log-probabilities of the
         next item's first code [B, size_0] and the caches for `extend_decode`."""
         b, t = tokens.shape
@@ -107,7 +150,7 @@ class TIGER(nn.Module):
         mask = torch.tril(torch.ones(t, t, dtype=torch.bool, device=tokens.device)).view(1, 1, t, t)
         mask = (mask & real.view(b, 1, 1, t)) | torch.eye(t, dtype=torch.bool, device=tokens.device).view(1, 1, t, t)
         cos, sin = self.transformer.cos[:t], self.transformer.sin[:t]
-        x = self.embed(tokens)
+        x = self.embed(tokens, scales)
         keys, values = [], []
         last_block = len(self.transformer.blocks) - 1
         for i, block in enumerate(self.transformer.blocks):
@@ -128,16 +171,20 @@ class TIGER(nn.Module):
                             position=t, level=0)
         return F.log_softmax(self.level_logits(last, 0), -1), state
 
-    def extend_decode(self, state: DecodeState, parents: torch.Tensor, codes: torch.Tensor
-                      ) -> tuple[torch.Tensor, DecodeState]:
+    def extend_decode(self, state: DecodeState, parents: torch.Tensor, codes: torch.Tensor,
+                      scales: torch.Tensor | None = None) -> tuple[torch.Tensor, DecodeState]:
         """Append code `codes[b, w]` (of level `state.level`) to beam `parents[b, w]` of the previous step;
-        returns the next level's log-probabilities [B, W, size] and the new state."""
+        returns the next level's log-probabilities [B, W, size] and the new state. `scales` [B, W]: the
+        generated tokens' embedding scales (see `embed`)."""
         level = state.level
         if level + 1 >= self.n_levels:
             raise ValueError("the item is complete: every level has been decoded")
         b, w = codes.shape
         tokens = codes + self.offsets[level]
-        x = self.token_emb(tokens) + self.level_emb.weight[level + 1]
+        x = self.token_emb(tokens)
+        if scales is not None:
+            x = x * scales.to(x.dtype).unsqueeze(-1)
+        x = x + self.level_emb.weight[level + 1]
         pos = state.position
         cos, sin = self.transformer.cos[pos:pos + 1], self.transformer.sin[pos:pos + 1]
         scale = 1.0 / math.sqrt(self.head_dim)
