@@ -14,9 +14,14 @@ Stage 2 (behaviour-aware fine-tuning): the tokenizer is trained jointly with the
 retriever (a TIGER decoder, `retriever`), whose next-token loss reaches the codes through soft indexing.
 Each level's code distribution p_l = softmax(cos(r_l, c)/τ) enters as a straight-through one-hot
 (forward = the hard code, gradient through p_l); batches are windows of the users' training sequences,
-the retriever reads the items' code distributions as its input embeddings (Σ_k p_lk E_lk) and scores each
-next item's codes against that item's distribution, so gradients move both the history's and the target's
-codes towards what predicts behaviour. The multimodal stage-1 terms stay in the loss:
+the retriever reads each item's code distributions (Σ_k p_lk E_lk, its own token embeddings) plus a projection
+of the item's soft codewords ẑ_l = Σ_k p_lk c_lk (the tokenizer's codebook vectors, as in the paper's sketch)
+and scores each next item's codes (next-SID cross-entropy), so gradients move the history items' codewords,
+assignments and encoders towards what predicts the next item.
+The targets are the items' hard codes [proposal]: letting the loss move the targets' distributions too
+(`target_gradient=True`) rewards giving every item the same codes, and on MovieLens-1M it collapsed the
+codebook (48 distinct tuples for 3,883 movies, 99.9% collisions); `balance_weight` [proposal] then keeps each
+level's mean code distribution over the batch's items even. The multimodal stage-1 terms stay in the loss:
 loss = stage-1 terms (over the window's items) + behaviour_weight · L_next-token.
 `retriever_warmup_steps` [proposal]: the retriever starts from scratch, so for its first steps it learns the
 stage-1 codes with the tokenizer's distributions detached (no gradient from an untrained decoder).
@@ -49,7 +54,7 @@ class MMQ(SemanticIdTokenizer):
                  latent_dim: int = 32, levels: int = 3, codebook_size: int = 256, beta: float = 0.25,
                  orth_weight: float = 0.1, aux_weight: float = 0.5, soft_tau: float = 0.1,
                  behaviour_weight: float = 1.0, restart_every: int = 20, retriever: dict[str, Any] | None = None,
-                 retriever_warmup_steps: int = 0):
+                 retriever_warmup_steps: int = 0, target_gradient: bool = False, balance_weight: float = 0.0):
         super().__init__(modality_dims)
         if shared_experts < 1 or specific_experts < 1:
             raise ValueError("MMQ needs at least one shared and one specific expert per modality")
@@ -71,7 +76,9 @@ class MMQ(SemanticIdTokenizer):
             from recsys_core.models.tiger.model import TIGER
 
             self.retriever = TIGER(level_sizes=self.quantizer.sizes, **dict(retriever))
+            self.codeword_proj = nn.Linear(latent_dim, self.retriever.token_emb.embedding_dim, bias=False)
         self.retriever_warmup_steps = int(retriever_warmup_steps)
+        self.target_gradient, self.balance_weight = bool(target_gradient), float(balance_weight)
         self.behaviour_steps = 0
 
     @property
@@ -115,16 +122,30 @@ class MMQ(SemanticIdTokenizer):
         total, logs, q = self._stage_one_terms(batch, soft_tau=self.soft_tau)
         probs = q.probs  # [U, L, K]
         straight_through = F.one_hot(q.codes, probs.shape[-1]).to(probs) + probs - probs.detach()
-        if self.behaviour_steps < self.retriever_warmup_steps:
-            straight_through = straight_through.detach()
+        warming_up = self.behaviour_steps < self.retriever_warmup_steps
         self.behaviour_steps += 1
+        soft_codewords = q.levels.detach() if warming_up else q.levels
+        if warming_up:
+            straight_through = straight_through.detach()
         window = batch["window"]
         real = window >= 0
-        per_item = straight_through[window.clamp_min(0)] * real[..., None, None]  # [B, T, L, K]
-        behaviour = self.retriever.code_prob_loss([per_item[:, :, level] for level in range(per_item.shape[2])],
-                                                  real)
+        codewords = self.codeword_proj(soft_codewords)  # [U, L, H]: each level's soft-indexed codeword
+        keep = real[..., None, None]
+        per_item = straight_through[window.clamp_min(0)] * keep  # [B, T, L, K]
+        vectors = codewords[window.clamp_min(0)] * keep  # [B, T, L, H]
+        levels = range(per_item.shape[2])
+        behaviour = self.retriever.code_prob_loss([per_item[:, :, lv] for lv in levels], real,
+                                                  target_gradient=self.target_gradient,
+                                                  input_vectors=[vectors[:, :, lv] for lv in levels])
         logs["behaviour"] = float(behaviour.detach())
-        return total + self.behaviour_weight * behaviour, logs
+        total = total + self.behaviour_weight * behaviour
+        if self.balance_weight:
+            # log K − H(mean code distribution) per level, over the batch's distinct items: 0 when usage is even
+            mean = probs.mean(0)
+            balance = (torch.log(torch.tensor(float(probs.shape[-1]))) + (mean * torch.log(mean + 1e-10)).sum(-1)).sum()
+            logs["balance"] = float(balance.detach())
+            total = total + self.balance_weight * balance
+        return total, logs
 
     @torch.no_grad()
     def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
