@@ -23,7 +23,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install browser run test test-fast lint bench rewrite recsys recsys-zoo recsys-zoo2 recsys-retrieval bench-dense distill demo clean
+.PHONY: install browser run test test-fast lint bench rewrite recsys recsys-zoo recsys-zoo2 recsys-retrieval semantic-ids bench-dense distill demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -108,6 +108,12 @@ recsys-zoo2: $(STAMP)
 # Retrieval (benchmarks/results/recsys/retrieval/): GCL-MO over the sandbox's simulated shoppers and long-tail
 # queries (run_gcl_mo.sh builds the sandbox, the simulator log and the queries), two-tower negative samplers,
 # ESANS and CSMF on MovieLens-1M, CSMF on the simulator's click → purchase log; bases, ablations, 3 seeds; tables.
+# Semantic IDs on MovieLens-1M (no S3REC needed): RQ-VAE at 3 and 4 levels, MMQ and ADA-SID with their ablations,
+# 3 tokenizer seeds x 3 retriever seeds of TIGER, then the table (benchmarks/results/recsys/semantic_ids_ml1m.md).
+semantic-ids: $(STAMP)
+	$(BIN)/python benchmarks/run_semantic_ids.py --bin $(BIN)
+	$(BIN)/python benchmarks/semantic_id_table.py
+
 recsys-retrieval: $(STAMP)
 	BIN=$(BIN) bash benchmarks/run_gcl_mo.sh
 	BIN=$(BIN) bash benchmarks/run_retrieval.sh

@@ -107,7 +107,14 @@ class SemanticIdTask(Task):
         return model
 
     def steps_per_epoch(self) -> int:
-        return -(-len(self.items) // self.cfg.train.batch_size)
+        """Steps of an average epoch (the trainer's schedule multiplies it by train.epochs): stage-2 epochs
+        step over windows, not items."""
+        item_steps = -(-len(self.items) // self.cfg.train.batch_size)
+        if not self.finetune_epochs:
+            return item_steps
+        window_steps = -(-len(self.windows) // self.batch_windows)
+        epochs = self.cfg.train.epochs
+        return -(-((epochs - self.finetune_epochs) * item_steps + self.finetune_epochs * window_steps) // epochs)
 
     def item_batch(self, items: np.ndarray, prefix: str = "", device: torch.device | None = None) -> dict[str, Any]:
         batch: dict[str, Any] = {prefix + m: torch.from_numpy(f[items]) for m, f in self.features.items()}

@@ -5,6 +5,8 @@ metrics by popularity group."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -289,3 +291,20 @@ def test_generative_retrieval_reports_recall_by_popularity_group():
     ranks = task.last_ranks["test"]
     overall = sum(metrics[f"recall@10_{g}"] * metrics[f"users_{g}"] for g in ("head", "torso", "tail"))
     assert overall / task.data.n_users == pytest.approx(float(((ranks >= 0) & (ranks < 10)).mean()))
+
+
+def test_movielens_tokenizers_compare_at_equal_code_length():
+    """The MovieLens-1M ablation compares MMQ and ADA-SID with RQ-VAE at the same number of code levels and the
+    same codebook size, so no row wins by a longer ID."""
+    folder = Path(__file__).resolve().parents[2] / "configs" / "recsys" / "ml1m_sid"
+
+    def shape(name: str) -> tuple[int, int]:
+        params = ExperimentConfig.from_yaml(folder / f"{name}.yaml").model_params
+        levels = params["content_levels"] + params["behaviour_levels"] if "content_levels" in params else params["levels"]
+        return levels, params["codebook_size"]
+
+    assert shape("rqvae4") == shape("mmq") == shape("ada_sid") == (4, 64)
+    assert shape("rqvae") == (3, 64)
+    mmq = ExperimentConfig.from_yaml(folder / "mmq.yaml")
+    assert "behaviour" not in mmq.task_params["modalities"]  # stage 1 is content only
+    assert mmq.task_params["behaviour_finetune_epochs"] > 0 and mmq.model_params["retriever"]
