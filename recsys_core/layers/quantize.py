@@ -175,9 +175,7 @@ class ResidualQuantizer(nn.Module):
         if soft_tau is None:
             total = z + (total - z).detach()  # one straight-through estimator over the sum (RQ-VAE)
         soft = torch.stack(soft_parts, 1).sum(1) if soft_parts else None
-        # Levels of equal size stack into [B, L, K]; otherwise a list per level.
-        same_size = len({p.shape[-1] for p in probs}) == 1
-        stacked_probs = (torch.stack(probs, 1) if same_size else probs) if probs else None
+        stacked_probs = torch.stack(probs, 1) if probs else None  # every level has the same size
         return QuantizeOutput(total, torch.stack(codes, 1), loss, levels=stacked, soft=soft, probs=stacked_probs)
 
     def codewords(self, codes: torch.Tensor) -> torch.Tensor:

@@ -146,8 +146,11 @@ class SemanticIdTrie:
         # Token scales (ADA-SID's router downstream) are the mean over the items sharing the token's prefix
         # [proposal]: a function of the prefix alone, so decoding knows a generated token's scale before the
         # item is complete, and training (which sees the item) uses the very same value.
-        self.edge_scale: list[torch.Tensor] | None = [] if item_scales is not None else None
-        self.item_token_scales = np.ones((n_items + 1, self.n_levels), dtype=np.float32)
+        self.edge_scale: list[torch.Tensor] | None = None
+        self.item_token_scales: np.ndarray | None = None  # [n_items + 1, L] when the trie has scales
+        if item_scales is not None:
+            self.edge_scale = []
+            self.item_token_scales = np.ones((n_items + 1, self.n_levels), dtype=np.float32)
         self.level_sizes = [int(s) for s in tuples.max(0) + 1]
         self.keys: list[torch.Tensor] = []  # sorted node * size + code of every edge
         self.ptr: list[torch.Tensor] = []  # node → its edges' range
@@ -381,7 +384,7 @@ class GenerativeRetrievalTask(Task):
         offsets = 1 + np.r_[0, np.cumsum(self.trie.level_sizes)[:-1]]
         self.item_tokens = self.codes + offsets  # item index → its L token ids
         self.item_tokens[0] = 0
-        self.item_scales = self.trie.item_token_scales if router is not None else None
+        self.item_scales = self.trie.item_token_scales
         self.beam_size = int(params.get("beam_size", 20))
         self.eval_batch_size = int(params.get("eval_batch_size", 256))
         if self.beam_size < max(METRIC_KS):

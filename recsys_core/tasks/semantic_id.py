@@ -151,13 +151,17 @@ class SemanticIdTask(Task):
         for start in range(0, len(order), size):
             yield self.item_batch(order[start:start + size])
 
+    def item_chunks(self, model):
+        """Every item, in batches of EVAL_CHUNK on the model's device."""
+        device = module_device(model)
+        for start in range(0, len(self.items), EVAL_CHUNK):
+            yield self.item_batch(self.items[start:start + EVAL_CHUNK], device=device)
+
     @torch.no_grad()
     def encode_all(self, model) -> tuple[np.ndarray, float]:
         """(codes [n_items, L] of items 1..n, mean reconstruction error over all items)."""
-        device = module_device(model)
         codes, error_sum = [], 0.0
-        for start in range(0, len(self.items), EVAL_CHUNK):
-            batch = self.item_batch(self.items[start:start + EVAL_CHUNK], device=device)
+        for batch in self.item_chunks(model):
             codes.append(model.encode(batch).cpu().numpy())
             error_sum += float(model.recon_error(batch)) * len(batch["item"])
         return np.concatenate(codes).astype(np.int64), error_sum / len(self.items)
@@ -175,10 +179,9 @@ class SemanticIdTask(Task):
         """[n_items + 1, L] the tokenizer's weight of each item's codes (ADA-SID's router), or None."""
         if not hasattr(model, "code_weights"):
             return None
-        device = module_device(model)
         parts = []
-        for start in range(0, len(self.items), EVAL_CHUNK):
-            part = model.code_weights(self.item_batch(self.items[start:start + EVAL_CHUNK], device=device))
+        for batch in self.item_chunks(model):
+            part = model.code_weights(batch)
             if part is None:
                 return None
             parts.append(part.float().cpu().numpy())

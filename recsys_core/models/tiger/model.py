@@ -128,9 +128,9 @@ class TIGER(nn.Module):
         seen_before = (torch.cumsum(item_mask.long(), 1) - item_mask.long()) > 0
         target_ok = (item_mask & seen_before).repeat_interleave(self.n_levels, dim=1)[:, 1:]
         total, count = hidden.new_zeros(()), 0
+        target_level = torch.arange(1, t * self.n_levels, device=x.device) % self.n_levels
         for lv in levels:
-            position = torch.arange(1, t * self.n_levels, device=x.device)  # target positions
-            at_level = (position % self.n_levels) == lv
+            at_level = target_level == lv
             keep = target_ok & at_level.view(1, -1)
             if not bool(keep.any()):
                 continue
