@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 import unicodedata
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from enum import Enum
 from functools import lru_cache
 from typing import Any
@@ -117,13 +117,33 @@ class SearchHit:
     product: dict[str, Any]
 
 
-@dataclass
 class SearchPage:
-    hits: list[SearchHit]
-    total: int
-    request: SearchRequest
-    relaxed: bool = False  # a sorted request fell back from all-terms to any-term
-    extra: dict[str, Any] = field(default_factory=dict)
+    """One page of hits and how many products match in all.
+
+    `total` may be given as a function: an engine that collects only the hits a page needs (no count,
+    which lets it skip work) counts on the first read, and only a caller that reads it pays for it."""
+
+    def __init__(self, hits: list[SearchHit], total: int | Callable[[], int], request: SearchRequest,
+                 relaxed: bool = False, extra: dict[str, Any] | None = None):
+        self.hits = hits
+        self._total = total
+        self.request = request
+        self.relaxed = relaxed  # a sorted request fell back from all-terms to any-term
+        self.extra = extra if extra is not None else {}
+
+    @property
+    def total(self) -> int:
+        if callable(self._total):
+            self._total = int(self._total())
+        return self._total
+
+    @total.setter
+    def total(self, value: int) -> None:
+        self._total = value
+
+    def __repr__(self) -> str:
+        total = "<not counted>" if callable(self._total) else self._total
+        return f"SearchPage(hits={len(self.hits)}, total={total}, relaxed={self.relaxed})"
 
 
 class SearchBackend(ABC):
@@ -165,6 +185,9 @@ class SearchBackend(ABC):
             relaxed.relaxed = True
             return relaxed
         if strict.total >= request.offset + request.page_size:
+            # The tiers are one list: its length is the number of products holding any of the terms.
+            any_term = replace(request, require_all_terms=False, page=1, page_size=1)
+            strict.total = lambda: self.search(any_term).total
             return strict
         # The page runs past the all-terms tier: fill it from the some-terms tier.
         n_strict = max(0, strict.total - request.offset)

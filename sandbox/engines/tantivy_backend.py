@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,9 @@ _SORT_FIELD = {SortOrder.priceasc: ("price", tantivy.Order.Asc), SortOrder.price
 # The writer holds ~100 bytes per document it has not committed, beyond its indexing heap: a 10M-product
 # build would need an extra GB. Committing this often keeps it flat (benchmarks/README.md, build memory).
 COMMIT_EVERY = 1_000_000
+_MAX_CACHED_IMPACTS = 200_000
+_PRECOMPUTED_IMPACTS = 50_000
+IMPACTS_FILE = "tantivy_max_impacts.json"  # beside the index folder, which tantivy owns
 
 
 def build_schema(product_id_fast: bool = True) -> tantivy.Schema:
@@ -64,6 +69,10 @@ class TantivyBackend(SearchBackend):
         self._writer: tantivy.IndexWriter | None = None
         self._uncommitted = 0
         self._searcher: tantivy.Searcher | None = None
+        self._impacts: dict[str, float] = {}
+        # The words the last planned some-terms query required and those it only scored (EXPLAIN-like;
+        # None when the last request needed no plan).
+        self.last_plan: tuple[tuple[str, ...], tuple[str, ...]] | None = None
 
     # -- indexing -----------------------------------------------------------------
     def _document(self, row: PreparedProduct) -> tantivy.Document:
@@ -101,6 +110,32 @@ class TantivyBackend(SearchBackend):
             self._writer = None
         self.index.reload()
         self._searcher = None
+        self.save_max_impacts()
+
+    # -- max impacts: what MaxScore plans with ----------------------------------------------------------
+    def _index_signature(self) -> str:
+        meta = self.path / "meta.json"
+        return hashlib.sha1(meta.read_bytes()).hexdigest() if meta.exists() else ""
+
+    def save_max_impacts(self) -> None:
+        """Compute the max impact of the most frequent terms once, beside the index.
+
+        A cold `max_impact` is a top-1 search (~0.1 ms for a common word at 2.5M products); frequent
+        words are the ones a planned query needs, and a catalogue's are few (~4,000 at 2.5M)."""
+        terms = [t for t, _ in self.searcher.terms_with_prefix("contents", "", limit=_PRECOMPUTED_IMPACTS)]
+        impacts = {t: self.max_impact(t) for t in terms}
+        payload = {"index": self._index_signature(), "impacts": impacts}
+        (self.path.parent / IMPACTS_FILE).write_bytes(orjson.dumps(payload))
+
+    def _load_max_impacts(self) -> dict[str, float]:
+        path = self.path.parent / IMPACTS_FILE
+        try:
+            payload = orjson.loads(path.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            return {}
+        if payload.get("index") != self._index_signature():
+            return {}  # written for another state of the index
+        return {str(t): float(v) for t, v in payload.get("impacts", {}).items()}
 
     # -- querying -----------------------------------------------------------------
     @property
@@ -108,6 +143,7 @@ class TantivyBackend(SearchBackend):
         if self._searcher is None:
             self.index.reload()
             self._searcher = self.index.searcher()
+            self._impacts = self._load_max_impacts()  # statistics may have changed
         return self._searcher
 
     def _filter(self, query: tantivy.Query) -> tantivy.Query:
@@ -116,7 +152,7 @@ class TantivyBackend(SearchBackend):
 
     def text_query(self, terms: Sequence[str], require_all: bool) -> tantivy.Query:
         occur = tantivy.Occur.Must if require_all else tantivy.Occur.Should
-        clauses = [(occur, tantivy.Query.term_query(self.schema, "contents", t, index_option="freq")) for t in terms]
+        clauses = [(occur, self._term(t)) for t in terms]
         return tantivy.Query.boolean_query(clauses)
 
     def filter_clauses(self, request: SearchRequest) -> list[tuple[tantivy.Occur, tantivy.Query]]:
@@ -142,21 +178,166 @@ class TantivyBackend(SearchBackend):
         return tantivy.Query.boolean_query([(tantivy.Occur.Must, text), *filters])
 
     def search(self, request: SearchRequest) -> SearchPage:
+        """One request as it is: its own match rule, an exact count."""
         if not request.terms:
             return SearchPage(hits=[], total=0, request=request)
         query = self.build_query(request)
+        result = self.searcher.search(query, count=True, **self._collect_kwargs(request, request.page_size,
+                                                                                request.offset))
+        return SearchPage(hits=self._hits(result.hits, request), total=int(result.count or 0), request=request)
+
+    # -- the platform's match rule, planned ------------------------------------------------------------
+    def search_sorted_or_relaxed(self, request: SearchRequest) -> SearchPage:
+        """`SearchBackend.search_sorted_or_relaxed`, answered with the same pages, faster.
+
+        Each tier collects only the hits the page needs and never counts (a count makes the engine visit
+        every match); `total` is exact for free when a tier runs out, otherwise counted on first read.
+        The some-terms tier, the slow one, is planned by MaxScore (`_any_terms_top`)."""
+        self.last_plan = None
+        if not request.terms:
+            return SearchPage(hits=[], total=0, request=request)
+        needed = request.offset + request.page_size
         searcher = self.searcher
-        kwargs: dict[str, Any] = {"limit": request.page_size, "offset": request.offset, "count": True}
+        if len(request.terms) <= 1:
+            return self._tier_page(request, self.build_query(request), needed)
+        if any(searcher.doc_freq("contents", t) == 0 for t in request.terms):
+            # A word no product holds: the all-terms tier is empty, and the word adds nothing to a score.
+            page = self._any_terms_page(request, [], needed)
+            if request.sort != SortOrder.default:
+                page.relaxed = True
+            return page
+        strict_query = self.build_query(replace(request, require_all_terms=True))
+        if request.sort != SortOrder.default:
+            page = self._tier_page(request, strict_query, needed)
+            if page.hits or page.total > 0:  # total is exact here whenever the page is empty
+                return page
+            page = self._tier_page(request, self.build_query(replace(request, require_all_terms=False)), needed)
+            page.relaxed = True
+            return page
+        strict = searcher.search(strict_query, count=False, **self._collect_kwargs(request, needed)).hits
+        if len(strict) >= needed:
+            any_query = self.build_query(replace(request, require_all_terms=False))
+            return SearchPage(hits=self._hits(strict[request.offset:needed], request), request=request,
+                              total=lambda: self._count(any_query))
+        return self._any_terms_page(request, strict, needed)
+
+    def _any_terms_page(self, request: SearchRequest, strict: list[tuple[Any, tantivy.DocAddress]],
+                        needed: int) -> SearchPage:
+        """A page that runs past the all-terms tier, all of which (`strict`) is in hand.
+
+        The some-terms tier's first products are the any-term ranking's first `needed` without `strict`
+        (same scores, same tie-break), which needs no exclusion clause, so an unfiltered union keeps
+        block-max WAND. A sorted request here is the any-term fallback (`strict` is empty)."""
+        if request.sort != SortOrder.default:
+            return self._tier_page(request, self.build_query(replace(request, require_all_terms=False)), needed)
+        top = self._any_terms_top(request, needed)
+        in_strict = {(a.segment_ord, a.doc) for _, a in strict}
+        rest = [hit for hit in top if (hit[1].segment_ord, hit[1].doc) not in in_strict]
+        total: int | Callable[[], int]
+        if len(top) < needed:
+            total = len(top)  # every match was collected
+        else:
+            any_query = self.build_query(replace(request, require_all_terms=False))
+            total = lambda: self._count(any_query)  # noqa: E731
+        hits = (strict + rest)[request.offset:needed]
+        return SearchPage(hits=self._hits(hits, request), total=total, request=request, relaxed=True)
+
+    def _any_terms_top(self, request: SearchRequest, k: int) -> list[tuple[Any, tantivy.DocAddress]]:
+        """The top `k` products holding any of the request's terms (with its filters), exactly as the plain
+        disjunction ranks them.
+
+        Without filters the disjunction is a pure union, which tantivy prunes with block-max WAND. With
+        filters it gets no dynamic pruning and scores every product holding any word (100k-500k for
+        common words), so it is planned by MaxScore: each term's largest possible contribution
+        (`max_impact`, its top single-term BM25 score) bounds what a product holding only low-impact terms
+        can reach. A first query over the highest-impact terms gives k real scores; the k-th, theta, is a
+        lower bound on the final k-th score. A product holding none of the terms outside the longest
+        low-impact tail whose bounds sum below theta cannot reach the top k, so the final query requires
+        one of the other terms and adds the tail's scores where present
+        (tests/sandbox/test_search_planner.py checks pages against the plain query)."""
+        searcher = self.searcher
+        self.last_plan = None
+        kwargs = self._collect_kwargs(request, k)
+        terms = sorted((t for t in request.terms if self.max_impact(t) > 0.0),
+                       key=lambda t: (-self.max_impact(t), t))
+        if not terms:  # none of the words is in the catalogue
+            return []
+        filters = self.filter_clauses(request)
+        if not filters or len(terms) == 1:
+            return searcher.search(self._any_terms_query(terms, [], filters), count=False, **kwargs).hits
+        lead = 1
+        while True:
+            hits = searcher.search(self._any_terms_query(terms[:lead], terms[lead:], filters), count=False,
+                                   **kwargs).hits
+            if len(hits) >= k or lead == len(terms):
+                break
+            lead = min(2 * lead, len(terms))  # too few products hold the leading terms: widen
+        if len(hits) < k:
+            self.last_plan = (tuple(terms), ())
+            return hits  # every term was required: this is the plain query
+        theta = float(hits[-1][0])
+        bound, cut = 0.0, len(terms)
+        # Strictly below theta, with a margin for float rounding: a product at exactly theta could tie.
+        while cut > 1 and bound + self.max_impact(terms[cut - 1]) < theta * (1.0 - 1e-5):
+            cut -= 1
+            bound += self.max_impact(terms[cut])
+        self.last_plan = (tuple(terms[:max(cut, lead)]), tuple(terms[max(cut, lead):]))
+        if cut <= lead:
+            return hits  # every product that could rank was already a candidate
+        return searcher.search(self._any_terms_query(terms[:cut], terms[cut:], filters), count=False,
+                               **kwargs).hits
+
+    def _any_terms_query(self, required_any: Sequence[str], optional: Sequence[str],
+                         filters: list[tuple[tantivy.Occur, tantivy.Query]]) -> tantivy.Query:
+        """Products holding one of `required_any`, scored over those and `optional`, filtered."""
+        text = self.text_query(required_any, False)
+        if not optional and not filters:
+            return text
+        clauses = [(tantivy.Occur.Must, text)]
+        clauses += [(tantivy.Occur.Should, self._term(t)) for t in optional]
+        return tantivy.Query.boolean_query(clauses + filters)
+
+    def max_impact(self, term: str) -> float:
+        """The largest BM25 score `term` alone gives any product (0.0 when no product holds it).
+
+        A single-term top-1 search: tantivy skips blocks by their max score, so it reads little. Cached
+        per searcher (statistics change with the index), bounded: terms come from untrusted queries."""
+        searcher = self.searcher  # first: a new searcher brings its own impacts
+        value = self._impacts.get(term)
+        if value is None:
+            if len(self._impacts) >= _MAX_CACHED_IMPACTS:
+                self._impacts.clear()
+            hits = searcher.search(self._term(term), limit=1, count=False).hits
+            value = self._impacts[term] = float(hits[0][0]) if hits else 0.0
+        return value
+
+    def _term(self, term: str) -> tantivy.Query:
+        return tantivy.Query.term_query(self.schema, "contents", term, index_option="freq")
+
+    def _collect_kwargs(self, request: SearchRequest, limit: int, offset: int = 0) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"limit": limit, "offset": offset}
         if request.sort in _SORT_FIELD:
             field, order = _SORT_FIELD[request.sort]
             kwargs.update(order_by_field=field, order=order)
-        result = searcher.search(query, **kwargs)
-        hits = []
-        for key, address in result.hits:
+        return kwargs
+
+    def _tier_page(self, request: SearchRequest, query: tantivy.Query, needed: int) -> SearchPage:
+        """One query's page, collecting only the `needed` first hits; counted lazily when they fill it."""
+        hits = self.searcher.search(query, count=False, **self._collect_kwargs(request, needed)).hits
+        total: int | Callable[[], int] = len(hits) if len(hits) < needed else (lambda: self._count(query))
+        return SearchPage(hits=self._hits(hits[request.offset:], request), total=total, request=request)
+
+    def _count(self, query: tantivy.Query) -> int:
+        return int(self.searcher.search(query, limit=1, count=True).count or 0)
+
+    def _hits(self, hits: Sequence[tuple[Any, tantivy.DocAddress]], request: SearchRequest) -> list[SearchHit]:
+        searcher = self.searcher
+        out = []
+        for key, address in hits:
             product = orjson.loads(searcher.doc(address)["doc"][0])
             score = float(key) if request.sort == SortOrder.default else 0.0
-            hits.append(SearchHit(product_id=product["product_id"], score=score, product=product))
-        return SearchPage(hits=hits, total=int(result.count or 0), request=request)
+            out.append(SearchHit(product_id=product["product_id"], score=score, product=product))
+        return out
 
     def get_products(self, product_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         ids = list(dict.fromkeys(str(i) for i in product_ids))

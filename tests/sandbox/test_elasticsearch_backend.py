@@ -420,8 +420,8 @@ class ScoreModels:
             ranked = self.ranking(req, scorer)
             return ranked, len(ranked)
         strict = self.ranking(dataclasses.replace(req, require_all_terms=True), scorer)
-        if len(strict) >= req.offset + req.page_size:
-            return strict, len(strict)
+        if len(strict) >= req.offset + req.page_size:  # the total counts both tiers
+            return strict, len(self.ranking(dataclasses.replace(req, require_all_terms=False), scorer))
         ids = {pid for pid, _ in strict}
         rest = [x for x in self.ranking(dataclasses.replace(req, require_all_terms=False), scorer) if x[0] not in ids]
         return strict + rest, len(strict) + len(rest)
