@@ -37,12 +37,16 @@ def main() -> None:
     sizes = list(s["sizes"])
     print("| mode | " + " | ".join(f"{int(n):,}" for n in sizes) + " |")
     print("|---|" + "---|" * len(sizes))
-    modes = ["relevance", "filtered", "sorted", "baseline_filtered", "baseline_sorted", "env_find_product",
+    modes = ["relevance", "relevance_unplanned", "filtered", "filtered_unplanned", "sorted", "sorted_unplanned",
+             "baseline_filtered", "baseline_sorted", "env_find_product",
              "env_find_product_search_only", "env_find_product_overhead", "env_calculate", "env_view_cart"]
     for m in modes:
         cells = []
         for n in sizes:
-            r = s["sizes"][n][m]
+            r = s["sizes"][n].get(m)
+            if r is None:  # measured before the mode existed
+                cells.append("—")
+                continue
             cells.append(f"{r['p50_ms']} / {r['p95_ms']} / {r['p99_ms']} (n={r['n']}, {r['qps']:,.0f} qps)")
         print(f"| {m} | " + " | ".join(cells) + " |")
     for key, label in [("filtered", "speedup filtered vs baseline (p50 / p99)"),
@@ -54,6 +58,10 @@ def main() -> None:
     print("| load avg start → end | " + " | ".join(cells) + " |")
     cells = [str(s["sizes"][n]["baseline_filtered"]["same_page_as_engine"]) for n in sizes]
     print("| baseline page == engine page | " + " | ".join(cells) + " |")
+    cells = [" / ".join(s["sizes"][n][m]["same_page_and_total_as_planned"] for m in
+                        ("relevance_unplanned", "filtered_unplanned", "sorted_unplanned"))
+             if "filtered_unplanned" in s["sizes"][n] else "—" for n in sizes]
+    print("| planned == unplanned, page and total (relevance / filtered / sorted) | " + " | ".join(cells) + " |")
     peer_table(RES / "peer_lucene_timing.json")
     es_table(RES / "es_bulk.json")
 
