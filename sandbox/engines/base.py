@@ -128,7 +128,7 @@ class SearchPage:
         self.hits = hits
         self._total = total
         self.request = request
-        self.relaxed = relaxed  # a sorted request fell back from all-terms to any-term
+        self.relaxed = relaxed  # the page left the all-terms tier (a sorted request: fell back to any-term)
         self.extra = extra if extra is not None else {}
 
     @property
@@ -138,7 +138,7 @@ class SearchPage:
         return self._total
 
     @total.setter
-    def total(self, value: int) -> None:
+    def total(self, value: int | Callable[[], int]) -> None:
         self._total = value
 
     def __repr__(self) -> str:
