@@ -200,12 +200,6 @@ class TantivyBackend(SearchBackend):
         searcher = self.searcher
         if len(request.terms) <= 1:
             return self._tier_page(request, self.build_query(request), needed)
-        if any(searcher.doc_freq("contents", t) == 0 for t in request.terms):
-            # A word no product holds: the all-terms tier is empty, and the word adds nothing to a score.
-            page = self._any_terms_page(request, [], needed)
-            if request.sort != SortOrder.default:
-                page.relaxed = True
-            return page
         strict_query = self.build_query(replace(request, require_all_terms=True))
         if request.sort != SortOrder.default:
             page = self._tier_page(request, strict_query, needed)
@@ -214,11 +208,13 @@ class TantivyBackend(SearchBackend):
             page = self._tier_page(request, self.build_query(replace(request, require_all_terms=False)), needed)
             page.relaxed = True
             return page
-        strict = searcher.search(strict_query, count=False, **self._collect_kwargs(request, needed)).hits
+        if any(searcher.doc_freq("contents", t) == 0 for t in request.terms):
+            strict = []  # a word no product holds: the all-terms tier is empty, no need to ask
+        else:
+            strict = searcher.search(strict_query, count=False, **self._collect_kwargs(request, needed)).hits
         if len(strict) >= needed:
-            any_query = self.build_query(replace(request, require_all_terms=False))
             return SearchPage(hits=self._hits(strict[request.offset:needed], request), request=request,
-                              total=lambda: self._count(any_query))
+                              total=self._any_terms_total(request))
         return self._any_terms_page(request, strict, needed)
 
     def _any_terms_page(self, request: SearchRequest, strict: list[tuple[Any, tantivy.DocAddress]],
@@ -227,18 +223,12 @@ class TantivyBackend(SearchBackend):
 
         The some-terms tier's first products are the any-term ranking's first `needed` without `strict`
         (same scores, same tie-break), which needs no exclusion clause, so an unfiltered union keeps
-        block-max WAND. A sorted request here is the any-term fallback (`strict` is empty)."""
-        if request.sort != SortOrder.default:
-            return self._tier_page(request, self.build_query(replace(request, require_all_terms=False)), needed)
+        block-max WAND."""
         top = self._any_terms_top(request, needed)
         in_strict = {(a.segment_ord, a.doc) for _, a in strict}
         rest = [hit for hit in top if (hit[1].segment_ord, hit[1].doc) not in in_strict]
-        total: int | Callable[[], int]
-        if len(top) < needed:
-            total = len(top)  # every match was collected
-        else:
-            any_query = self.build_query(replace(request, require_all_terms=False))
-            total = lambda: self._count(any_query)  # noqa: E731
+        # Every match was collected when the ranking ran short.
+        total = len(top) if len(top) < needed else self._any_terms_total(request)
         hits = (strict + rest)[request.offset:needed]
         return SearchPage(hits=self._hits(hits, request), total=total, request=request, relaxed=True)
 
@@ -329,6 +319,11 @@ class TantivyBackend(SearchBackend):
 
     def _count(self, query: tantivy.Query) -> int:
         return int(self.searcher.search(query, limit=1, count=True).count or 0)
+
+    def _any_terms_total(self, request: SearchRequest) -> Callable[[], int]:
+        """Both tiers' length, counted when read: the products holding any of the terms."""
+        query = self.build_query(replace(request, require_all_terms=False))
+        return lambda: self._count(query)
 
     def _hits(self, hits: Sequence[tuple[Any, tantivy.DocAddress]], request: SearchRequest) -> list[SearchHit]:
         searcher = self.searcher
