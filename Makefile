@@ -23,7 +23,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install browser run test test-fast lint bench rewrite recsys recsys-zoo recsys-zoo2 recsys-retrieval semantic-ids bench-dense distill demo clean
+.PHONY: install browser run test test-fast lint bench rewrite recsys recsys-zoo recsys-zoo2 recsys-retrieval semantic-ids semantic-ids-beauty bench-dense distill demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -109,10 +109,18 @@ recsys-zoo2: $(STAMP)
 # queries (run_gcl_mo.sh builds the sandbox, the simulator log and the queries), two-tower negative samplers,
 # ESANS and CSMF on MovieLens-1M, CSMF on the simulator's click → purchase log; bases, ablations, 3 seeds; tables.
 # Semantic IDs on MovieLens-1M (no S3REC needed): RQ-VAE at 3 and 4 levels, MMQ and ADA-SID with their ablations,
-# 3 tokenizer seeds x 3 retriever seeds of TIGER, then the table (benchmarks/results/recsys/semantic_ids_ml1m.md).
+# 3 tokenizer seeds x 3 retriever seeds of TIGER, then the table (benchmarks/results/recsys/semantic_ids_ml1m.md);
+# the codes and ADA-SID's router weights as DeepFM fields (sid_ranker_ml1m.md). semantic-ids-beauty: the
+# equal-length rows on Amazon Beauty (S3REC), 2 tokenizer seeds x 1 retriever seed (semantic_ids_beauty.md).
 semantic-ids: $(STAMP)
 	$(BIN)/python benchmarks/run_semantic_ids.py --bin $(BIN)
 	$(BIN)/python benchmarks/semantic_id_table.py
+	$(BIN)/python benchmarks/run_sid_ranker.py --bin $(BIN)
+
+semantic-ids-beauty: $(STAMP)
+	$(BIN)/python benchmarks/run_semantic_ids.py --bin $(BIN) --dataset beauty --s3rec $(S3REC) \
+		--tokenizer-seeds 0 1 --retriever-seeds 0
+	$(BIN)/python benchmarks/semantic_id_table.py --dataset beauty --s3rec $(S3REC)
 
 recsys-retrieval: $(STAMP)
 	BIN=$(BIN) bash benchmarks/run_gcl_mo.sh

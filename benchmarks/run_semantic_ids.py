@@ -1,15 +1,17 @@
-"""Semantic-ID ablations on MovieLens-1M (issue: MMQ's behaviour-aware stage, ADA-SID's router downstream).
+"""Semantic-ID ablations on MovieLens-1M and Amazon Beauty (MMQ's behaviour-aware stage, ADA-SID's router).
 
-Every row is a tokenizer (configs/recsys/ml1m_sid/) trained with each tokenizer seed, then a TIGER retriever
-(configs/recsys/ml1m_sid/tiger.yaml) trained on its codes with each retriever seed. Two jobs run side by side
+Every row is a tokenizer (configs/recsys/<dataset>_sid/) trained with each tokenizer seed, then a TIGER retriever
+(configs/recsys/<dataset>_sid/tiger.yaml) trained on its codes with each retriever seed. Two jobs run side by side
 (one thread each, niced); a finished run (metrics.json present) is skipped, so the script resumes. Retrievers
 run seed by seed: every row gets retriever seed 0 before any gets seed 1.
 
-    .venv/bin/python benchmarks/run_semantic_ids.py                    # 3 tokenizer x 3 retriever seeds
+    .venv/bin/python benchmarks/run_semantic_ids.py                    # MovieLens-1M: 3 tokenizer x 3 retriever seeds
     .venv/bin/python benchmarks/run_semantic_ids.py --retriever-seeds 0 1 --rows rqvae4 mmq
-    .venv/bin/python benchmarks/semantic_id_table.py                   # the table
+    .venv/bin/python benchmarks/run_semantic_ids.py --dataset beauty --s3rec ../shared/data/s3rec \
+        --tokenizer-seeds 0 1 --retriever-seeds 0                     # Beauty: the equal-length main rows
+    .venv/bin/python benchmarks/semantic_id_table.py [--dataset beauty]  # the table
 
-Runs go under runs/recsys/ml1m_sid/<row>/tok<seed>/ (tokenizer) and .../tok<seed>/tiger<seed>/ (retriever).
+Runs go under runs/recsys/<dataset>_sid/<row>/tok<seed>/ (tokenizer) and .../tok<seed>/tiger<seed>/ (retriever).
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-CONFIGS = Path("configs/recsys/ml1m_sid")
+CONFIGS = Path("configs/recsys")
+# rows a plain run trains, per dataset: every ablation on MovieLens-1M; on Beauty (a TIGER run is ~4x longer on
+# the CPU) the equal-length comparison and the 3-level reference
+DEFAULT_ROWS = {"ml1m": None, "beauty": ["rqvae4", "mmq", "ada_sid", "rqvae"]}
 # row: (tokenizer config, tokenizer overrides, retriever overrides, tokenizer row it reuses or None)
 ROWS: dict[str, tuple[str, list[str], list[str], str | None]] = {
     "rqvae": ("rqvae.yaml", [], [], None),
@@ -56,13 +61,20 @@ def train_cmd(bin_dir: Path, config: Path, out_dir: Path, sets: list[str]) -> li
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument("--dataset", choices=list(DEFAULT_ROWS), default="ml1m")
+    parser.add_argument("--s3rec", type=Path, default=None,
+                        help="folder of the S3-Rec files (Beauty; default: the path in the configs)")
+    parser.add_argument("--rows", nargs="+", default=None, choices=list(ROWS))
     parser.add_argument("--tokenizer-seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--retriever-seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--runs", type=Path, default=Path("runs/recsys/ml1m_sid"))
+    parser.add_argument("--runs", type=Path, default=None, help="default: runs/recsys/<dataset>_sid")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--bin", type=Path, default=Path(".venv/bin"))
     args = parser.parse_args()
+    args.rows = args.rows or DEFAULT_ROWS[args.dataset] or list(ROWS)
+    args.runs = args.runs or Path("runs/recsys") / f"{args.dataset}_sid"
+    configs = CONFIGS / f"{args.dataset}_sid"
+    data_sets = [f"data.path={args.s3rec}"] if args.s3rec else []
 
     def tokenizer_dir(row: str, seed: int) -> Path:
         reuse = ROWS[row][3]
@@ -73,7 +85,7 @@ def main() -> None:
         out = tokenizer_dir(row, seed)
         if (out / "metrics.json").exists():
             return row, seed, None, 0, 0.0
-        seconds, code = run(train_cmd(args.bin, CONFIGS / config, out, [*sets, f"train.seed={seed}"]),
+        seconds, code = run(train_cmd(args.bin, configs / config, out, [*data_sets, *sets, f"train.seed={seed}"]),
                             out.parent / f"tok{seed}.log")
         return row, seed, None, code, seconds
 
@@ -84,8 +96,8 @@ def main() -> None:
             return row, seed, retriever_seed, 0, 0.0
         if not (tok / "codes.npy").exists():
             return row, seed, retriever_seed, -1, 0.0
-        sets = [f"data.sid_run={tok}", f"train.seed={retriever_seed}", *ROWS[row][2]]
-        seconds, code = run(train_cmd(args.bin, CONFIGS / "tiger.yaml", out, sets), out.parent / f"tiger{retriever_seed}.log")
+        sets = [*data_sets, f"data.sid_run={tok}", f"train.seed={retriever_seed}", *ROWS[row][2]]
+        seconds, code = run(train_cmd(args.bin, configs / "tiger.yaml", out, sets), out.parent / f"tiger{retriever_seed}.log")
         return row, seed, retriever_seed, code, seconds
 
     failures = 0

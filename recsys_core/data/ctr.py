@@ -63,6 +63,7 @@ from recsys_core.data.movielens import (
     genre_group_table,
     load_movielens,
 )
+from recsys_core.data.semantic_ids import load_router, load_run_codes
 from recsys_core.data.sequences import SequenceData
 from recsys_core.data.sources import load_sequences
 
@@ -173,6 +174,8 @@ class HistoryCTRData(CTRData):
         self.user_field_names: list[str] = []
         self.user_field_vocab_sizes: list[int] = []
         self.user_fields: np.ndarray | None = None
+        # per (item, item field) embedding scales, or None (`add_semantic_id_fields` with router weights)
+        self.item_field_scales: np.ndarray | None = None
 
     def set_user_fields(self, names: list[str], sizes: list[int], table: np.ndarray) -> None:
         """Per-user categorical fields ([n_users, U] ids, indexed by a sample's `user`): batches then
@@ -591,10 +594,46 @@ def load_ctr_sample(path: str | Path, label_column: str | None = None, dense_col
                           has_user=bool(user_column))
 
 
+# ---------------------------------------------------------------- semantic IDs as item fields
+
+def add_semantic_id_fields(data: HistoryCTRData, sid_run: str | Path, router_scales: Any = "auto") -> None:
+    """`data.sid_run`: a tokenizer run's L code levels become item fields `sid1..sidL` (id = code + 1; the
+    collision suffix is left out: it only numbers the items that share a tuple, which the item id already
+    tells apart). With ADA-SID router weights (`data.router_scales`: auto | true | false), `item_field_scales`
+    holds each item's weight per level for those fields (1 for every other field), which the CTR task hands to
+    the model's `FeatureEmbedding`: the router's weights reach the ranker. The codes must index the same items
+    as the data (a tokenizer trained on the same `load_sequences` source)."""
+    codes = load_run_codes(sid_run, data.n_items)
+    source, router = load_router(sid_run, router_scales, codes, "data.router_scales")
+    levels = codes[:, :-1] + 1
+    levels[0] = 0
+    n_levels = levels.shape[1]
+    data.item_fields = np.ascontiguousarray(np.concatenate([data.item_fields, levels], 1))
+    data.field_names = [*data.field_names, *(f"sid{i + 1}" for i in range(n_levels))]
+    data.field_vocab_sizes = [*data.field_vocab_sizes, *(int(levels[:, i].max()) + 1 for i in range(n_levels))]
+    data.sid_source, data.router_source = str(sid_run), source
+    if router is not None:
+        scales = np.ones(data.item_fields.shape, dtype=np.float32)
+        scales[1:, -n_levels:] = router[1:]
+        data.item_field_scales = scales
+
+
 # ---------------------------------------------------------------- entry point
 
 def load_ctr(data: dict[str, Any]) -> CTRData:
-    """The `data:` section of a CTR config: `kind` sequences | simulated | movielens | ctr_sample."""
+    """The `data:` section of a CTR config: `kind` sequences | simulated | movielens | ctr_sample; with
+    `sid_run` (and `router_scales`) the semantic IDs become item fields (`add_semantic_id_fields`)."""
+    ctr = _load_ctr_kind(data)
+    if data.get("sid_run"):
+        if not isinstance(ctr, HistoryCTRData):
+            raise ValueError("data.sid_run needs item ids: it works with the sequences, movielens and simulated kinds")
+        add_semantic_id_fields(ctr, data["sid_run"], data.get("router_scales", "auto"))
+    elif data.get("router_scales") is True:
+        raise ValueError("data.router_scales is true but data.sid_run is not set (an ada_sid tokenizer run folder)")
+    return ctr
+
+
+def _load_ctr_kind(data: dict[str, Any]) -> CTRData:
     kind = data.get("kind", "sequences")
     max_len = int(data.get("max_len", 50))
     bucket = bool(data.get("bucket_by_length", True))

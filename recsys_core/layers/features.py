@@ -7,6 +7,10 @@ has them, user fields (`user_fields` [B, U]). A `FeatureEmbedding` holds one tab
 linear term), and returns the fields as `[..., F, k]` vectors, one flat `[..., F·k]` vector, or their sum.
 DIN, DeepFM, GPSD, CoCo, STORE, SGCTR, DGenCTR and MATT's feature paths all go through it, so a field
 means the same thing in every model and a new model gets the layout, the init and the checks for free.
+
+Item-derived field scales (`set_item_scales`): a fixed weight per (item, field), looked up by the item id in
+field 0, multiplies that field's vector and first-order weight. This is how ADA-SID's router weights reach
+every ranker of the zoo: the semantic-ID fields of an item are amplified or damped by its router weight.
 """
 
 from __future__ import annotations
@@ -57,6 +61,26 @@ class FeatureEmbedding(nn.Module):
                 table.weight[0].zero_()
         for weight in self.first_order or []:
             nn.init.zeros_(weight.weight)
+        self.register_buffer("item_scales", None, persistent=False)
+
+    def set_item_scales(self, scales: torch.Tensor | None) -> None:
+        """Fixed per-item field weights [n_items + 1, F] (row = the item id of field 0; None removes them). Not
+        part of the state dict: the data gives them to the model each time it is built. [proposal] ADA-SID
+        (2510.25622) says the router's weights amplify important IDs downstream without giving the ranker's
+        formula; scaling the ID fields' embeddings (and first-order weights) is this project's choice."""
+        if scales is None:
+            self.item_scales = None
+            return
+        scales = torch.as_tensor(scales, dtype=torch.float32)
+        if scales.ndim != 2 or scales.shape[1] != self.n_fields or len(scales) > self.fields[0].vocab_size:
+            raise ValueError(f"item scales must be [items + 1 <= {self.fields[0].vocab_size}, {self.n_fields}], "
+                             f"got {list(scales.shape)}")
+        if not torch.isfinite(scales).all() or (scales < 0).any():
+            raise ValueError("item scales must be finite and non-negative")
+        self.item_scales = scales.to(self.tables[0].weight.device)
+
+    def _scales_of(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.item_scales[ids[..., 0].clamp(max=len(self.item_scales) - 1)]
 
     @property
     def n_fields(self) -> int:
@@ -79,7 +103,10 @@ class FeatureEmbedding(nn.Module):
         self._check(ids)
         if not self.n_fields:
             return ids.new_zeros((*ids.shape, self.embed_dim), dtype=torch.float)
-        return torch.stack([table(ids[..., i]) for i, table in enumerate(self.tables)], dim=-2)
+        vectors = torch.stack([table(ids[..., i]) for i, table in enumerate(self.tables)], dim=-2)
+        if self.item_scales is not None:
+            vectors = vectors * self._scales_of(ids).unsqueeze(-1)
+        return vectors
 
     def flat(self, ids: torch.Tensor) -> torch.Tensor:
         """The field vectors concatenated: [..., F·k]."""
@@ -96,7 +123,10 @@ class FeatureEmbedding(nn.Module):
         self._check(ids)
         if not self.n_fields:
             return ids.new_zeros(ids.shape, dtype=torch.float)
-        return torch.cat([w(ids[..., i]) for i, w in enumerate(self.first_order)], dim=-1)
+        weights = torch.cat([w(ids[..., i]) for i, w in enumerate(self.first_order)], dim=-1)
+        if self.item_scales is not None:
+            weights = weights * self._scales_of(ids)
+        return weights
 
     def of_batch(self, batch: dict[str, torch.Tensor], key: str = "user_fields") -> torch.Tensor:
         """Field vectors [B, F, k] of `batch[key]`; an empty group needs no such key ([B, 0, k])."""

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from recsys_core.data.ctr import load_ctr
+from recsys_core.layers import FeatureEmbedding
 from recsys_core.metrics import auc, gauc, logloss
 from recsys_core.registry import build_model, get_model, register_task
 from recsys_core.tasks.base import Task, to_device
@@ -55,7 +56,23 @@ class CTRTask(Task):
         data_inputs = getattr(get_model(self.cfg.model).cls, "data_inputs", None)
         if data_inputs is not None:  # what a model derives from the training data itself (STORE's token codes)
             inputs.update(data_inputs(self.data, dict(self.cfg.model_params)))
-        return build_model(self.cfg.model, self.cfg.model_params, **inputs)
+        return self.with_item_scales(build_model(self.cfg.model, self.cfg.model_params, **inputs))
+
+    def with_item_scales(self, model):
+        """The model, its item-field embeddings scaled per item when the data has scales (`data.sid_run` with
+        ADA-SID router weights: `recsys_core.data.ctr.add_semantic_id_fields`)."""
+        scales = getattr(self.data, "item_field_scales", None)
+        if scales is None:
+            return model
+        features = getattr(model, "features", None)
+        if features is None:  # a wrapper (CoCo) embeds through its backbone
+            features = getattr(getattr(model, "backbone", None), "features", None)
+        if not isinstance(features, FeatureEmbedding) or features.n_fields != scales.shape[1]:
+            raise ValueError(f"model {self.cfg.model!r} does not embed the item fields through the zoo's "
+                             "FeatureEmbedding (`features`), so the router weights cannot scale them: "
+                             "set data.router_scales: false")
+        features.set_item_scales(torch.from_numpy(scales))
+        return model
 
     def steps_per_epoch(self) -> int:
         return self.data.n_train_batches(self.cfg.train.batch_size)
@@ -138,6 +155,8 @@ class CTRTask(Task):
         user) for paired comparisons between runs; a model's `inference_variants()` ({name: forward kwargs},
         e.g. SGCTR without refinement) are evaluated with the same weights and saved the same way."""
         out: dict[str, Any] = {"train_auc": self.train_auc(model)}
+        if getattr(self.data, "sid_source", None):
+            out["semantic_ids"] = {"sid_run": self.data.sid_source, "router": self.data.router_source}
         for attr in ("transfer_report", "init_report"):
             if getattr(model, attr, None):
                 out[attr.removesuffix("_report")] = getattr(model, attr)

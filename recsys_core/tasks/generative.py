@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from recsys_core.data.semantic_ids import load_router, validate_codes
 from recsys_core.data.sequences import SequenceData, item_windows, split_inputs
 from recsys_core.data.sources import load_sequences
 from recsys_core.metrics import codebook_stats, ranking_metrics
@@ -110,23 +111,6 @@ def load_codes(data_cfg: dict[str, Any], data: SequenceData) -> tuple[np.ndarray
         raise ValueError("generative retrieval needs semantic IDs: set data.sid_run (tokenizer run folder), "
                          "data.codes (a .npy file) or data.codes: kmeans")
     return validate_codes(codes, data.n_items, source), source
-
-
-def validate_codes(codes: np.ndarray, n_items: int, source: str = "codes") -> np.ndarray:
-    codes = np.asarray(codes)
-    if codes.ndim != 2 or not np.issubdtype(codes.dtype, np.integer):
-        raise ValueError(f"{source}: codes must be an integer matrix [n_items + 1, L], got {codes.dtype} "
-                         f"{codes.shape}")
-    if len(codes) != n_items + 1:
-        raise ValueError(f"{source}: {len(codes)} rows but the data has {n_items} items (+ 1 unused row 0)")
-    codes = codes.astype(np.int64)
-    if codes[1:].min() < 0:
-        raise ValueError(f"{source}: codes must be non-negative")
-    distinct = len(np.unique(codes[1:], axis=0))
-    if distinct != n_items:
-        raise ValueError(f"{source}: {n_items - distinct} items share a code tuple with another item; "
-                         "the last column must be a collision suffix (add_collision_suffix)")
-    return codes
 
 
 # ---- the catalogue as a prefix trie -----------------------------------------------------------------
@@ -335,23 +319,11 @@ def load_router_weights(data_cfg: dict[str, Any], params: dict[str, Any], codes:
     """ADA-SID's router weights for the code columns ([n_items + 1, L], suffix column = 1) from the tokenizer
     run's `router.npy`, or (None, None). `task_params.router_scales`: auto (default; use them when the run has
     them), true (require them), false (ignore them)."""
-    choice = params.get("router_scales", "auto")
-    if choice not in ("auto", True, False):
-        raise ValueError(f"task_params.router_scales must be auto, true or false, got {choice!r}")
-    sid_run = data_cfg.get("sid_run")
-    path = Path(sid_run) / "router.npy" if sid_run else None
-    if choice is False or path is None or not path.exists():
-        if choice is True:
-            raise ValueError(f"task_params.router_scales is true but {path or 'data.sid_run'} has no router.npy "
-                             "(train an ada_sid tokenizer with its router)")
+    path, router = load_router(data_cfg.get("sid_run"), params.get("router_scales", "auto"), codes,
+                               "task_params.router_scales")
+    if router is None:
         return None, None
-    router = np.load(path).astype(np.float32)
-    if router.shape != (codes.shape[0], codes.shape[1] - 1):
-        raise ValueError(f"{path}: router weights {router.shape} do not match the codes {codes.shape} "
-                         "(one column per code level before the collision suffix)")
-    if not np.isfinite(router).all() or router.min() < 0:
-        raise ValueError(f"{path}: router weights must be finite and non-negative")
-    return str(path), np.concatenate([router, np.ones((len(router), 1), dtype=np.float32)], 1)
+    return path, np.concatenate([router, np.ones((len(router), 1), dtype=np.float32)], 1)
 
 
 def sample_users(n_users: int, count: Any, seed: Any = 0) -> np.ndarray:

@@ -102,7 +102,7 @@ class KnowledgeCTRTask(CTRTask):
             if self.movielens is not None:
                 inputs["knowledge"]["user_segment_ts"] = self.movielens.segment_times(
                     int(self.knowledge_settings["recent"]))
-        return build_model(self.cfg.model, self.cfg.model_params, **inputs)
+        return self.with_item_scales(build_model(self.cfg.model, self.cfg.model_params, **inputs))
 
     def on_train_end(self, model, run_dir: Path) -> dict[str, Any] | None:
         out = super().on_train_end(model, run_dir) or {}

@@ -293,18 +293,102 @@ def test_generative_retrieval_reports_recall_by_popularity_group():
     assert overall / task.data.n_users == pytest.approx(float(((ranks >= 0) & (ranks < 10)).mean()))
 
 
-def test_movielens_tokenizers_compare_at_equal_code_length():
-    """The MovieLens-1M ablation compares MMQ and ADA-SID with RQ-VAE at the same number of code levels and the
-    same codebook size, so no row wins by a longer ID."""
-    folder = Path(__file__).resolve().parents[2] / "configs" / "recsys" / "ml1m_sid"
+@pytest.mark.parametrize(("dataset", "codebook"), [("ml1m", 64), ("beauty", 256)])
+def test_tokenizers_compare_at_equal_code_length(dataset, codebook):
+    """The semantic-ID tables (MovieLens-1M, Amazon Beauty) compare MMQ and ADA-SID with RQ-VAE at the same number
+    of code levels and the same codebook size, so no row wins by a longer ID."""
+    folder = Path(__file__).resolve().parents[2] / "configs" / "recsys" / f"{dataset}_sid"
 
     def shape(name: str) -> tuple[int, int]:
         params = ExperimentConfig.from_yaml(folder / f"{name}.yaml").model_params
         levels = params["content_levels"] + params["behaviour_levels"] if "content_levels" in params else params["levels"]
         return levels, params["codebook_size"]
 
-    assert shape("rqvae4") == shape("mmq") == shape("ada_sid") == (4, 64)
-    assert shape("rqvae") == (3, 64)
+    assert shape("rqvae4") == shape("mmq") == shape("ada_sid") == (4, codebook)
+    assert shape("rqvae") == (3, codebook)
     mmq = ExperimentConfig.from_yaml(folder / "mmq.yaml")
     assert "behaviour" not in mmq.task_params["modalities"]  # stage 1 is content only
     assert mmq.task_params["behaviour_finetune_epochs"] > 0 and mmq.model_params["retriever"]
+
+
+# ---- ADA-SID's router downstream in a ranker: semantic IDs as CTR item fields, scaled per item ------------------
+def write_tokenizer_run(folder: Path, n_items: int, levels: int = 2, router: bool = True, seed: int = 0) -> np.ndarray:
+    """A tokenizer run folder as `shoplab recsys train` writes it: codes with a collision suffix, router weights."""
+    from recsys_core.tasks.generative import add_collision_suffix
+
+    rng = np.random.default_rng(seed)
+    codes = np.zeros((n_items + 1, levels + 1), dtype=np.int64)
+    codes[1:] = add_collision_suffix(rng.integers(0, 4, (n_items, levels)))
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / "codes.npy", codes)
+    weights = np.ones((n_items + 1, levels), dtype=np.float32)
+    weights[1:, -1] = rng.uniform(0.1, 0.9, n_items)  # the last level is behavioural
+    if router:
+        np.save(folder / "router.npy", weights)
+    return weights
+
+
+def ctr_task(tmp_path: Path, **data):
+    overrides = ["train.epochs=1"] + [f"data.{k}={v}" for k, v in data.items()]
+    cfg = ExperimentConfig.from_yaml(get_model("deepfm").smoke_config, overrides)
+    return get_task("ctr")(cfg)
+
+
+def test_semantic_id_fields_join_the_ctr_item_fields(tmp_path):
+    base = ctr_task(tmp_path).data
+    router = write_tokenizer_run(tmp_path / "tok", base.n_items)
+    codes = np.load(tmp_path / "tok" / "codes.npy")
+    data = ctr_task(tmp_path, sid_run=tmp_path / "tok").data
+    assert data.field_names == [*base.field_names, "sid1", "sid2"]
+    assert np.array_equal(data.item_fields[:, :2], base.item_fields)
+    assert np.array_equal(data.item_fields[1:, 2:], codes[1:, :2] + 1)  # the suffix column is left out
+    assert (data.item_fields[0] == 0).all()
+    assert data.field_vocab_sizes[2:] == [int(codes[:, i].max()) + 2 for i in range(2)]
+    assert np.allclose(data.item_field_scales[1:, 2:], router[1:]) and (data.item_field_scales[:, :2] == 1).all()
+    assert ctr_task(tmp_path, sid_run=tmp_path / "tok", router_scales="false").data.item_field_scales is None
+
+
+def test_router_scales_reach_the_rankers_embeddings(tmp_path):
+    """An item whose router weight on a semantic-ID field is 0 is scored as if that field were unknown (id 0), and
+    one at weight 0.5 sits between: the weights scale the ranker's field embeddings (and FM first-order terms)."""
+    n_items = ctr_task(tmp_path).data.n_items
+    write_tokenizer_run(tmp_path / "tok", n_items)
+    task = ctr_task(tmp_path, sid_run=tmp_path / "tok")
+    torch.manual_seed(0)
+    model = task.build_model().eval()
+    assert torch.equal(model.features.item_scales, torch.from_numpy(task.data.item_field_scales))  # the task wires them
+    for table in [*model.features.tables, *model.features.first_order]:  # trained-looking weights, not zeros
+        torch.nn.init.normal_(table.weight, std=0.5)
+        with torch.no_grad():
+            table.weight[0].zero_()  # id 0 stays the unknown / padding id
+    batch = next(iter(task.data.eval_batches("test", 64)))
+    item = int(batch["cand_fields"][0, 0])
+
+    def scores(weight: float, unknown_field: bool = False) -> torch.Tensor:
+        scales = torch.from_numpy(task.data.item_field_scales).clone()
+        scales[item, -1] = weight
+        model.features.set_item_scales(scales)
+        cand = batch["cand_fields"].clone()
+        if unknown_field:
+            cand[cand[:, 0] == item, -1] = 0
+        with torch.no_grad():
+            return model({**batch, "cand_fields": cand})
+
+    mine = batch["cand_fields"][:, 0] == item
+    assert torch.allclose(scores(0.0)[mine], scores(1.0, unknown_field=True)[mine], atol=1e-6)
+    assert not torch.allclose(scores(0.0)[mine], scores(1.0)[mine], atol=1e-4)
+    untouched = ~mine & ~(batch["hist_fields"][..., 0] == item).any(1)
+    assert untouched.any() and torch.allclose(scores(0.0)[untouched], scores(1.0)[untouched])  # others keep theirs
+
+
+def test_router_scales_need_a_router_and_a_feature_embedding(tmp_path):
+    n_items = ctr_task(tmp_path).data.n_items
+    write_tokenizer_run(tmp_path / "plain", n_items, router=False)
+    assert ctr_task(tmp_path, sid_run=tmp_path / "plain").data.item_field_scales is None  # auto: none to use
+    with pytest.raises(ValueError, match="no router.npy"):
+        ctr_task(tmp_path, sid_run=tmp_path / "plain", router_scales="true")
+    with pytest.raises(FileNotFoundError, match="codes.npy"):
+        ctr_task(tmp_path, sid_run=tmp_path / "missing")
+    write_tokenizer_run(tmp_path / "short", n_items - 1)
+    with pytest.raises(ValueError, match="rows but the data has"):
+        ctr_task(tmp_path, sid_run=tmp_path / "short")
