@@ -29,7 +29,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recsys_core.metrics import auc, bootstrap_delta, gauc  # noqa: E402
+from recsys_core.metrics import auc, bootstrap_delta  # noqa: E402
+from recsys_core.tasks.generative import popularity_tertiles  # noqa: E402
 
 CONFIG = Path("configs/recsys/ml1m_sid/deepfm_ctr.yaml")
 ROWS = {  # row: (label, tokenizer row or None, router_scales)
@@ -41,6 +42,7 @@ ROWS = {  # row: (label, tokenizer row or None, router_scales)
 COMPARISONS = [("rqvae4_codes", "base"), ("ada_sid_codes", "base"), ("ada_sid_codes", "rqvae4_codes"),
                ("ada_sid_router", "ada_sid_codes")]
 OUT = Path("benchmarks/results/recsys")
+GROUPS = ("head", "torso", "tail")
 
 
 def train(bin_dir: Path, sid_runs: Path, runs: Path, row: str, seed: int) -> tuple[str, int, int]:
@@ -62,17 +64,22 @@ def train(bin_dir: Path, sid_runs: Path, runs: Path, row: str, seed: int) -> tup
     return row, seed, code
 
 
-def popularity_floor() -> dict[str, float]:
-    """Each test candidate scored by its training count (the training prefixes of the same protocol)."""
+def test_protocol() -> tuple[np.ndarray, np.ndarray]:
+    """(training count per item, test samples' candidates): the training prefixes of the same protocol."""
     from recsys_core.config import ExperimentConfig
     from recsys_core.data.ctr import load_ctr
 
     data = load_ctr(dict(ExperimentConfig.from_yaml(CONFIG).data))
-    train = data.splits["train"]
-    counts = np.bincount(train.cand, minlength=data.n_items + 1).astype(np.float64)
-    test = data.splits["test"]
-    score = counts[test.cand] + 1e-6 * np.random.default_rng(0).random(len(test.cand))  # ties broken at random
-    return {"auc": auc(test.label, score), "gauc": gauc(test.user, test.label, score)}
+    counts = np.bincount(data.splits["train"].cand, minlength=data.n_items + 1).astype(np.float64)
+    return counts, data.splits["test"].cand
+
+
+def pair_accuracy(prob: np.ndarray, label: np.ndarray) -> np.ndarray:
+    """Per test user (samples come as positive, negative pairs): 1 if the positive scores higher, 0.5 on a tie."""
+    if not ((label[0::2] == 1).all() and (label[1::2] == 0).all()):
+        raise ValueError("test samples are not (positive, negative) pairs")
+    pos, neg = prob[0::2], prob[1::2]
+    return (pos > neg) + 0.5 * (pos == neg)
 
 
 def table(runs: Path, out_dir: Path) -> None:
@@ -86,15 +93,26 @@ def table(runs: Path, out_dir: Path) -> None:
                                                                  "label": predictions["label"],
                                                                  "user": predictions["user"]}
         rows[row] = seeds
-    floor = popularity_floor()
+    counts, test_cand = test_protocol()
+    groups = popularity_tertiles(counts)[test_cand[0::2]]  # the held-out movie's popularity third
+    jitter = 1e-6 * np.random.default_rng(0).random(len(test_cand))  # the floor's ties broken at random
+    floor_score = counts[test_cand] + jitter
+    floor_label = np.tile([1.0, 0.0], len(test_cand) // 2)
+    floor_acc = pair_accuracy(floor_score, floor_label)
+    floor = {"auc": auc(floor_label, floor_score), "gauc": float(floor_acc.mean()),
+             **{f"gauc_{g}": float(floor_acc[groups == i].mean()) for i, g in enumerate(GROUPS)}}
     lines = ["# ADA-SID's router downstream: semantic IDs as ranker fields (MovieLens-1M CTR)", "",
              "`python benchmarks/run_sid_ranker.py`. DeepFM (`configs/recsys/ml1m_sid/deepfm_ctr.yaml`) on MovieLens-1M",
              "in the `sequences` CTR protocol: leave-one-out on the same training prefixes the tokenizers saw, each",
              "user's last 20 training positions with one random negative each (redrawn every epoch); test = every",
              "user's held-out movie + one random negative (6,040 pairs, the same for every run). Early stopping on",
-             "validation AUC (patience 2, at most 12 epochs). Ranker seed s uses tokenizer seed s; ± = std over seeds.",
-             "Δ = seed-mean ΔAUC with a paired bootstrap over test users (500 resamples, 95% interval).", "",
-             "| row | seeds | test AUC | test GAUC | best epochs |", "|---|---|---|---|---|"]
+             "validation AUC (patience 2, at most 30 epochs). Ranker seed s uses tokenizer seed s; ± = std over seeds.",
+             "Δ = seed-mean ΔAUC with a paired bootstrap over test users (500 resamples, 95% interval). GAUC by",
+             "third = the share of users whose held-out movie outscores its negative, by the movie's popularity",
+             f"third (training count; users: head {(groups == 0).sum():,}, torso {(groups == 1).sum():,}, "
+             f"tail {(groups == 2).sum():,}).", "",
+             "| row | seeds | test AUC | test GAUC | GAUC head | GAUC torso | GAUC tail | best epochs |",
+             "|---|---|---|---|---|---|---|---|"]
     summary: dict = {"rows": {}, "paired": {}, "popularity_floor": floor}
     for row, seeds in rows.items():
         if not seeds:
@@ -102,15 +120,18 @@ def table(runs: Path, out_dir: Path) -> None:
         aucs = [s["metrics"]["test"]["auc"] for s in seeds.values()]
         gaucs = [s["metrics"]["test"]["gauc"] for s in seeds.values()]
         epochs = [s["metrics"].get("best_epoch") for s in seeds.values()]
+        by_group = {g: [float(pair_accuracy(s["prob"], s["label"])[groups == i].mean()) for s in seeds.values()]
+                    for i, g in enumerate(GROUPS)}
 
         def fmt(values: list[float]) -> str:
             return f"{np.mean(values):.4f}" + (f" ± {np.std(values, ddof=1):.4f}" if len(values) > 1 else "")
 
         lines.append(f"| {ROWS[row][0]} | {len(seeds)} | {fmt(aucs)} | {fmt(gaucs)} | "
-                     f"{', '.join(str(e) for e in epochs)} |")
+                     + " | ".join(fmt(by_group[g]) for g in GROUPS) + f" | {', '.join(str(e) for e in epochs)} |")
         summary["rows"][row] = {"label": ROWS[row][0], "seeds": sorted(seeds), "test_auc": aucs, "test_gauc": gaucs,
-                                "best_epochs": epochs}
-    lines.append(f"| popularity floor (training count) | – | {floor['auc']:.4f} | {floor['gauc']:.4f} | – |")
+                                **{f"test_gauc_{g}": by_group[g] for g in GROUPS}, "best_epochs": epochs}
+    lines.append(f"| popularity floor (training count) | – | {floor['auc']:.4f} | {floor['gauc']:.4f} | "
+                 + " | ".join(f"{floor[f'gauc_{g}']:.4f}" for g in GROUPS) + " | – |")
     lines += ["", "| row | against | Δ AUC [95% CI] | seeds |", "|---|---|---|---|"]
     for row, ref in COMPARISONS:
         common = sorted(set(rows[row]) & set(rows[ref]))

@@ -176,6 +176,8 @@ class HistoryCTRData(CTRData):
         self.user_fields: np.ndarray | None = None
         # per (item, item field) embedding scales, or None (`add_semantic_id_fields` with router weights)
         self.item_field_scales: np.ndarray | None = None
+        self.sid_source: str | None = None  # the tokenizer run whose codes are item fields
+        self.router_source: str | None = None  # its router.npy when the scales come from it
 
     def set_user_fields(self, names: list[str], sizes: list[int], table: np.ndarray) -> None:
         """Per-user categorical fields ([n_users, U] ids, indexed by a sample's `user`): batches then

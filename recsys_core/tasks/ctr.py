@@ -155,7 +155,7 @@ class CTRTask(Task):
         user) for paired comparisons between runs; a model's `inference_variants()` ({name: forward kwargs},
         e.g. SGCTR without refinement) are evaluated with the same weights and saved the same way."""
         out: dict[str, Any] = {"train_auc": self.train_auc(model)}
-        if getattr(self.data, "sid_source", None):
+        if getattr(self.data, "sid_source", None):  # provenance of the semantic-ID fields
             out["semantic_ids"] = {"sid_run": self.data.sid_source, "router": self.data.router_source}
         for attr in ("transfer_report", "init_report"):
             if getattr(model, attr, None):
