@@ -5,7 +5,9 @@ Rows (configs/recsys/ml1m_sid/deepfm_ctr.yaml, the `sequences` protocol: leave-o
 - `rqvae4_codes`: + the 4 code levels of an RQ-VAE-4 tokenizer run as fields;
 - `ada_sid_codes`: + the 4 code levels of an ADA-SID run (its router weights left out);
 - `ada_sid_router`: the same fields, each item's behavioural-level fields scaled by its router weight
-  (`FeatureEmbedding.set_item_scales`), the row that tests "the router amplifies important IDs downstream".
+  (`FeatureEmbedding.set_item_scales`), the row that tests "the router amplifies important IDs downstream";
+- `ada_sid_mean_scale`: the same fields scaled by each level's mean router weight (the scale without the
+  per-item information: what the router's gain owes to the weights themselves).
 Ranker seed s uses tokenizer seed s (runs/recsys/ml1m_sid/<row>/tok<s>, from `run_semantic_ids.py`), so the
 seed spread covers both. Two jobs side by side, one thread each; finished runs are skipped (resumable). Then the
 table: test AUC / GAUC mean ± std, best epochs, a paired bootstrap over test users of the seed-mean ΔAUC
@@ -38,9 +40,12 @@ ROWS = {  # row: (label, tokenizer row or None, router_scales)
     "rqvae4_codes": ("+ RQ-VAE-4 codes as fields", "rqvae4", False),
     "ada_sid_codes": ("+ ADA-SID codes as fields (router left out)", "ada_sid", False),
     "ada_sid_router": ("+ ADA-SID codes, scaled by the router's weights", "ada_sid", True),
+    # the ablation: each level scaled by its mean router weight, so only the per-item information is gone
+    "ada_sid_mean_scale": ("+ ADA-SID codes, scaled by the mean router weight", "ada_sid", "mean"),
 }
 COMPARISONS = [("rqvae4_codes", "base"), ("ada_sid_codes", "base"), ("ada_sid_codes", "rqvae4_codes"),
-               ("ada_sid_router", "ada_sid_codes")]
+               ("ada_sid_router", "ada_sid_codes"), ("ada_sid_router", "ada_sid_mean_scale"),
+               ("ada_sid_mean_scale", "ada_sid_codes")]
 OUT = Path("benchmarks/results/recsys")
 GROUPS = ("head", "torso", "tail")
 

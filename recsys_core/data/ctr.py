@@ -603,10 +603,14 @@ def add_semantic_id_fields(data: HistoryCTRData, sid_run: str | Path, router_sca
     collision suffix is left out: it only numbers the items that share a tuple, which the item id already
     tells apart). With ADA-SID router weights (`data.router_scales`: auto | true | false), `item_field_scales`
     holds each item's weight per level for those fields (1 for every other field), which the CTR task hands to
-    the model's `FeatureEmbedding`: the router's weights reach the ranker. The codes must index the same items
-    as the data (a tokenizer trained on the same `load_sequences` source)."""
+    the model's `FeatureEmbedding`: the router's weights reach the ranker. `router_scales: mean` is the ablation
+    that keeps the scale and drops the per-item information: every item gets each level's mean router weight.
+    The codes must index the same items as the data (a tokenizer trained on the same `load_sequences` source)."""
     codes = load_run_codes(sid_run, data.n_items)
-    source, router = load_router(sid_run, router_scales, codes, "data.router_scales")
+    flat = router_scales == "mean"
+    source, router = load_router(sid_run, True if flat else router_scales, codes, "data.router_scales")
+    if flat:
+        router[1:] = router[1:].mean(0)
     levels = codes[:, :-1] + 1
     levels[0] = 0
     n_levels = levels.shape[1]

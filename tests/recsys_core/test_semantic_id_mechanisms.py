@@ -346,6 +346,8 @@ def test_semantic_id_fields_join_the_ctr_item_fields(tmp_path):
     assert data.field_vocab_sizes[2:] == [int(codes[:, i].max()) + 2 for i in range(2)]
     assert np.allclose(data.item_field_scales[1:, 2:], router[1:]) and (data.item_field_scales[:, :2] == 1).all()
     assert ctr_task(tmp_path, sid_run=tmp_path / "tok", router_scales="false").data.item_field_scales is None
+    flat = ctr_task(tmp_path, sid_run=tmp_path / "tok", router_scales="mean").data.item_field_scales
+    assert np.allclose(flat[1:, 2:], router[1:].mean(0))  # the ablation: the same scale, no per-item information
 
 
 def test_router_scales_reach_the_rankers_embeddings(tmp_path):
