@@ -25,8 +25,8 @@ from pathlib import Path
 
 CONFIGS = Path("configs/recsys")
 # rows a plain run trains, per dataset: every ablation on MovieLens-1M; on Beauty (a TIGER run is ~4x longer on
-# the CPU) the equal-length comparison
-DEFAULT_ROWS = {"ml1m": None, "beauty": ["rqvae4", "mmq", "ada_sid"]}
+# the CPU) the equal-length comparison and MMQ without its stage 2
+DEFAULT_ROWS = {"ml1m": None, "beauty": ["rqvae4", "mmq", "ada_sid", "mmq_no_stage2"]}
 # row: (tokenizer config, tokenizer overrides, retriever overrides, tokenizer row it reuses or None)
 ROWS: dict[str, tuple[str, list[str], list[str], str | None]] = {
     "rqvae": ("rqvae.yaml", [], [], None),
