@@ -48,11 +48,15 @@ class BuildReport:
         return dict(self.__dict__)
 
 
-def open_backend(data_dir: Path, backend: str, create: bool, es_options: dict[str, Any] | None = None) -> SearchBackend:
+def open_backend(data_dir: Path, backend: str, create: bool, es_options: dict[str, Any] | None = None,
+                 n_products: int = 0) -> SearchBackend:
+    """The sandbox's search backend; `n_products` (a build's size) sizes tantivy's commits and heap."""
     if backend == "tantivy":
-        from sandbox.engines.tantivy_backend import TantivyBackend
+        from sandbox.engines.tantivy_backend import TantivyBackend, build_writer_settings
 
-        return TantivyBackend(data_dir / "index" / "tantivy", create=create)
+        commit_every, heap_size = build_writer_settings(n_products)
+        return TantivyBackend(data_dir / "index" / "tantivy", create=create, heap_size=heap_size,
+                              commit_every=commit_every)
     if backend == "elasticsearch":
         from sandbox.engines.elasticsearch_backend import ElasticsearchBackend
 
@@ -160,7 +164,7 @@ def _build_into(data_dir: Path, final: Path, task_files: Sequence[str | Path], n
         dense_build = start_dense_build(
             data_dir, lambda n, s: list(FillerGenerator(profile, seed, n_products, reserved_ids=reserved).stream(
                 n, start=s)), n_fill, dense, progress=progress)
-    engine = open_backend(data_dir, backend, create=True, es_options=es_options)
+    engine = open_backend(data_dir, backend, create=True, es_options=es_options, n_products=n_products)
     fillers = prepared_fillers(profile, seed, n_products, reserved, n_fill, workers=workers)
     total = n_fill + len(specials)
     # The `shoppingbench` profile's search, in the same docid order; its postings wait on disk until saved.
