@@ -122,3 +122,42 @@ def test_prepared_rows_hold_their_records_at_their_own_size():
     record_bytes = sum(len(r.doc) for r in rows)
     # A chunk of rows lives until it is indexed: its records must cost about their length, not a buffer each.
     assert held < 4 * record_bytes + 2_000_000, (held, record_bytes)
+
+
+def test_a_large_build_commits_so_few_times_that_tantivy_never_merges(tmp_path: Path, monkeypatch):
+    """Past MAX_BUILD_SEGMENTS commits' worth of products, a build commits in at most that many larger batches:
+    one segment each and no merge (a merge maps every segment it reads: 2.9 GB of RSS in a 10M build)."""
+    from sandbox.engines import tantivy_backend
+    from tests.es_support import make_test_products
+
+    monkeypatch.setattr(tantivy_backend, "COMMIT_EVERY", 100)  # a "1M" of 100 products
+    products = make_test_products(1000, seed=1)
+    commit_every, heap_size = tantivy_backend.build_writer_settings(len(products))
+    assert commit_every == 143 and heap_size == tantivy_backend.HEAP_PER_COMMIT * 143 // 100
+    assert tantivy_backend.build_writer_settings(500) == (100, tantivy_backend.HEAP_PER_COMMIT)  # small: as before
+
+    def segments(every: int) -> int:
+        backend = tantivy_backend.TantivyBackend(tmp_path / f"every{every}", create=True, commit_every=every)
+        for start in range(0, len(products), 50):
+            backend.index_products(products[start:start + 50])
+        backend.commit()
+        return backend.searcher.num_segments
+
+    assert segments(commit_every) == tantivy_backend.MAX_BUILD_SEGMENTS
+    assert segments(100) < 8  # every 100: ten segments, and tantivy merged eight of them
+
+
+def test_a_build_sizes_tantivys_commits_from_its_product_count(tmp_path: Path, monkeypatch):
+    from sandbox.engines import tantivy_backend
+
+    asked, opened = [], []
+    monkeypatch.setattr(tantivy_backend, "build_writer_settings", lambda n: asked.append(n) or (123, 64_000_000))
+    original_init = tantivy_backend.TantivyBackend.__init__
+
+    def spy(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        opened.append((self._commit_every, self._heap_size))
+
+    monkeypatch.setattr(tantivy_backend.TantivyBackend, "__init__", spy)
+    build_sandbox(tmp_path / "sb", TASK_FILES, 3_000, seed=0, progress=False, workers=1)
+    assert asked == [3_000] and opened[0] == (123, 64_000_000)
