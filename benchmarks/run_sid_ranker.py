@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,6 +29,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from run_semantic_ids import run, train_cmd  # noqa: E402  (this folder: the same niced, logged training call)
+from semantic_id_table import mean_std  # noqa: E402
 
 from recsys_core.metrics import auc, bootstrap_delta  # noqa: E402
 from recsys_core.tasks.generative import popularity_tertiles  # noqa: E402
@@ -55,17 +57,14 @@ def train(bin_dir: Path, sid_runs: Path, runs: Path, row: str, seed: int) -> tup
     if (out / "metrics.json").exists():
         return row, seed, 0
     _, tokenizer, router = ROWS[row]
-    cmd = ["nice", "-n", "5", str(bin_dir / "shoplab"), "recsys", "train", "--config", str(CONFIG),
-           "--out-dir", str(out), "--set", "train.progress=false", "--set", f"train.seed={seed}"]
+    sets = [f"train.seed={seed}"]
     if tokenizer:
         sid_run = sid_runs / tokenizer / f"tok{seed}"
         if not (sid_run / "codes.npy").exists():
             print(f"{row} seed {seed}: no tokenizer run {sid_run} (run benchmarks/run_semantic_ids.py)", flush=True)
             return row, seed, -1
-        cmd += ["--set", f"data.sid_run={sid_run}", "--set", f"data.router_scales={str(router).lower()}"]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with (out.parent / f"seed{seed}.log").open("w") as log:
-        code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+        sets += [f"data.sid_run={sid_run}", f"data.router_scales={str(router).lower()}"]
+    _, code = run(train_cmd(bin_dir, CONFIG, out, sets), out.parent / f"seed{seed}.log")
     return row, seed, code
 
 
@@ -127,12 +126,8 @@ def table(runs: Path, out_dir: Path) -> None:
         epochs = [s["metrics"].get("best_epoch") for s in seeds.values()]
         by_group = {g: [float(pair_accuracy(s["prob"], s["label"])[groups == i].mean()) for s in seeds.values()]
                     for i, g in enumerate(GROUPS)}
-
-        def fmt(values: list[float]) -> str:
-            return f"{np.mean(values):.4f}" + (f" ± {np.std(values, ddof=1):.4f}" if len(values) > 1 else "")
-
-        lines.append(f"| {ROWS[row][0]} | {len(seeds)} | {fmt(aucs)} | {fmt(gaucs)} | "
-                     + " | ".join(fmt(by_group[g]) for g in GROUPS) + f" | {', '.join(str(e) for e in epochs)} |")
+        lines.append(f"| {ROWS[row][0]} | {len(seeds)} | {mean_std(aucs)} | {mean_std(gaucs)} | "
+                     + " | ".join(mean_std(by_group[g]) for g in GROUPS) + f" | {', '.join(str(e) for e in epochs)} |")
         summary["rows"][row] = {"label": ROWS[row][0], "seeds": sorted(seeds), "test_auc": aucs, "test_gauc": gaucs,
                                 **{f"test_gauc_{g}": by_group[g] for g in GROUPS}, "best_epochs": epochs}
     lines.append(f"| popularity floor (training count) | – | {floor['auc']:.4f} | {floor['gauc']:.4f} | "
@@ -143,10 +138,10 @@ def table(runs: Path, out_dir: Path) -> None:
         if not common:
             continue
         first = rows[row][common[0]]
-        for s in common:  # paired only if every run scored the same test samples in the same order
-            if not (np.array_equal(rows[row][s]["label"], first["label"])
-                    and np.array_equal(rows[ref][s]["user"], first["user"])):
-                raise ValueError(f"{row}/{ref} seed {s}: the test samples differ; rerun with the same data")
+        for run_of_seed in [rows[name][s] for name in (row, ref) for s in common]:
+            # paired only if every run scored the same test samples in the same order
+            if not all(np.array_equal(run_of_seed[k], first[k]) for k in ("label", "user")):
+                raise ValueError(f"{row} / {ref}: the test samples differ between runs; rerun with the same data")
         delta = bootstrap_delta([rows[row][s]["prob"] for s in common], [rows[ref][s]["prob"] for s in common],
                                 first["label"], first["user"])
         lines.append(f"| {ROWS[row][0]} | {ROWS[ref][0]} | {delta['delta_auc']:+.4f} "

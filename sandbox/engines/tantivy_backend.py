@@ -25,6 +25,9 @@ _SORT_FIELD = {SortOrder.priceasc: ("price", tantivy.Order.Asc), SortOrder.price
                SortOrder.order: ("sold_count", tantivy.Order.Desc)}
 
 
+_MAX_CACHED_IMPACTS = 200_000
+_PRECOMPUTED_IMPACTS = 50_000
+IMPACTS_FILE = "tantivy_max_impacts.json"  # beside the index folder, which tantivy owns
 # The writer holds ~100 bytes per document it has not committed, beyond its indexing heap: a 10M-product
 # build would need an extra GB. Committing this often keeps it flat (benchmarks/README.md, build memory).
 COMMIT_EVERY = 1_000_000
@@ -40,9 +43,6 @@ def build_writer_settings(n_documents: int) -> tuple[int, int]:
     larger commits (and a heap grown in proportion) when that would make more than MAX_BUILD_SEGMENTS segments."""
     commit_every = max(COMMIT_EVERY, -(-int(n_documents) // MAX_BUILD_SEGMENTS))
     return commit_every, HEAP_PER_COMMIT * commit_every // COMMIT_EVERY
-_MAX_CACHED_IMPACTS = 200_000
-_PRECOMPUTED_IMPACTS = 50_000
-IMPACTS_FILE = "tantivy_max_impacts.json"  # beside the index folder, which tantivy owns
 
 
 def build_schema(product_id_fast: bool = True) -> tantivy.Schema:
