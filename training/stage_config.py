@@ -37,6 +37,9 @@ class SFTStageConfig:
     # training device is a CUDA GPU with bf16 support, off on the CPU.
     bf16: bool | None = None
     device: str = "auto"              # auto | cpu | cuda (shoplab_core.devices); the CPU unless CUDA is present
+    # Warm start: continue training this PEFT LoRA adapter folder (trained on the same base model)
+    # instead of a fresh adapter, e.g. a second SFT pass over more episodes. None = a fresh adapter.
+    init_adapter: str | None = None
 
 
 @dataclass

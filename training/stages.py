@@ -127,11 +127,28 @@ def run_sft_stage(model_path: str, dataset: Dataset, out_dir: str | Path, cfg: S
                      assistant_only_loss=conversations and cfg.tool_chat_template, padding_free=cfg.padding_free)
     use_lora = not cfg.full_finetune
     peft_config = (lora or LoraSettings()).peft_config() if use_lora else None
+    if cfg.init_adapter:
+        if not use_lora:
+            raise ValueError("sft.init_adapter continues a LoRA adapter; it cannot be combined with full_finetune")
+        model = warm_start_adapter(model, cfg.init_adapter)
+        peft_config = None  # the model already carries the (trainable) adapter
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=peft_config)
     metrics = _train(trainer, out, resume)
     metrics["examples"] = len(dataset)
     return save_stage(trainer, tokenizer, out, model_path, use_lora, merge, metrics)
+
+
+def warm_start_adapter(model, adapter_dir: str | Path):
+    """`model` wrapped with the LoRA adapter in `adapter_dir`, its weights trainable: training goes on
+    from that adapter (same rank, same target modules) rather than from a fresh one."""
+    from peft import PeftModel
+
+    folder = Path(adapter_dir)
+    if not (folder / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"sft.init_adapter: {folder} is not a PEFT adapter folder (no adapter_config.json); "
+                                "give a stage's adapter/ folder, e.g. runs/distill/sft/adapter")
+    return PeftModel.from_pretrained(model, str(folder), is_trainable=True)
 
 
 def _run_preference_stage(trainer_cls, args, model_path: str, dataset: Dataset, out_dir: Path, lora: LoraSettings | None,

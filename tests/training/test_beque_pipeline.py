@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from typer.testing import CliRunner
 
@@ -140,6 +141,40 @@ def test_sft_stage_resumes_from_its_last_checkpoint(tiny_model, tmp_path):
     metrics = json.loads((again / "stage.json").read_text())["metrics"]
     assert metrics["steps"] == 6 and metrics["resumed_from"].endswith("checkpoint-4")
     assert metrics["last_logged_loss"] < metrics["first_logged_loss"] or metrics["train_loss"] < 10
+
+
+def test_sft_stage_warm_starts_from_an_adapter(tiny_model, tmp_path):
+    """`sft.init_adapter` continues the given adapter: with a zero learning rate the second stage saves
+    exactly the first stage's LoRA weights (a fresh adapter would save lora_B = 0)."""
+    from datasets import Dataset
+    from safetensors.torch import load_file
+
+    from rewrite import prompt_messages
+    from training.stage_config import LoraSettings, SFTStageConfig
+    from training.stages import run_sft_stage
+
+    rows = [{"prompt": prompt_messages("rewrite", query=f"i need a red scarf number {i}"),
+             "completion": [{"role": "assistant", "content": "red scarf"}]} for i in range(8)]
+    lora = LoraSettings(r=4, alpha=8)
+    first = run_sft_stage(str(tiny_model), Dataset.from_list(rows), tmp_path / "first",
+                          SFTStageConfig(max_steps=3, batch_size=4, learning_rate=5e-3), lora, merge=False)
+    trained = load_file(str(first / "adapter" / "adapter_model.safetensors"))
+    assert any(k.endswith("lora_B.weight") and float(v.abs().sum()) > 0 for k, v in trained.items())
+    second = run_sft_stage(str(tiny_model), Dataset.from_list(rows), tmp_path / "second",
+                           SFTStageConfig(max_steps=1, batch_size=4, learning_rate=0.0,
+                                          init_adapter=str(first / "adapter")), lora, merge=False)
+    continued = load_file(str(second / "adapter" / "adapter_model.safetensors"))
+    assert continued.keys() == trained.keys()
+    assert all(torch.equal(continued[k], trained[k]) for k in trained)
+    # ... and the continued adapter is trainable: a step at a real learning rate moves it.
+    third = run_sft_stage(str(tiny_model), Dataset.from_list(rows), tmp_path / "third",
+                          SFTStageConfig(max_steps=1, batch_size=4, learning_rate=5e-3, warmup_ratio=0.0,
+                                         init_adapter=str(first / "adapter")), lora, merge=False)
+    moved = load_file(str(third / "adapter" / "adapter_model.safetensors"))
+    assert any(not torch.equal(moved[k], trained[k]) for k in trained)
+    with pytest.raises(FileNotFoundError, match="not a PEFT adapter folder"):
+        run_sft_stage(str(tiny_model), Dataset.from_list(rows), tmp_path / "fourth",
+                      SFTStageConfig(max_steps=1, batch_size=4, init_adapter=str(tmp_path)), lora)
 
 
 def test_bench_run_turns_on_the_search_rewrite_stage(small_sandbox, tmp_path):

@@ -336,6 +336,24 @@ def test_distill_chain_runs_end_to_end_from_the_cli(small_sandbox, tiny_student,
     # A second invocation skips finished steps instead of redoing them.
     again = _ok(CliRunner().invoke(app, ["train", "distill", "--config", str(config), "--steps", "sft"]))
     assert "done already" in again.output
+    # A warm-started second pass draws the episodes the first pass of the same seed did not see.
+    from datasets import load_from_disk
+
+    from training.distill.pipeline import DistillConfig, DistillPipeline
+
+    def users(skip: int, max_examples: int) -> list[str]:
+        second = DistillConfig.from_yaml(config, overrides=[f"run_dir={tmp_path / f'skip{skip}'}",
+                                                            f"teacher.run_dirs=[{run / 'teacher'}]",
+                                                            f"data.skip_examples={skip}",
+                                                            f"data.max_examples={max_examples}"])
+        DistillPipeline(second, progress=False).data()
+        return [m[1]["content"] for m in load_from_disk(str(second.path("data", "sft")))["messages"]]
+
+    n = report["sft_examples"]
+    first, rest = users(0, n // 2), users(n // 2, n - n // 2)
+    assert first and rest and not set(first) & set(rest) and len(first) + len(rest) == n
+    with pytest.raises(ValueError, match="leaves none"):
+        users(n, 4)
 
 
 def test_distill_refuses_teacher_runs_on_evaluation_tasks(small_sandbox, world, tmp_path):

@@ -68,6 +68,9 @@ class DataSettings:
     max_examples: int = 240          # episodes for SFT (the CPU budget); -1 = all
     step_prompts: int = 64           # per-step prompts for step GRPO; -1 = all
     seed: int = 0
+    # Skip the first N episodes of the seeded shuffle: a warm-started SFT pass (sft.init_adapter) then
+    # sees the episodes the earlier pass with the same seed and max_examples = N did not.
+    skip_examples: int = 0
 
 
 @dataclass
@@ -216,8 +219,13 @@ class DistillPipeline:
         sft = sft.map(lambda r: {"n_tokens": n_tokens(r)})
         too_long = sum(n > d.max_tokens for n in sft["n_tokens"])
         sft = sft.filter(lambda r: r["n_tokens"] <= d.max_tokens)
-        if 0 <= d.max_examples < len(sft):
-            sft = sft.shuffle(seed=d.seed).select(range(d.max_examples))
+        if d.skip_examples < 0:
+            raise ValueError(f"data.skip_examples must be >= 0, got {d.skip_examples}")
+        if d.skip_examples or 0 <= d.max_examples < len(sft):
+            stop = len(sft) if d.max_examples < 0 else min(len(sft), d.skip_examples + d.max_examples)
+            if d.skip_examples >= stop:
+                raise ValueError(f"data.skip_examples={d.skip_examples} leaves none of the {len(sft)} episodes")
+            sft = sft.shuffle(seed=d.seed).select(range(d.skip_examples, stop))
         steps = steps.filter(lambda r: r["intent"] in d.intents)
         # Step GRPO learns the decisions, not the format: the first step (the query and filters) and
         # the choice after seeing results carry them; a random subset keeps both.
