@@ -24,13 +24,8 @@ same words, and a long JSON schema does not eat a CPU's token budget.
 
 from __future__ import annotations
 
-TOOL_CHAT_TEMPLATE = (
-    "{%- for message in messages %}"
-    "{%- if message.role == 'system' or message.role == 'user' %}"
-    "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}"
-    "{%- elif message.role == 'assistant' %}"
-    "{{- '<|im_start|>assistant\\n' }}"
-    "{%- generation %}"
+# An assistant turn's text, closing `<|im_end|>` included.
+_ASSISTANT_TURN = (
     "{%- if message.content %}{{- message.content }}{%- endif %}"
     "{%- if message.tool_calls %}"
     "{%- for tool_call in message.tool_calls %}"
@@ -42,7 +37,19 @@ TOOL_CHAT_TEMPLATE = (
     "{%- endfor %}"
     "{%- endif %}"
     "{{- '<|im_end|>' }}"
-    "{%- endgeneration %}"
+)
+
+TOOL_CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{%- if message.role == 'system' or message.role == 'user' %}"
+    "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}"
+    "{%- elif message.role == 'assistant' %}"
+    "{{- '<|im_start|>assistant\\n' }}"
+    # A turn marked `no_loss` (a training conversation's deliberate mistake, training.distill.data) is
+    # rendered the same but left outside the generation markers: the model sees it, never learns it.
+    "{%- if message.no_loss %}" + _ASSISTANT_TURN + "{%- else %}"
+    "{%- generation %}" + _ASSISTANT_TURN + "{%- endgeneration %}"
+    "{%- endif %}"
     "{{- '\\n' }}"
     "{%- elif message.role == 'tool' %}"
     "{%- if loop.first or messages[loop.index0 - 1].role != 'tool' %}{{- '<|im_start|>user' }}{%- endif %}"

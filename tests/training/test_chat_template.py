@@ -144,6 +144,21 @@ def test_assistant_mask_covers_exactly_the_assistant_turns(tokenizer):
         [i for i, m in zip(ids, mask, strict=True) if m])
 
 
+def test_a_no_loss_turn_renders_the_same_and_is_never_a_target(tokenizer):
+    """An error-recovery conversation's deliberate mistake (`no_loss`) is in the prompt, not in the loss."""
+    wrong = {"role": "assistant", "content": "", "no_loss": True,
+             "tool_calls": [_call("find_product", {"q": "rubber wheel", "price": "500"})]}
+    error = {"role": "tool", "name": "find_product", "content": "No products found."}
+    episode = EPISODE[:2] + [wrong, error] + EPISODE[2:]
+    plain = [{k: v for k, v in m.items() if k != "no_loss"} for m in episode]
+    assert tokenizer.apply_chat_template(episode, tokenize=False) == tokenizer.apply_chat_template(plain, tokenize=False)
+    out = tokenizer.apply_chat_template(episode, return_dict=True, return_assistant_tokens_mask=True)
+    ids, mask = out["input_ids"], out["assistant_masks"]
+    targets = [tokenizer.decode(ids[a:b]) for a, b in _spans(mask)]
+    assert targets == [_assistant_text(m) for m in EPISODE if m["role"] == "assistant"]
+    assert '"price": "500"' in tokenizer.decode(ids) and not any('"500"' in t for t in targets)
+
+
 def test_string_and_dict_arguments_render_identically(tokenizer):
     args = {"q": "café table, 2 seats", "page": 2, "service": "COD,freeShipping"}
     as_dict = [EPISODE[1], {"role": "assistant", "content": "", "tool_calls": [_call("find_product", args)]}]

@@ -293,8 +293,8 @@ def test_datasets_round_trip_through_disk(built, tmp_path):
         again = datasets.load_from_disk(str(tmp_path / name))
         assert again.column_names == ds.column_names
         assert again.to_list() == ds.to_list()
-    assert set(steps.column_names) == {"task_id", "intent", "prompt", "completion", "step", "reference"}
-    assert set(sft.column_names) == {"task_id", "intent", "messages"}
+    assert set(steps.column_names) == {"task_id", "intent", "recovery", "prompt", "completion", "step", "reference"}
+    assert set(sft.column_names) == {"task_id", "intent", "recovery", "messages"}
 
 
 def test_a_turn_without_calls_before_terminate_does_not_break_the_merge():

@@ -354,6 +354,31 @@ def test_distill_chain_runs_end_to_end_from_the_cli(small_sandbox, tiny_student,
     assert first and rest and not set(first) & set(rest) and len(first) + len(rest) == n
     with pytest.raises(ValueError, match="leaves none"):
         users(n, 4)
+    # Error-recovery turns: a failed first search, answered by the real tool, seen but never trained on.
+    recovering = DistillConfig.from_yaml(config, overrides=[f"run_dir={tmp_path / 'recovery'}",
+                                                            f"teacher.run_dirs=[{run / 'teacher'}]",
+                                                            "data.error_recovery=1.0"])
+    info = DistillPipeline(recovering, progress=False).data()
+    assert info["recovery_turns"] > 0
+    rows = [r for r in load_from_disk(str(recovering.path("data", "sft"))) if r["recovery"]]
+    assert rows and {r["recovery"] for r in rows} <= {"price_bound_without_dash", "price_with_currency",
+                                                     "unasked_service"}
+    from shoplab_core.models import load_tokenizer
+    from training.chat_template import use_tool_chat_template
+
+    tokenizer = use_tool_chat_template(load_tokenizer(str(tiny_student)))
+    for row in rows[:3]:
+        messages = row["messages"]
+        first = next(i for i, m in enumerate(messages) if m["role"] == "assistant")
+        mistake, answer, correct = messages[first], messages[first + 1], messages[first + 2]
+        assert mistake["no_loss"] and not correct["no_loss"] and answer["role"] == "tool"
+        assert json.loads(mistake["tool_calls"][0]["function"]["arguments"]) != json.loads(
+            correct["tool_calls"][0]["function"]["arguments"])
+        assert answer["content"].startswith(("[", "Error", "No products"))  # the sandbox's own answer
+        out = tokenizer.apply_chat_template(messages, return_dict=True, return_assistant_tokens_mask=True)
+        trained = tokenizer.decode([t for t, m in zip(out["input_ids"], out["assistant_masks"], strict=True) if m])
+        assert mistake["tool_calls"][0]["function"]["arguments"] not in trained
+        assert correct["tool_calls"][0]["function"]["arguments"] in trained
 
 
 def test_distill_refuses_teacher_runs_on_evaluation_tasks(small_sandbox, world, tmp_path):

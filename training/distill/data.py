@@ -7,7 +7,11 @@
    A `recommend_product` followed by `terminate` becomes one turn with both calls.
 3. Drop episodes whose teacher used a product id the student could not have seen (an id beyond
    the shortened observations): training on them teaches the student to invent ids.
-4. Split into per-step samples `(conversation so far → next assistant turn)` (SFT `step` unit,
+4. Optionally (`error_recovery`, a share of the episodes) put one failed search before the teacher's
+   first one: a wrong version of that call, of a kind the student was seen to make, and the real
+   tool's answer to it. The wrong turn is marked `no_loss` (the chat template leaves it out of the
+   loss), so the student learns to recover from the mistake, never to make it.
+5. Split into per-step samples `(conversation so far → next assistant turn)` (SFT `step` unit,
    and the prompts of step-level GRPO with the teacher's turn as the reference), or keep one
    sample per episode with the loss on every assistant turn (SFT `episode` unit). The two are the
    same loss when the agent never re-shortens an older observation (old == max observation chars):
@@ -18,8 +22,9 @@
 from __future__ import annotations
 
 import json
+import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +44,7 @@ class DistillDataReport:
     tasks_kept: int = 0
     dropped_unseen_ids: int = 0
     steps: int = 0
+    recovery_turns: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -114,11 +120,56 @@ def uses_unseen_ids(agent: ReactAgent, messages: list[dict[str, Any]]) -> bool:
     return False
 
 
+SearchObserver = Callable[[str, dict[str, Any]], str]  # (request, find_product arguments) -> the tool's answer
+
+
+def corrupted_search(arguments: dict[str, Any], rng: random.Random) -> tuple[str, dict[str, Any]] | None:
+    """(kind, a wrong version of a teacher's `find_product` arguments), or None when no kind applies.
+
+    [proposal] The kinds are the mistakes the first shipped student (one SFT pass) made in its first
+    searches on product dev tasks: a one-sided price bound without its dash ("55" for over 55), a
+    currency word inside the price ("15-37-pesos"), and a service the request did not ask for.
+    """
+    price = str(arguments.get("price") or "")
+    kinds: list[tuple[str, dict[str, Any]]] = []
+    if price.endswith("-") or price.startswith("-"):
+        kinds.append(("price_bound_without_dash", {**arguments, "price": price.strip("-")}))
+    if price:
+        kinds.append(("price_with_currency", {**arguments, "price": f"{price.rstrip('-')}-pesos"}))
+    asked = {s.strip() for s in str(arguments.get("service") or "").split(",") if s.strip()}
+    extra = [s for s in ("official", "freeShipping", "COD", "flashsale") if s not in asked]
+    if extra:
+        kinds.append(("unasked_service", {**arguments, "service": ",".join([*sorted(asked), rng.choice(extra)])}))
+    return rng.choice(kinds) if kinds else None
+
+
+def with_recovery_turn(messages: list[dict[str, Any]], observe: SearchObserver,
+                       rng: random.Random) -> tuple[list[dict[str, Any]], str] | None:
+    """The conversation with one failed search before the teacher's first turn (see the module
+    docstring), and the kind of mistake; None when that turn is not a search or no mistake applies."""
+    first = next((i for i, m in enumerate(messages) if m["role"] == "assistant"), None)
+    if first is None:
+        return None
+    calls = messages[first].get("tool_calls") or []
+    if len(calls) != 1 or calls[0]["function"]["name"] != "find_product":
+        return None
+    wrong = corrupted_search(calls[0]["function"]["arguments"], rng)
+    if wrong is None:
+        return None
+    kind, arguments = wrong
+    request = next((m["content"] for m in messages if m["role"] == "user"), "")
+    mistake = {"role": "assistant", "content": "", "no_loss": True,
+               "tool_calls": [{"type": "function", "function": {"name": "find_product", "arguments": arguments}}]}
+    answer = {"role": "tool", "name": "find_product", "content": observe(request, arguments)}
+    return messages[:first] + [mistake, answer] + messages[first:], kind
+
+
 def step_samples(agent: ReactAgent, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One `(prompt, completion)` per assistant turn, the prompt shortened as at inference."""
+    """One `(prompt, completion)` per assistant turn, the prompt shortened as at inference; a `no_loss`
+    turn (a deliberate mistake) is never a completion."""
     out = []
     for t, m in enumerate(messages):
-        if m["role"] == "assistant":
+        if m["role"] == "assistant" and not m.get("no_loss"):
             out.append({"prompt": _shortened(agent, messages[:t]), "completion": [m], "step": len(out)})
     return out
 
@@ -129,13 +180,21 @@ def prefix_consistent(config: ReactConfig) -> bool:
 
 
 def build_distill_datasets(run_dirs: Sequence[str | Path], agent_config: ReactConfig, tool_specs,
-                           unit: str = "episode") -> tuple[datasets.Dataset, datasets.Dataset, DistillDataReport]:
+                           unit: str = "episode", error_recovery: float = 0.0, observe: SearchObserver | None = None,
+                           seed: int = 0) -> tuple[datasets.Dataset, datasets.Dataset, DistillDataReport]:
     """(SFT dataset, per-step dataset, report). SFT rows: `messages` (episode) or `prompt`/`completion` (step).
 
     Per-step rows carry `reference` (the teacher's turn as JSON) for step-level GRPO's reward.
+    `error_recovery` (0..1) is the share of episodes given a failed first search, answered by `observe`
+    (the real tool), drawn with `seed`; rows then carry `recovery` (the mistake's kind, or "").
     """
     if unit not in ("episode", "step"):
         raise ValueError("unit must be 'episode' or 'step'")
+    if not 0.0 <= error_recovery <= 1.0:
+        raise ValueError(f"error_recovery is a share of the episodes, in [0, 1]; got {error_recovery}")
+    if error_recovery and observe is None:
+        raise ValueError("error_recovery needs `observe`, the tool that answers the failed searches")
+    rng = random.Random(f"{seed}:recovery")
     if unit == "episode" and not prefix_consistent(agent_config):
         raise ValueError("episode samples need old_observation_chars >= max_observation_chars in the student's "
                          "agent config (otherwise its prompts are not prefixes of the episode); use unit: step")
@@ -149,7 +208,12 @@ def build_distill_datasets(run_dirs: Sequence[str | Path], agent_config: ReactCo
             report.dropped_unseen_ids += 1
             continue
         report.tasks_kept += 1
-        meta = {"task_id": row["task_id"], "intent": row["intent"]}
+        meta = {"task_id": row["task_id"], "intent": row["intent"], "recovery": ""}
+        if error_recovery and rng.random() < error_recovery:
+            recovered = with_recovery_turn(messages, observe, rng)
+            if recovered is not None:
+                messages, meta["recovery"] = recovered
+                report.recovery_turns += 1
         for s in step_samples(agent, messages):
             steps.append({**meta, "prompt": s["prompt"], "completion": s["completion"], "step": s["step"],
                           "reference": json.dumps(s["completion"][0]["tool_calls"], ensure_ascii=False)})
@@ -170,6 +234,7 @@ def _arrow_safe(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     def fix(m: dict[str, Any]) -> dict[str, Any]:
         calls = m.get("tool_calls")
         return {"role": m["role"], "content": m.get("content") or "", "name": m.get("name"),
+                "no_loss": bool(m.get("no_loss")),
                 "tool_calls": [{"type": "function", "function": {"name": c["function"]["name"],
                                 "arguments": json.dumps(c["function"]["arguments"], ensure_ascii=False)}}
                                for c in calls] if calls else None}

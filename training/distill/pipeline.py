@@ -71,6 +71,9 @@ class DataSettings:
     # Skip the first N episodes of the seeded shuffle: a warm-started SFT pass (sft.init_adapter) then
     # sees the episodes the earlier pass with the same seed and max_examples = N did not.
     skip_examples: int = 0
+    # [proposal] The share of episodes given one failed first search (a mistake the student was seen to
+    # make, answered by the real tool, left out of the loss) before the teacher's: error-recovery turns.
+    error_recovery: float = 0.0
 
 
 @dataclass
@@ -208,7 +211,8 @@ class DistillPipeline:
             if leaked:
                 raise ValueError(f"{run} holds episodes of evaluation task {leaked}; never distil from them")
         sft, steps, report = build_distill_datasets(runs, self.cfg.student_agent.react_config(), self.tool_specs(),
-                                                    unit=d.unit)
+                                                    unit=d.unit, error_recovery=d.error_recovery,
+                                                    observe=self.search_observer(), seed=d.seed)
         tokenizer = use_tool_chat_template(load_tokenizer(self.student_path))
 
         def n_tokens(row: dict[str, Any]) -> int:
@@ -240,6 +244,17 @@ class DistillPipeline:
         self.cfg.path("data", "report.json").write_text(json.dumps(info, indent=2))
         self._log("data", info)
         return info
+
+    def search_observer(self):
+        """`find_product` in this sandbox as the student meets it: its tools, the distillation profile."""
+        from sandbox import ShoppingEnv
+
+        def observe(request: str, arguments: dict[str, Any]) -> str:
+            env = ShoppingEnv(self.world, tools=self.cfg.student_agent.tools, instruction=request,
+                              profile=DISTILL_PROFILE)
+            return env.step("find_product", arguments).observation
+
+        return observe
 
     # -- training ---------------------------------------------------------------------------
     def sft(self, resume: bool = False) -> dict[str, Any]:
