@@ -354,6 +354,13 @@ def test_distill_chain_runs_end_to_end_from_the_cli(small_sandbox, tiny_student,
     assert first and rest and not set(first) & set(rest) and len(first) + len(rest) == n
     with pytest.raises(ValueError, match="leaves none"):
         users(n, 4)
+    # ... or, by task, the episodes no earlier pass trained on.
+    later = DistillConfig.from_yaml(config, overrides=[f"run_dir={tmp_path / 'later'}",
+                                                       f"teacher.run_dirs=[{run / 'teacher'}]", "data.max_examples=-1",
+                                                       f"data.exclude_tasks_of=[{tmp_path / 'skip0' / 'data' / 'sft'}]"])
+    DistillPipeline(later, progress=False).data()
+    left = load_from_disk(str(later.path("data", "sft")))
+    assert len(left) and not set(left["task_id"]) & set(load_from_disk(str(tmp_path / "skip0" / "data" / "sft"))["task_id"])
     # Error-recovery turns: a failed first search, answered by the real tool, seen but never trained on.
     recovering = DistillConfig.from_yaml(config, overrides=[f"run_dir={tmp_path / 'recovery'}",
                                                             f"teacher.run_dirs=[{run / 'teacher'}]",

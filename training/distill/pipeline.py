@@ -74,6 +74,9 @@ class DataSettings:
     # [proposal] The share of episodes given one failed first search (a mistake the student was seen to
     # make, answered by the real tool, left out of the loss) before the teacher's: error-recovery turns.
     error_recovery: float = 0.0
+    # SFT datasets (`<run>/data/sft` folders) of earlier passes: their tasks are left out, so a warm-started
+    # pass (sft.init_adapter) trains on episodes the adapter has not seen, whatever this pass's filters.
+    exclude_tasks_of: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -220,6 +223,16 @@ class DistillPipeline:
             return len(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False))
 
         sft = sft.filter(lambda r: r["intent"] in d.intents) if "intent" in sft.column_names else sft
+        if d.exclude_tasks_of:
+            from datasets import load_from_disk
+
+            seen: set[str] = set()
+            for folder in d.exclude_tasks_of:
+                if not Path(folder).is_dir():
+                    raise FileNotFoundError(f"data.exclude_tasks_of: {folder} is not a saved SFT dataset "
+                                            "(give an earlier run's data/sft folder)")
+                seen.update(load_from_disk(str(folder))["task_id"])
+            sft = sft.filter(lambda r: r["task_id"] not in seen)
         sft = sft.map(lambda r: {"n_tokens": n_tokens(r)})
         too_long = sum(n > d.max_tokens for n in sft["n_tokens"])
         sft = sft.filter(lambda r: r["n_tokens"] <= d.max_tokens)
