@@ -36,6 +36,38 @@ def _sft_log(run_dir: Path) -> list[dict]:
     return json.loads(states[-1].read_text())["log_history"] if states else []
 
 
+def training_passes(run_dir: Path) -> list[Path]:
+    """The run and the earlier runs it warm-started from (`sft.init_adapter` = <run>/sft/adapter), first first."""
+    chain = [run_dir]
+    while True:
+        init = (json.loads((chain[0] / "config.json").read_text())["sft"].get("init_adapter") or "")
+        if not init:
+            return chain
+        previous = Path(init).parent.parent
+        if previous in chain or not (previous / "config.json").exists():
+            raise ValueError(f"{chain[0]} continues {init}, which is not a distill run's sft/adapter folder")
+        chain.insert(0, previous)
+
+
+def _pass_line(k: int, run_dir: Path) -> str:
+    """What one SFT pass trained on and how long it took, from its own records."""
+    cfg = json.loads((run_dir / "config.json").read_text())
+    data = json.loads((run_dir / "data" / "report.json").read_text())
+    sft = json.loads((run_dir / "sft" / "stage.json").read_text())["metrics"]
+    d = cfg["data"]
+    start = f"continuing pass {k - 1}'s adapter" if cfg["sft"].get("init_adapter") else "a fresh adapter on the base"
+    drawn = ("the first episodes of the seeded shuffle" if not d.get("skip_examples") and not d.get("exclude_tasks_of")
+             else f"skipping the first {d['skip_examples']} of the same shuffle" if d.get("skip_examples")
+             else "only tasks no earlier pass trained on")
+    recovery = ""
+    if d.get("error_recovery"):
+        recovery = f"; {int(d['error_recovery'] * 100)}% of the episodes drawn with an error-recovery turn"
+    return (f"- Pass {k} (`{run_dir}`): {data['sft_examples']} product episodes ({data['sft_tokens']:,} tokens, "
+            f"at most {d['max_tokens']} each), {drawn}{recovery}; {start}; {cfg['sft']['epochs']} epoch, "
+            f"lr {cfg['sft']['learning_rate']}, {sft['steps']} steps in {sft['seconds']:,.0f} s; loss "
+            f"{sft['first_logged_loss']:.3f} → {sft['last_logged_loss']:.3f}.")
+
+
 def truncate_rank(weights: dict, rank: int) -> tuple[dict, float]:
     """The best rank-`rank` approximation (SVD) of every LoRA update B·A, as a new (B, A) pair, and the share
     of the updates' squared Frobenius norm it keeps. The product B·A is what the model adds to each weight, so
@@ -75,14 +107,15 @@ def package(run_dir: Path, out: Path, evals: dict[str, Path], note: str = "", ra
     (out / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
     save_file({k: v.bfloat16().contiguous() for k, v in weights.items()}, str(out / "adapter_model.safetensors"))
     distill = json.loads((run_dir / "config.json").read_text())
-    # What the teacher step ran (config.json holds the settings of the last step run, not necessarily its).
-    teacher = json.loads((run_dir / "teacher" / "summary.json").read_text())
+    # What the teacher step ran (config.json holds the settings of the last step run, not necessarily its);
+    # a warm-started pass distils the first pass's teacher episodes.
+    teacher = json.loads((training_passes(run_dir)[0] / "teacher" / "summary.json").read_text())
     data = json.loads((run_dir / "data" / "report.json").read_text())
     log = _sft_log(run_dir)
     summaries = {name: json.loads((path / "summary.json").read_text()) for name, path in evals.items()}
     sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     card = _card(config, distill, teacher, data, log, summaries, sha, sum(v.numel() for v in weights.values()),
-                 note, trained_rank, kept)
+                 note, trained_rank, kept, training_passes(run_dir))
     (out / "README.md").write_text(card)
     metrics = {name: {i: s[i]["asr"] for i in INTENTS if i in s} for name, s in summaries.items()}
     (out / "metrics.json").write_text(json.dumps({"evals": {n: {"run": str(p), **metrics[n]} for n, p in evals.items()},
@@ -93,7 +126,8 @@ def package(run_dir: Path, out: Path, evals: dict[str, Path], note: str = "", ra
 
 
 def _card(config: dict, distill: dict, teacher: dict, data: dict, log: list[dict], summaries: dict[str, dict], sha: str,
-          n_params: int, note: str = "", trained_rank: int | None = None, kept: float = 1.0) -> str:
+          n_params: int, note: str = "", trained_rank: int | None = None, kept: float = 1.0,
+          passes: list[Path] | None = None) -> str:
     losses = [e for e in log if "loss" in e]
     sft = distill["sft"]
     rows = []
@@ -114,24 +148,22 @@ stored in bfloat16) on SmolLM2-135M-Instruct (the bundled base, `smollm2-135m-in
 trajectory distillation in shoplab: the default model of `make run`'s LLM agent and of `make demo`'s chat.
 Load it by name: `--model shoplab-student` (transformers or vLLM; `configs/agents/react_student_vllm_cpu.yaml`).
 
-## How it was made (code at commit {sha}, one CPU run on 2 cores)
+## How it was made (code at commit {sha}, on the 2 CPU cores of the development machine)
 
 ```bash
-shoplab train distill --config configs/distill_smollm2.yaml --set data_dir=runs/sandbox \\
-    --set run_dir=runs/distill_default --set teacher.n_shop=300 --set "data.intents=[product]" \\
-    --set data.max_examples={distill['data']['max_examples']} --steps teacher,data,sft
-python benchmarks/package_student.py --run-dir runs/distill_default --rank {config.get('r')} --eval ...
+bash benchmarks/train_student.sh      # every pass, the evaluations below, this packaging
 ```
 
 - Teacher: the scripted, instruction-grounded `teacher` agent on {teacher['product']['n']} generated product
   tasks and {teacher.get('shop', {}).get('n', 0)} shop tasks (sandbox.task_generator, seed {distill['teacher']['task_seed']}) in a
-  200,000-product sandbox (seed 0); {data['successful']} of {data['episodes']} episodes succeeded.
-- Data: rejection sampling kept {data['tasks_kept']} tasks; {data['sft_examples']} product episodes
-  ({data['sft_tokens']:,} tokens) were used for SFT, in the student's prompt (`system_hermes`: every argument's
-  format stated, no example values), Hermes tool calls on the `tool` chat template.
-- SFT: TRL `SFTTrainer` + PEFT LoRA, {sft['epochs']} epoch(s), learning rate {sft['learning_rate']}, batch
-  {sft['batch_size']} × {sft['grad_accum']} accumulation, bf16 autocast, assistant-only loss.
-  Training loss {loss_line}.{truncation}
+  200,000-product sandbox (seed 0); {data['successful']} of {data['episodes']} episodes succeeded, and rejection
+  sampling kept {data['tasks_kept']} tasks (the shortest successful episode each).
+- SFT in {len(passes or [None])} pass(es) of TRL `SFTTrainer` + PEFT LoRA (batch {sft['batch_size']} × {sft['grad_accum']} accumulation,
+  bf16 autocast, assistant-only loss), in the student's prompt (`system_hermes`: every argument's format
+  stated, no example values) with Hermes tool calls on the `tool` chat template. Each pass trains on
+  episodes no earlier pass saw, so its first logged loss is a held-out loss of the pass before:
+{chr(10).join("  " + _pass_line(k, p) for k, p in enumerate(passes or [], 1))}
+- Last pass's training loss {loss_line}.{truncation}
 
 ## Metrics (ASR, tasks in brackets; ShoppingBench's rules, `shoplab` profile as in training)
 
@@ -141,8 +173,9 @@ python benchmarks/package_student.py --run-dir runs/distill_default --rank {conf
 
 ## Limits
 
-It is trained on product tasks only, on one CPU epoch; it is not a general shopping agent. Larger runs
-(all intents, several epochs, GRPO) are the learning-loops work (`make distill`, docs/training.md).
+It is trained on product tasks only ({len(passes or [None])} CPU passes of 240 episodes each); it is not a general shopping
+agent. Larger runs (all intents, several epochs, GRPO) are the learning-loops work (`make distill`,
+docs/training.md).
 {note}
 """
 

@@ -368,8 +368,8 @@ def test_distill_chain_runs_end_to_end_from_the_cli(small_sandbox, tiny_student,
     info = DistillPipeline(recovering, progress=False).data()
     assert info["recovery_turns"] > 0
     rows = [r for r in load_from_disk(str(recovering.path("data", "sft"))) if r["recovery"]]
-    assert rows and {r["recovery"] for r in rows} <= {"price_bound_without_dash", "price_with_currency",
-                                                     "unasked_service"}
+    assert rows and {r["recovery"] for r in rows} <= {"price_bound_without_dash", "price_direction_flipped",
+                                                     "price_with_currency", "unasked_service", "service_left_out"}
     from shoplab_core.models import load_tokenizer
     from training.chat_template import use_tool_chat_template
 

@@ -126,20 +126,25 @@ SearchObserver = Callable[[str, dict[str, Any]], str]  # (request, find_product 
 def corrupted_search(arguments: dict[str, Any], rng: random.Random) -> tuple[str, dict[str, Any]] | None:
     """(kind, a wrong version of a teacher's `find_product` arguments), or None when no kind applies.
 
-    [proposal] The kinds are the mistakes the first shipped student (one SFT pass) made in its first
-    searches on product dev tasks: a one-sided price bound without its dash ("55" for over 55), a
-    currency word inside the price ("15-37-pesos"), and a service the request did not ask for.
+    [proposal] The kinds are the mistakes the shipped students made in their first searches on product
+    dev tasks and in the demo: a one-sided price bound without its dash ("55" for over 55) or on the
+    wrong side ("500-" for under 500), a currency word inside the price ("15-37-pesos"), a service the
+    request did not ask for, and a service it asked for left out.
     """
     price = str(arguments.get("price") or "")
     kinds: list[tuple[str, dict[str, Any]]] = []
     if price.endswith("-") or price.startswith("-"):
-        kinds.append(("price_bound_without_dash", {**arguments, "price": price.strip("-")}))
+        bound = price.strip("-")
+        kinds.append(("price_bound_without_dash", {**arguments, "price": bound}))
+        kinds.append(("price_direction_flipped", {**arguments, "price": f"-{bound}" if price.endswith("-") else f"{bound}-"}))
     if price:
         kinds.append(("price_with_currency", {**arguments, "price": f"{price.rstrip('-')}-pesos"}))
-    asked = {s.strip() for s in str(arguments.get("service") or "").split(",") if s.strip()}
+    asked = [s.strip() for s in str(arguments.get("service") or "").split(",") if s.strip()]
     extra = [s for s in ("official", "freeShipping", "COD", "flashsale") if s not in asked]
     if extra:
         kinds.append(("unasked_service", {**arguments, "service": ",".join([*sorted(asked), rng.choice(extra)])}))
+    if asked:
+        kinds.append(("service_left_out", {k: v for k, v in arguments.items() if k != "service"}))
     return rng.choice(kinds) if kinds else None
 
 
