@@ -36,6 +36,37 @@ def _sft_log(run_dir: Path) -> list[dict]:
     return json.loads(states[-1].read_text())["log_history"] if states else []
 
 
+def paired_differences(evals: dict[str, Path], resamples: int = 2000, seed: int = 0) -> list[str]:
+    """The first eval's ASR minus each other eval's on the tasks both ran, with a paired bootstrap over tasks
+    (95% interval): one line each."""
+    import random
+
+    def solved(run: Path) -> dict[str, float]:
+        rows = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines() if line.strip()]
+        by_task: dict[str, list[float]] = {}
+        for r in rows:
+            by_task.setdefault(r["task_id"], []).append(float(bool(r["success"])))
+        return {t: sum(v) / len(v) for t, v in by_task.items()}
+
+    names = list(evals)
+    if len(names) < 2:
+        return []
+    first = solved(evals[names[0]])
+    rng = random.Random(seed)
+    lines = []
+    for other in names[1:]:
+        theirs = solved(evals[other])
+        common = sorted(set(first) & set(theirs))
+        if not common:
+            continue
+        diffs = [first[t] - theirs[t] for t in common]
+        boot = sorted(sum(diffs[rng.randrange(len(diffs))] for _ in diffs) / len(diffs) for _ in range(resamples))
+        lo, hi = boot[int(0.025 * resamples)], boot[int(0.975 * resamples) - 1]
+        lines.append(f"- {names[0]} − {other} on the {len(common)} tasks both ran: {sum(diffs) / len(diffs):+.3f} "
+                     f"[{lo:+.3f}, {hi:+.3f}] (paired bootstrap over tasks, 95%)")
+    return lines
+
+
 def training_passes(run_dir: Path) -> list[Path]:
     """The run and the earlier runs it warm-started from (`sft.init_adapter` = <run>/sft/adapter), first first."""
     chain = [run_dir]
@@ -115,7 +146,7 @@ def package(run_dir: Path, out: Path, evals: dict[str, Path], note: str = "", ra
     summaries = {name: json.loads((path / "summary.json").read_text()) for name, path in evals.items()}
     sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     card = _card(config, distill, teacher, data, log, summaries, sha, sum(v.numel() for v in weights.values()),
-                 note, trained_rank, kept, training_passes(run_dir))
+                 note, trained_rank, kept, training_passes(run_dir), paired_differences(evals))
     (out / "README.md").write_text(card)
     metrics = {name: {i: s[i]["asr"] for i in INTENTS if i in s} for name, s in summaries.items()}
     (out / "metrics.json").write_text(json.dumps({"evals": {n: {"run": str(p), **metrics[n]} for n, p in evals.items()},
@@ -127,7 +158,7 @@ def package(run_dir: Path, out: Path, evals: dict[str, Path], note: str = "", ra
 
 def _card(config: dict, distill: dict, teacher: dict, data: dict, log: list[dict], summaries: dict[str, dict], sha: str,
           n_params: int, note: str = "", trained_rank: int | None = None, kept: float = 1.0,
-          passes: list[Path] | None = None) -> str:
+          passes: list[Path] | None = None, differences: list[str] | None = None) -> str:
     losses = [e for e in log if "loss" in e]
     sft = distill["sft"]
     rows = []
@@ -170,6 +201,8 @@ bash benchmarks/train_student.sh      # every pass, the evaluations below, this 
 | run | agent | overall | product | shop | voucher | web |
 |---|---|---:|---:|---:|---:|---:|
 {chr(10).join(rows)}
+
+{chr(10).join(differences or [])}
 
 ## Limits
 
