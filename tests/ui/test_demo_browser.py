@@ -189,10 +189,6 @@ def test_the_real_default_model_answers_through_the_page(browser, world):
         app.close()
 
 
-@pytest.mark.xfail(strict=True, reason="the shipped student (data/models/, one CPU epoch of SFT on product "
-                   "episodes) searches for words that are not in the request (q='strawman' here) and recommends "
-                   "nothing; a student from the learning-loops issue's larger run should pass, and then this "
-                   "marker must go (strict)")
 def test_the_default_chat_answers_a_water_bottle_under_500_with_one_under_500(browser, world):
     """The newcomer's first message, through `shoplab demo`'s own config (the shipped student): a product
     card within 60 s of sending, priced under 500."""
