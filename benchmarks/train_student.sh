@@ -42,17 +42,28 @@ run_eval() {  # NAME AGENT INTENTS LIMIT [ARGS...]
 }
 student=(--llm-config configs/agents/react_student_vllm_cpu.yaml --model runs/student_candidate --parallel 8)
 run_eval student_product24 react product 24 "${student[@]}"
+# The same after two passes, for the record of what pass 3 changed.
+[ -d runs/student2_candidate ] || $BIN/python benchmarks/package_student.py --run-dir runs/distill_student2 --rank 8 \
+    --out runs/student2_candidate
+run_eval student2_product24 react product 24 --llm-config configs/agents/react_student_vllm_cpu.yaml \
+    --model runs/student2_candidate --parallel 8
 run_eval heuristic_product24 heuristic product 24
 run_eval heuristic_price_product24 heuristic_price product 24
 # The other intents, 6 tasks each: the student was not trained on them (it loops to its step limit, ~10 min).
 run_eval student_others6 react "shop voucher web" 6 "${student[@]}"
 run_eval heuristic_others6 heuristic "shop voucher web" 6
 
+NOTE="On make run's six product tasks (the first six of the 24 above) it solves 2 and the heuristic 1; on the first
+24 it is level with the heuristic (5 each, on different tasks) and below the rule that applies the request's price.
+Its first searches are well-formed now; its mistakes are choices: another number of the request as the price, a
+price where none is asked, a requested service left out. On the intents it was not trained on it loops to its step
+limit (voucher 1 of 6, like the heuristic; shop and web 0), so make run runs it on product tasks only."
 $BIN/python benchmarks/package_student.py --run-dir runs/distill_student3 --rank 8 \
     --eval student=runs/eval/student_product24 --eval heuristic=runs/eval/heuristic_product24 \
-    --eval heuristic_price=runs/eval/heuristic_price_product24 \
-    --eval student_other_intents=runs/eval/student_others6 --eval heuristic_other_intents=runs/eval/heuristic_others6
+    --eval heuristic_price=runs/eval/heuristic_price_product24 --eval student_after_2_passes=runs/eval/student2_product24 \
+    --eval student_other_intents=runs/eval/student_others6 --eval heuristic_other_intents=runs/eval/heuristic_others6 \
+    --note "$NOTE"
 mkdir -p benchmarks/results/default_agent
-for run in runs/eval/*_product24 runs/eval/*_others6; do
+for run in runs/eval/*product24 runs/eval/*_others6; do
     cp "$run/summary.json" "benchmarks/results/default_agent/$(basename "$run").summary.json"
 done
