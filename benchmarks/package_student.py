@@ -36,34 +36,31 @@ def _sft_log(run_dir: Path) -> list[dict]:
     return json.loads(states[-1].read_text())["log_history"] if states else []
 
 
-def paired_differences(evals: dict[str, Path], resamples: int = 2000, seed: int = 0) -> list[str]:
+def paired_differences(evals: dict[str, Path]) -> list[str]:
     """The first eval's ASR minus each other eval's on the tasks both ran, with a paired bootstrap over tasks
-    (95% interval): one line each."""
-    import random
+    (95% interval, `reg4rec_table.bootstrap_diff`): one line each."""
+    import numpy as np
+    from reg4rec_table import bootstrap_diff  # this folder: the paired bootstrap the result tables use
+
+    from agents.trajectories import iter_episodes
 
     def solved(run: Path) -> dict[str, float]:
-        rows = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines() if line.strip()]
         by_task: dict[str, list[float]] = {}
-        for r in rows:
+        for r in iter_episodes([run]):
             by_task.setdefault(r["task_id"], []).append(float(bool(r["success"])))
         return {t: sum(v) / len(v) for t, v in by_task.items()}
 
     names = list(evals)
-    if len(names) < 2:
-        return []
-    first = solved(evals[names[0]])
-    rng = random.Random(seed)
+    first = solved(evals[names[0]]) if names else {}
     lines = []
     for other in names[1:]:
         theirs = solved(evals[other])
         common = sorted(set(first) & set(theirs))
         if not common:
             continue
-        diffs = [first[t] - theirs[t] for t in common]
-        boot = sorted(sum(diffs[rng.randrange(len(diffs))] for _ in diffs) / len(diffs) for _ in range(resamples))
-        lo, hi = boot[int(0.025 * resamples)], boot[int(0.975 * resamples) - 1]
-        lines.append(f"- {names[0]} − {other} on the {len(common)} tasks both ran: {sum(diffs) / len(diffs):+.3f} "
-                     f"[{lo:+.3f}, {hi:+.3f}] (paired bootstrap over tasks, 95%)")
+        boot = bootstrap_diff(np.array([first[t] for t in common]), np.array([theirs[t] for t in common]))
+        lines.append(f"- {names[0]} − {other} on the {len(common)} tasks both ran: {boot['diff']:+.3f} "
+                     f"[{boot['low']:+.3f}, {boot['high']:+.3f}] (paired bootstrap over tasks, 95%)")
     return lines
 
 
@@ -138,15 +135,16 @@ def package(run_dir: Path, out: Path, evals: dict[str, Path], note: str = "", ra
     (out / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
     save_file({k: v.bfloat16().contiguous() for k, v in weights.items()}, str(out / "adapter_model.safetensors"))
     distill = json.loads((run_dir / "config.json").read_text())
+    passes = training_passes(run_dir)
     # What the teacher step ran (config.json holds the settings of the last step run, not necessarily its);
     # a warm-started pass distils the first pass's teacher episodes.
-    teacher = json.loads((training_passes(run_dir)[0] / "teacher" / "summary.json").read_text())
+    teacher = json.loads((passes[0] / "teacher" / "summary.json").read_text())
     data = json.loads((run_dir / "data" / "report.json").read_text())
     log = _sft_log(run_dir)
     summaries = {name: json.loads((path / "summary.json").read_text()) for name, path in evals.items()}
     sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     card = _card(config, distill, teacher, data, log, summaries, sha, sum(v.numel() for v in weights.values()),
-                 note, trained_rank, kept, training_passes(run_dir), paired_differences(evals))
+                 note, trained_rank, kept, passes, paired_differences(evals))
     (out / "README.md").write_text(card)
     metrics = {name: {i: s[i]["asr"] for i in INTENTS if i in s} for name, s in summaries.items()}
     (out / "metrics.json").write_text(json.dumps({"evals": {n: {"run": str(p), **metrics[n]} for n, p in evals.items()},

@@ -115,6 +115,9 @@ def run_sft_stage(model_path: str, dataset: Dataset, out_dir: str | Path, cfg: S
     from trl import SFTConfig, SFTTrainer
 
     out = Path(out_dir)
+    use_lora = not cfg.full_finetune
+    if cfg.init_adapter and not use_lora:
+        raise ValueError("sft.init_adapter continues a LoRA adapter; it cannot be combined with full_finetune")
     model, tokenizer = _load(model_path, cfg.tool_chat_template)
     keep = [c for c in ("prompt", "completion", "messages") if c in dataset.column_names]
     dataset = dataset.select_columns(keep)
@@ -125,11 +128,8 @@ def run_sft_stage(model_path: str, dataset: Dataset, out_dir: str | Path, cfg: S
     args = SFTConfig(**trainer_args, max_length=cfg.max_length,
                      completion_only_loss=True if "prompt" in keep else None,
                      assistant_only_loss=conversations and cfg.tool_chat_template, padding_free=cfg.padding_free)
-    use_lora = not cfg.full_finetune
     peft_config = (lora or LoraSettings()).peft_config() if use_lora else None
     if cfg.init_adapter:
-        if not use_lora:
-            raise ValueError("sft.init_adapter continues a LoRA adapter; it cannot be combined with full_finetune")
         model = warm_start_adapter(model, cfg.init_adapter)
         peft_config = None  # the model already carries the (trainable) adapter
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,

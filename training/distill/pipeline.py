@@ -202,6 +202,8 @@ class DistillPipeline:
         from training.distill.data import build_distill_datasets
 
         d = self.cfg.data
+        if d.skip_examples < 0:
+            raise ValueError(f"data.skip_examples must be >= 0, got {d.skip_examples}")
         runs = ([self.cfg.path("teacher")] if self.cfg.path("teacher", "results.jsonl").exists() else [])
         runs += [Path(r) for r in self.cfg.teacher.run_dirs]
         if not runs:
@@ -236,8 +238,6 @@ class DistillPipeline:
         sft = sft.map(lambda r: {"n_tokens": n_tokens(r)})
         too_long = sum(n > d.max_tokens for n in sft["n_tokens"])
         sft = sft.filter(lambda r: r["n_tokens"] <= d.max_tokens)
-        if d.skip_examples < 0:
-            raise ValueError(f"data.skip_examples must be >= 0, got {d.skip_examples}")
         if d.skip_examples or 0 <= d.max_examples < len(sft):
             stop = len(sft) if d.max_examples < 0 else min(len(sft), d.skip_examples + d.max_examples)
             if d.skip_examples >= stop:
