@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from shoplab_core.stats import paired_bootstrap
+
 KEYS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
 TIGER_PUBLISHED = {"recall@5": 0.0454, "ndcg@5": 0.0321, "recall@10": 0.0648, "ndcg@10": 0.0384}
 COMMITTED = Path(__file__).resolve().parent / "results" / "recsys" / "runs"
@@ -74,12 +76,7 @@ def decoded_ranks(run: Path, name: str, corp_rank: int | None = None, **switches
 
 def bootstrap_diff(a: np.ndarray, b: np.ndarray, n: int = 2000, seed: int = 0) -> dict[str, float]:
     """Mean of a − b over users and its 95% percentile CI from `n` paired resamples of users."""
-    diff = a - b
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(diff), size=(n, len(diff)))
-    means = diff[idx].mean(1)
-    return {"diff": float(diff.mean()), "low": float(np.percentile(means, 2.5)),
-            "high": float(np.percentile(means, 97.5)), "p_le_0": float((means <= 0).mean())}
+    return paired_bootstrap(a, b, n=n, seed=seed)
 
 
 def main() -> None:

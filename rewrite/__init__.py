@@ -11,7 +11,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "rewrite.config": ["DataConfig", "EvalSettings", "FeedbackSettings"],
     "rewrite.data": ["build_rewrite_data", "read_queries"],
     "rewrite.evaluate": ["retrieval_metrics"],
-    "rewrite.feedback": ["collect_feedback", "preference_rows"],
+    "rewrite.feedback": ["collect_feedback", "feedback_headroom", "preference_rows"],
     "rewrite.loader": ["load_rewriter"],
     "rewrite.longtail": ["LongTailGenerator", "LongTailQuery"],
     "rewrite.model": ["RewriteModel", "TableRewriter", "resolve_stage"],

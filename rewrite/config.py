@@ -25,6 +25,8 @@ class DataConfig:
 class FeedbackSettings:
     n_queries: int = 300
     num_beams: int = 4
+    num_samples: int = 0                     # sampled candidates besides the beams (more headroom for alignment)
+    sample_temperature: float = 1.0
     batch_size: int = 16
     max_new_tokens: int = 20
     depth: int = 50
@@ -34,6 +36,8 @@ class FeedbackSettings:
     w_hit: float = 1.0
     w_relevance: float = 0.5
     w_increment: float = 0.5
+    w_fact: float = 0.0                      # penalty per share of the query's fact words a rewrite drops [proposal]
+    fact_share: float = 0.01                 # a fact word is held by at most this share of the products
     device: str = "auto"                     # the rewriter LLM (RewriteModel): auto | cpu | cuda | cuda:N
     dtype: str = "auto"                      # auto = bfloat16 on CUDA with bf16 support, float32 otherwise
 

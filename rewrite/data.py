@@ -54,6 +54,16 @@ def _example(task: str, answer: str, source: str, **fields: str) -> dict[str, An
             "task": task, "source": source}
 
 
+def validation_queries(world: Any, cfg: DataConfig, n: int, seed: int = 0) -> list[LongTailQuery]:
+    """`n` long-tail queries written from products after those `build_rewrite_data` draws from: neither
+    SFT nor the offline feedback sees them, so they can choose when alignment stops."""
+    wanted = cfg.n_train_queries + cfg.n_heldout_queries
+    start = cfg.filler_start + int(wanted * 1.3) + 10
+    products = world.filler_products(int(n * 1.3) + 10, start=start)
+    random.Random(f"{seed}:rewrite-validation").shuffle(products)
+    return LongTailGenerator(seed + 1).generate(products)[:n]
+
+
 def build_rewrite_data(judge: RetrievalJudge, cfg: DataConfig, out_dir: str | Path, seed: int = 0,
                        sampler: CandidateSampler | None = None, progress: bool = True) -> dict[str, Any]:
     out = Path(out_dir)

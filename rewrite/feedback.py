@@ -46,6 +46,26 @@ def collect_feedback(generate: CandidateGenerator, judge: RetrievalJudge, querie
     return records
 
 
+def feedback_headroom(records: Sequence[dict[str, Any]], k: int = 10) -> dict[str, float]:
+    """What alignment can win on these queries: hit@k of the first candidate (the top beam, what greedy
+    decoding mostly gives), of the best candidate by reward (what ranking them perfectly would give), and
+    of the best by hit alone; plus the mean candidate count and fact words dropped."""
+    if not records:
+        return {}
+
+    def hit(c: dict[str, Any]) -> bool:
+        return c["gold_rank"] is not None and c["gold_rank"] <= k
+
+    rows = [r["candidates"] for r in records if r["candidates"]]
+    n = max(1, len(rows))
+    return {"mean_candidates": round(sum(len(c) for c in rows) / n, 2),
+            f"top_candidate_hit@{k}": round(sum(hit(c[0]) for c in rows) / n, 4),
+            f"best_reward_candidate_hit@{k}": round(sum(hit(max(c, key=lambda x: x["reward"])) for c in rows) / n, 4),
+            f"any_candidate_hit@{k}": round(sum(any(hit(x) for x in c) for c in rows) / n, 4),
+            "mean_fact_dropped": round(sum(x.get("fact_dropped", 0.0) for c in rows for x in c)
+                                       / max(1, sum(len(c) for c in rows)), 4)}
+
+
 def preference_rows(records: Sequence[dict[str, Any]], prompt_of: Callable[[str], Any], max_pairs: int = 3
                     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(PRO rows: prompt/completions/rewards, DPO rows: prompt/chosen/rejected) from usable records.

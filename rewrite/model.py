@@ -89,10 +89,30 @@ class RewriteModel:
             out.extend(texts[j * n:(j + 1) * n] for j in range(len(chunk)))
         return out
 
-    def candidates(self, queries: Sequence[str], n: int, **kwargs: Any) -> list[list[str]]:
-        """Up to n distinct clean rewrites per query (beam search by default)."""
+    def candidates(self, queries: Sequence[str], n: int, num_samples: int = 0, temperature: float = 1.0,
+                   **kwargs: Any) -> list[list[str]]:
+        """Distinct clean rewrites per query: the n beams of beam search, then up to `num_samples` sampled
+        ones that no beam already gave (beams alone differ by a word or two: little for alignment to rank)."""
         raw = self.generate_raw(queries, num_beams=n, num_return_sequences=n, **kwargs)
+        if num_samples > 0:
+            sampled = self.generate_raw(queries, num_return_sequences=num_samples, do_sample=True,
+                                        temperature=temperature, **kwargs)
+            raw = [beams + extra for beams, extra in zip(raw, sampled, strict=True)]
         return [distinct_rewrites(texts) for texts in raw]
+
+    @classmethod
+    def from_loaded(cls, model: Any, tokenizer: Any, max_new_tokens: int = 24, batch_size: int = 16) -> RewriteModel:
+        """Wrap a model already in memory (a stage being trained, scored on validation queries). Generation
+        pads on the left; the caller's tokenizer is given back its padding side after each call."""
+        import torch
+
+        self = cls.__new__(cls)
+        self.torch, self.model, self.tokenizer = torch, model, _LeftPadding(tokenizer)
+        self.device = next(model.parameters()).device
+        self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
+        self.source = {"base_model": "in memory", "adapter": None}
+        self._cache, self._cache_size, self._lock = OrderedDict(), 0, threading.Lock()
+        return self
 
     def rewrite_many(self, queries: Sequence[str]) -> list[str]:
         """One greedy rewrite per query ("" when the model produced nothing usable)."""
@@ -108,6 +128,24 @@ class RewriteModel:
                 while len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)
         return list(hit)
+
+
+class _LeftPadding:
+    """A tokenizer that pads on the left while it encodes, whatever side its owner trains with."""
+
+    def __init__(self, tokenizer: Any):
+        self._tokenizer = tokenizer
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        side = self._tokenizer.padding_side
+        self._tokenizer.padding_side = "left"
+        try:
+            return self._tokenizer(*args, **kwargs)
+        finally:
+            self._tokenizer.padding_side = side
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tokenizer, name)
 
 
 class TableRewriter:

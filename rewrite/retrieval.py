@@ -9,7 +9,15 @@ project uses, see docs/rewrite.md):
   title is relevant to q (cosine >= `relevant_cosine`).
 - hit@k        : the gold product is in the top k of the deployed list (q and q' fused, see
   `sandbox.rewrite_stage`); `hit_gain` = 1/log2(1 + rank) of the gold there, 0 past `depth`.
-reward = w_hit * hit_gain + w_relevance * relevance + w_increment * increment / increment_k.
+- fact words of q : its content words (`rewrite.rules.content_words`), price and service phrases left
+  out, that some product holds but at most
+  `fact_share` of the catalogue does (a brand, a model, a size, an uncommon attribute: the words that carry
+  what the shopper asked about). `fact_dropped` = share of them a rewrite leaves out. [proposal]
+reward = w_hit * hit_gain + w_relevance * relevance + w_increment * increment / increment_k
+         - w_fact * fact_dropped.
+The last term (0 by default) is the partial order that keeps the query's fact words: BEQUE ranks rewrites by
+relevance, increment and hitrate only, and every rewriter trained that way dropped the words a web task's
+answer hangs on (docs/results.md). [proposal]
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rewrite.longtail import LongTailQuery
+from rewrite.rules import content_words, strip_constraints
 from sandbox import ShoppingWorld, query_terms
 from sandbox.engines.base import SearchRequest
 from sandbox.rewrite_stage import reciprocal_rank_fusion
@@ -30,6 +39,7 @@ class RewardWeights:
     hit: float = 1.0
     relevance: float = 0.5
     increment: float = 0.5
+    fact: float = 0.0
 
 
 @dataclass
@@ -40,6 +50,7 @@ class RewriteScores:
     gold_rank: int | None          # 1-based rank in the fused list; None past `depth`
     gold_rank_alone: int | None    # the rewrite's own list
     reward: float
+    fact_dropped: float = 0.0      # share of the query's fact words the rewrite leaves out
 
     def hit(self, k: int) -> bool:
         return self.gold_rank is not None and self.gold_rank <= k
@@ -47,7 +58,8 @@ class RewriteScores:
 
 class RetrievalJudge:
     def __init__(self, world: ShoppingWorld, similarity: EmbeddingTitleSimilarity, depth: int = 50,
-                 relevance_k: int = 10, increment_k: int = 20, relevant_cosine: float = 0.5, weights: RewardWeights | None = None):
+                 relevance_k: int = 10, increment_k: int = 20, relevant_cosine: float = 0.5, weights: RewardWeights | None = None,
+                 fact_share: float = 0.01):
         self.world = world
         self.similarity = similarity
         self.depth = depth
@@ -55,7 +67,35 @@ class RetrievalJudge:
         self.increment_k = increment_k
         self.relevant_cosine = relevant_cosine
         self.weights = weights or RewardWeights()
+        self.fact_share = fact_share
         self._lists: dict[str, list[tuple[str, str]]] = {}
+        self._doc_freq: dict[str, int] = {}
+        self._catalogue_size: int | None = None
+
+    def document_frequency(self, term: str) -> int:
+        """Products holding `term` (an analysed term), counted by the engine once and cached."""
+        if term not in self._doc_freq:
+            if len(self._doc_freq) > 200_000:
+                self._doc_freq.clear()
+            self._doc_freq[term] = int(self.world.search(SearchRequest(terms=(term,), page_size=1)).total)
+        return self._doc_freq[term]
+
+    def fact_words(self, query: str) -> list[str]:
+        """The query's rare catalogue words, its price and service phrases left out (module docstring)."""
+        if self._catalogue_size is None:
+            self._catalogue_size = max(1, self.world.backend.count())
+        limit = self.fact_share * self._catalogue_size
+        # Talk ("hi", "need") is rare in a catalogue too: only the words the rule rewriter would keep count.
+        terms = dict.fromkeys(query_terms(" ".join(content_words(strip_constraints(query)))))
+        return [t for t in terms if 0 < self.document_frequency(t) <= limit]
+
+    def fact_dropped(self, query: str, rewrite: str) -> float:
+        """Share of the query's fact words that `rewrite` leaves out (0.0 when it has none, or for "")."""
+        facts = self.fact_words(query)
+        if not facts or not rewrite:
+            return 0.0
+        kept = set(query_terms(rewrite))
+        return sum(t not in kept for t in facts) / len(facts)
 
     def ranked(self, text: str) -> list[tuple[str, str]]:
         """(product id, title) of the top `depth` relevance-ranked hits of a plain-text query."""
@@ -105,11 +145,13 @@ class RetrievalJudge:
         relevance = sum(rel) / len(rel) if rel else 0.0
         increment = sum(self.similarity(q.query, t) >= self.relevant_cosine for _, t in fresh) if rewrite else 0
         gain = 1.0 / math.log2(1 + rank) if rank else 0.0
+        dropped = self.fact_dropped(q.query, rewrite)
         w = self.weights
-        reward = w.hit * gain + w.relevance * relevance + w.increment * increment / self.increment_k
+        reward = (w.hit * gain + w.relevance * relevance + w.increment * increment / self.increment_k
+                  - w.fact * dropped)
         return RewriteScores(rewrite=rewrite, relevance=round(relevance, 4), increment=int(increment),
                              gold_rank=rank, gold_rank_alone=rank_alone,
-                             reward=round(reward, 6))
+                             reward=round(reward, 6), fact_dropped=round(dropped, 4))
 
 
 def partial_order(rewards: Sequence[float], tie_tolerance: float = 1e-4) -> list[int]:

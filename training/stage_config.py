@@ -56,6 +56,12 @@ class AlignStageConfig:
     save_steps: int = 200
     bf16: bool | None = None          # None = auto: bf16 autocast on a CUDA GPU with bf16 support, else off
     device: str = "auto"              # auto | cpu | cuda
+    # Early stopping on validation (BEQUE pipeline): the stage is scored before its first step and every
+    # `eval_every_steps` (0: once an epoch) on this many queries neither SFT nor alignment trained on, and
+    # keeps the best-scoring weights (the starting model when no step beat it). 0 queries: off.
+    validation_queries: int = 0
+    eval_every_steps: int = 0
+    patience: int = 0                 # stop after this many evaluations without a gain (0: never stop early)
 
 
 @dataclass

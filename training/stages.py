@@ -9,11 +9,14 @@ Trainer's `checkpoint-*` folders for `--resume`, and `stage.json` naming the bas
 from __future__ import annotations
 
 import json
+import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from datasets import Dataset
+from transformers import TrainerCallback
 
 from shoplab_core.models import (  # the stage-folder format `RewriteModel.load` reads
     STAGE_FILE,
@@ -151,14 +154,88 @@ def warm_start_adapter(model, adapter_dir: str | Path):
     return PeftModel.from_pretrained(model, str(folder), is_trainable=True)
 
 
+class BestOnValidation(TrainerCallback):
+    """Early stopping on a validation score, for stages whose quality is not their loss.
+
+    `score(model, tokenizer)` returns a dict with a "score" (higher is better) and any other numbers to log.
+    The model is scored before the first step and every `every_steps` steps (and after the last); the
+    trainable weights of the best score are kept in memory and put back when training ends, so the stage
+    saves its best state: the starting model itself when no step beat it. `patience` evaluations in a row
+    without a gain stop the training (0: never)."""
+
+    def __init__(self, score: Callable[[Any, Any], dict[str, float]], tokenizer: Any, every_steps: int,
+                 patience: int = 0):
+        if every_steps < 1:
+            raise ValueError(f"every_steps must be >= 1, got {every_steps}")
+        self.score, self.tokenizer, self.every_steps, self.patience = score, tokenizer, every_steps, patience
+        self.curve: list[dict[str, float]] = []
+        self.best_score = float("-inf")
+        self.best_step: int | None = None
+        self._best_state: dict[str, Any] | None = None
+        self._since_best = 0
+
+    def _evaluate(self, model: Any, step: int) -> None:
+        import torch
+
+        if self.curve and self.curve[-1]["step"] == step:
+            return
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            result = dict(self.score(model, self.tokenizer))
+        model.train(was_training)
+        self.curve.append({"step": step, **{k: round(float(v), 5) for k, v in result.items()}})
+        if result["score"] > self.best_score + 1e-9:
+            self.best_score, self.best_step, self._since_best = float(result["score"]), step, 0
+            self._best_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        else:
+            self._since_best += 1
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self._evaluate(model, state.global_step)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step % self.every_steps == 0:
+            self._evaluate(model, state.global_step)
+            if self.patience and self._since_best >= self.patience:
+                control.should_training_stop = True
+        return control
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        import torch
+
+        self._evaluate(model, state.global_step)
+        if self._best_state is not None:
+            with torch.no_grad():
+                for name, param in model.named_parameters():
+                    if name in self._best_state:
+                        param.copy_(self._best_state[name])
+
+    def summary(self) -> dict[str, Any]:
+        return {"validation_curve": self.curve, "best_step": self.best_step,
+                "best_validation_score": round(self.best_score, 5)}
+
+
 def _run_preference_stage(trainer_cls, args, model_path: str, dataset: Dataset, out_dir: Path, lora: LoraSettings | None,
-                          resume: bool, merge: bool, count_key: str) -> Path:
-    """A LoRA preference stage (DPO, PRO): train a fresh adapter on `model_path`, save the stage folder."""
+                          resume: bool, merge: bool, count_key: str,
+                          validation: Callable[[Any, Any], dict[str, float]] | None = None,
+                          eval_every_steps: int = 0, patience: int = 0) -> Path:
+    """A LoRA preference stage (DPO, PRO): train a fresh adapter on `model_path`, save the stage folder.
+
+    With `validation`, the stage keeps its best weights on it (`BestOnValidation`; `eval_every_steps` 0:
+    once an epoch)."""
     model, tokenizer = _load(model_path)
     trainer = trainer_cls(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                           peft_config=(lora or LoraSettings()).peft_config())
+    best = None
+    if validation is not None:
+        every = eval_every_steps or max(1, math.ceil(len(trainer.get_train_dataloader()) / args.gradient_accumulation_steps))
+        best = BestOnValidation(validation, tokenizer, every, patience)
+        trainer.add_callback(best)
     metrics = _train(trainer, out_dir, resume)
     metrics[count_key] = len(dataset)
+    if best is not None:
+        metrics.update(best.summary())
     return save_stage(trainer, tokenizer, out_dir, model_path, True, merge, metrics)
 
 
@@ -176,8 +253,10 @@ def run_dpo_stage(model_path: str, dataset: Dataset, out_dir: str | Path, cfg: A
 
 
 def run_pro_stage(model_path: str, dataset: Dataset, out_dir: str | Path, cfg: AlignStageConfig,
-                  lora: LoraSettings | None = None, seed: int = 0, resume: bool = False, merge: bool = False) -> Path:
-    """PRO on prompt/completions/rewards data (see `training.pro_trainer`)."""
+                  lora: LoraSettings | None = None, seed: int = 0, resume: bool = False, merge: bool = False,
+                  validation: Callable[[Any, Any], dict[str, float]] | None = None) -> Path:
+    """PRO on prompt/completions/rewards data (see `training.pro_trainer`); early stopping on `validation`
+    when given (`BestOnValidation`)."""
     from training.pro_config import PROConfig
     from training.pro_trainer import PROTrainer
 
@@ -186,7 +265,8 @@ def run_pro_stage(model_path: str, dataset: Dataset, out_dir: str | Path, cfg: A
                                      cfg.max_steps, cfg.save_steps, seed, device=cfg.device, bf16=cfg.bf16),
                      max_length=cfg.max_length,
                      sft_weight=cfg.sft_weight)
-    return _run_preference_stage(PROTrainer, args, model_path, dataset, out, lora, resume, merge, "queries")
+    return _run_preference_stage(PROTrainer, args, model_path, dataset, out, lora, resume, merge, "queries",
+                                 validation, cfg.eval_every_steps, cfg.patience)
 
 
 def run_grpo_stage(model_path: str, dataset: Dataset, out_dir: str | Path, cfg: GRPOStageConfig,

@@ -134,3 +134,54 @@ def test_env_search_uses_the_rewriter_and_survives_a_broken_one(world):
     env = ShoppingEnv(world, query_rewriter=broken)
     r = env.step("find_product", {"q": "phone case"})
     assert r.ok and r.data
+
+
+def _judge(world, similarity, w_fact: float):
+    from rewrite import RetrievalJudge, RewardWeights
+
+    return RetrievalJudge(world, similarity, weights=RewardWeights(fact=w_fact), fact_share=0.01)
+
+
+def test_fact_words_are_the_rare_catalogue_words_outside_price_and_service_phrases(world, similarity):
+    judge = _judge(world, similarity, 0.0)
+    limit = 0.01 * world.backend.count()
+    rare = next(t for p in world.filler_products(400, start=50) for t in query_terms(p["title"])
+                if not t.isdigit() and 0 < judge.document_frequency(t) <= limit)
+    common = max(("black", "set", "for", "new"), key=judge.document_frequency)
+    assert judge.document_frequency(common) > limit
+    facts = judge.fact_words(f"hi i need a {common} {rare} zzqqxunknownword under 500 pesos with free shipping")
+    assert facts == [rare]  # not the common word, nor a word no product holds, nor the price or service
+    assert judge.fact_dropped(f"{common} {rare}", f"{common}") == 1.0
+    assert judge.fact_dropped(f"{common} {rare}", f"{rare}") == 0.0
+    assert judge.fact_dropped(f"{common} {rare}", "") == 0.0  # no rewrite drops nothing
+
+
+def test_the_fact_word_penalty_ranks_a_rewrite_that_drops_them_lower(world, similarity):
+    """The partial order that keeps the query's fact words: with w_fact the reward of a rewrite falls by
+    w_fact times the share of fact words it drops; without, the two rewards are BEQUE's own."""
+    plain, keeping = _judge(world, similarity, 0.0), _judge(world, similarity, 0.5)
+    product = world.filler_products(1, start=7)[0]
+    words = query_terms(product["title"])
+    q = LongTailQuery(query=" ".join(words), gold_ids=[product["product_id"]], style="drop")
+    facts = keeping.fact_words(q.query)
+    assert facts, "the product's title should hold a rare word"
+    dropping = " ".join(w for w in words if w not in facts) or "item"
+    for rewrite, dropped in ((dropping, 1.0), (" ".join(words), 0.0)):
+        a, b = plain.score(q, rewrite), keeping.score(q, rewrite)
+        assert a.fact_dropped == b.fact_dropped == dropped
+        assert b.reward == pytest.approx(a.reward - 0.5 * dropped, abs=1e-5)
+
+
+def test_feedback_headroom_reports_what_ranking_the_candidates_could_win():
+    from rewrite import feedback_headroom
+
+    records = [
+        {"candidates": [{"gold_rank": 30, "reward": 0.2}, {"gold_rank": 3, "reward": 0.9}]},
+        {"candidates": [{"gold_rank": 1, "reward": 0.8, "fact_dropped": 0.5}, {"gold_rank": None, "reward": 0.1}]},
+        {"candidates": [{"gold_rank": None, "reward": 0.3}, {"gold_rank": 8, "reward": 0.2}]},
+    ]
+    h = feedback_headroom(records)
+    assert h["top_candidate_hit@10"] == pytest.approx(1 / 3, abs=1e-4)
+    assert h["best_reward_candidate_hit@10"] == pytest.approx(2 / 3, abs=1e-4)
+    assert h["any_candidate_hit@10"] == 1.0 and h["mean_candidates"] == 2.0
+    assert h["mean_fact_dropped"] == pytest.approx(0.5 / 6, abs=1e-4)

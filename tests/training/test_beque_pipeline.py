@@ -37,8 +37,9 @@ def _config(tmp_path: Path, small_sandbox: Path, tiny_model: Path, **extra) -> P
                  "llm_candidate_queries": 4, "llm_samples": 2},
         "lora": {"r": 4, "alpha": 8},
         "sft": {"max_steps": 4, "batch_size": 8, "save_steps": 2, "learning_rate": 1e-3},
-        "feedback": {"n_queries": 8, "num_beams": 3, "batch_size": 8, "max_new_tokens": 8},
-        "align": {"max_steps": 2, "batch_size": 2, "max_length": 96},
+        "feedback": {"n_queries": 8, "num_beams": 3, "num_samples": 2, "batch_size": 8, "max_new_tokens": 8,
+                     "w_fact": 0.5},
+        "align": {"max_steps": 2, "batch_size": 2, "max_length": 96, "validation_queries": 6, "eval_every_steps": 1},
         "eval": {"n_heldout": 10, "agent_task_limit": 12, "batch_size": 16},
         **extra,
     }
@@ -83,9 +84,13 @@ def test_every_rewrite_step_runs_from_the_cli_on_tiny_data(small_sandbox, tiny_m
     records = read_jsonl(run / "feedback" / "feedback.jsonl")
     assert len(records) == 8
     for r in records:
-        assert len(r["candidates"]) <= 3
+        assert len(r["candidates"]) <= 3 + 2  # the beams, then the samples no beam gave
+        assert len({c["rewrite"].lower() for c in r["candidates"]}) == len(r["candidates"])
         by_level = sorted(r["candidates"], key=lambda c: c["level"])
         assert [c["reward"] for c in by_level] == sorted((c["reward"] for c in by_level), reverse=True)
+        assert all(0.0 <= c["fact_dropped"] <= 1.0 for c in r["candidates"])
+    steps = json.loads((run / "steps.json").read_text())
+    assert steps["feedback"]["any_candidate_hit@10"] >= steps["feedback"]["best_reward_candidate_hit@10"] - 1e-9
 
     usable = [r for r in records if r["usable"]]
     for loss in ("pro", "dpo"):
@@ -94,7 +99,12 @@ def test_every_rewrite_step_runs_from_the_cli_on_tiny_data(small_sandbox, tiny_m
             assert result.exit_code == 2 and "no query with a preference" in result.output
             continue
         _ok(result)
-        assert json.loads((run / f"align_{loss}" / "stage.json").read_text())["metrics"]["steps"] == 2
+        metrics = json.loads((run / f"align_{loss}" / "stage.json").read_text())["metrics"]
+        assert metrics["steps"] == 2
+        if loss == "pro":  # early stopping on validation queries: scored before step 1 and after each step
+            assert [p["step"] for p in metrics["validation_curve"]] == [0, 1, 2]
+            assert metrics["best_step"] in (0, 1, 2)
+            assert len(read_jsonl(run / "data" / "queries_validation.jsonl")) == 6
 
     _ok(runner.invoke(app, ["rewrite", "eval", "--config", str(config)]))
     table = json.loads((run / "eval" / "table.json").read_text())
@@ -105,6 +115,13 @@ def test_every_rewrite_step_runs_from_the_cli_on_tiny_data(small_sandbox, tiny_m
         assert set(row["agent"]) >= {"overall"}
     assert table["none"]["hit@10"] == table["none"]["hit_alone@10"] and table["none"]["increment"] == 0
     assert (run / "eval" / "hitrate.png").stat().st_size > 0 and "| rule |" in (run / "eval" / "table.md").read_text()
+    comparisons = json.loads((run / "eval" / "comparisons.json").read_text())
+    pairs = {(c["a"], c["b"], c["metric"]) for c in comparisons}
+    assert ("sft", "none", "hit@10") in pairs and ("sft", "none", "hit@50") in pairs
+    assert not usable or ("sft+pro", "sft", "hit@10") in pairs
+    for c in comparisons:
+        assert c["low"] <= c["diff"] <= c["high"]
+        assert c["diff"] == pytest.approx(table[c["a"]][c["metric"]] - table[c["b"]][c["metric"]], abs=1e-3)
     summary = json.loads((run / "eval" / "heuristic_rule" / "summary.json").read_text())
     assert summary["run"]["rewriter"] == "rule" and summary["overall"]["n"] == 12
 
@@ -203,3 +220,17 @@ def test_rewrite_query_tool_serves_the_react_agent(world):
     observations = [m["content"] for m in info["messages"] if m["role"] in ("tool", "user")][1:]
     assert '"rewrites":["phone case"]' in observations[0]
     assert "query must not be empty" in observations[1]
+
+
+def test_feedback_candidates_are_the_beams_then_new_sampled_rewrites(tiny_model):
+    from rewrite import RewriteModel
+
+    model = RewriteModel(str(tiny_model), batch_size=4, max_new_tokens=6)
+    queries = ["i need a cover for my phone", "cheap wireless earbuds for running", "kids building blocks set"]
+    beams = model.candidates(queries, 2)
+    torch.manual_seed(0)
+    both = model.candidates(queries, 2, num_samples=4, temperature=1.5)
+    for b, c in zip(beams, both, strict=True):
+        assert c[: len(b)] == b  # the beams come first, unchanged
+        assert len({x.lower() for x in c}) == len(c)
+    assert sum(map(len, both)) > sum(map(len, beams))  # sampling adds rewrites no beam gave

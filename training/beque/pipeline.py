@@ -26,14 +26,17 @@ from rewrite import (
     TableRewriter,
     build_rewrite_data,
     collect_feedback,
+    feedback_headroom,
     preference_rows,
     prompt_messages,
     read_queries,
     retrieval_metrics,
 )
-from rewrite.data import read_jsonl, write_jsonl
+from rewrite.data import read_jsonl, validation_queries, write_jsonl
+from rewrite.longtail import LongTailQuery
 from rewrite.model import distinct_rewrites
 from shoplab_core.config import load_config
+from shoplab_core.stats import paired_bootstrap
 from training.stage_config import AlignStageConfig, LoraSettings, SFTStageConfig
 from training.stages import run_dpo_stage, run_pro_stage, run_sft_stage, stage_policy_model
 
@@ -87,7 +90,8 @@ class RewritePipeline:
         f = self.cfg.feedback
         return RetrievalJudge(self.world, self.similarity, depth=f.depth, relevance_k=f.relevance_k,
                               increment_k=f.increment_k, relevant_cosine=f.relevant_cosine,
-                              weights=RewardWeights(f.w_hit, f.w_relevance, f.w_increment))
+                              weights=RewardWeights(f.w_hit, f.w_relevance, f.w_increment, f.w_fact),
+                              fact_share=f.fact_share)
 
     @cached_property
     def base_model(self) -> str:
@@ -133,14 +137,15 @@ class RewritePipeline:
         started = time.perf_counter()
         queries = read_queries(self._require(self.cfg.path("data", "queries_train.jsonl"), "build-data"))
         queries = queries[: self.cfg.feedback.n_queries]
-        model = RewriteModel.load(self._require(self.cfg.path("sft"), "sft"), batch_size=self.cfg.feedback.batch_size,
-                                  max_new_tokens=self.cfg.feedback.max_new_tokens)
-        records = collect_feedback(lambda qs, n: model.candidates(qs, n), self.judge, queries, self.cfg.feedback,
-                                   self.cfg.path("feedback", "feedback.jsonl"), self.progress)
-        n_cands = [len(r["candidates"]) for r in records]
+        f = self.cfg.feedback
+        model = RewriteModel.load(self._require(self.cfg.path("sft"), "sft"), batch_size=f.batch_size,
+                                  max_new_tokens=f.max_new_tokens)
+        model.torch.manual_seed(self.cfg.seed)  # the sampled candidates
+        records = collect_feedback(
+            lambda qs, n: model.candidates(qs, n, num_samples=f.num_samples, temperature=f.sample_temperature),
+            self.judge, queries, f, self.cfg.path("feedback", "feedback.jsonl"), self.progress)
         stats = {"queries": len(records), "usable": sum(r["usable"] for r in records),
-                 "mean_candidates": round(sum(n_cands) / max(1, len(n_cands)), 2),
-                 "seconds": round(time.perf_counter() - started, 1)}
+                 **feedback_headroom(records), "seconds": round(time.perf_counter() - started, 1)}
         return self._record("feedback", stats)
 
     def align(self, loss: str = "pro", resume: bool = False) -> Path:
@@ -155,11 +160,44 @@ class RewritePipeline:
                              "raise feedback.num_beams or n_queries")
         write_jsonl(self.cfg.path(f"align_{loss}", "train.jsonl"), rows)
         base = stage_policy_model(self._require(self.cfg.path("sft"), "sft"))
-        run = run_pro_stage if loss == "pro" else run_dpo_stage
-        out = run(base, Dataset.from_list(rows), self.cfg.path(f"align_{loss}"), self.cfg.align, self.cfg.lora,
-                  seed=self.cfg.seed, resume=resume)
+        if loss == "pro":
+            out = run_pro_stage(base, Dataset.from_list(rows), self.cfg.path("align_pro"), self.cfg.align,
+                                self.cfg.lora, seed=self.cfg.seed, resume=resume, validation=self._validation())
+        else:
+            out = run_dpo_stage(base, Dataset.from_list(rows), self.cfg.path("align_dpo"), self.cfg.align,
+                                self.cfg.lora, seed=self.cfg.seed, resume=resume)
         self._record(f"align-{loss}", json.loads((out / "stage.json").read_text())["metrics"])
         return out
+
+    def validation_queries(self) -> list[LongTailQuery]:
+        """`align.validation_queries` queries no other step trains on, written once to data/."""
+        n = self.cfg.align.validation_queries
+        path = self.cfg.path("data", "queries_validation.jsonl")
+        if path.exists():
+            queries = read_queries(path)
+            if len(queries) >= n:
+                return queries[:n]
+        queries = validation_queries(self.world, self.cfg.data, n, self.cfg.seed)
+        write_jsonl(path, [q.as_dict() for q in queries])
+        return queries
+
+    def _validation(self):
+        """The early-stopping score of an alignment stage: mean of hit@k over the validation queries, for
+        every k of `eval.ks`, of the greedy rewrite as deployed (None when `align.validation_queries` is 0)."""
+        if self.cfg.align.validation_queries <= 0:
+            return None
+        queries = self.validation_queries()
+        ks = self.cfg.eval.ks
+
+        def score(model, tokenizer) -> dict[str, float]:
+            rewriter = RewriteModel.from_loaded(model, tokenizer, max_new_tokens=self.cfg.feedback.max_new_tokens,
+                                                batch_size=self.cfg.eval.batch_size)
+            row = retrieval_metrics(self.judge, queries, rewriter.rewrite_many([q.query for q in queries]), ks,
+                                    "validation", progress=False)
+            hits = {f"hit@{k}": row[f"hit@{k}"] for k in ks}
+            return {"score": sum(hits.values()) / len(hits), **hits, "fact_dropped": row["fact_dropped"]}
+
+        return score
 
     def rewriters(self) -> dict[str, Any]:
         """Every rewriter this run can evaluate: none, rule, and each trained stage that exists."""
@@ -181,6 +219,7 @@ class RewritePipeline:
         heuristic = HeuristicAgent()
         instructions = list(dict.fromkeys(heuristic.query_from_instruction(t.query) for t in tasks))
         table: dict[str, Any] = {}
+        per_query: dict[str, dict[str, list[int]]] = {}
         for name, source in self.rewriters().items():
             if only and name not in only:
                 continue
@@ -195,6 +234,7 @@ class RewritePipeline:
                 rewrites = model.rewrite_many(texts)
             decode_s = time.perf_counter() - started
             row = retrieval_metrics(self.judge, heldout, rewrites[: len(heldout)], ev.ks, name, self.progress)
+            per_query[name] = row.pop("per_query")
             row["rewrite_seconds_per_query"] = round(decode_s / max(1, len(texts)), 4)
             examples = [{"query": q.query, "rewrite": r} for q, r in zip(heldout[:5], rewrites, strict=False)]
             if ev.agent_asr:
@@ -204,8 +244,11 @@ class RewritePipeline:
             table[name] = row
         out = self.cfg.path("eval")
         out.mkdir(parents=True, exist_ok=True)
+        comparisons = paired_comparisons(per_query, ev.ks, seed=self.cfg.seed)
+        (out / "per_query.json").write_text(json.dumps(per_query))
+        (out / "comparisons.json").write_text(json.dumps(comparisons, indent=2))
         (out / "table.json").write_text(json.dumps(table, indent=2))
-        (out / "table.md").write_text(markdown_table(table, ev.ks))
+        (out / "table.md").write_text(markdown_table(table, ev.ks) + "\n" + comparisons_table(comparisons))
         plot_eval(table, ev.ks, out / "hitrate.png")
         self._record("eval", {name: {k: v for k, v in row.items() if k != "examples"} for name, row in table.items()})
         return table
@@ -244,15 +287,39 @@ class RewritePipeline:
         return {"table": table, "timings": timings}
 
 
+# Each trained rewriter against the base it must beat (BEQUE: PRO over SFT over no rewrite), and the rule floor.
+COMPARISONS = (("sft", "none"), ("sft+pro", "sft"), ("sft+pro", "none"), ("sft+dpo", "sft"), ("sft+pro", "rule"))
+
+
+def paired_comparisons(per_query: dict[str, dict[str, list[int]]], ks, seed: int = 0) -> list[dict[str, Any]]:
+    """Paired bootstrap over the held-out queries of hit@k, for each pair of `COMPARISONS` evaluated."""
+    out = []
+    for a, b in COMPARISONS:
+        if a in per_query and b in per_query:
+            for k in ks:
+                stats = paired_bootstrap(per_query[a][f"hit@{k}"], per_query[b][f"hit@{k}"], seed=seed)
+                out.append({"a": a, "b": b, "metric": f"hit@{k}", **{s: round(v, 4) for s, v in stats.items()}})
+    return out
+
+
+def comparisons_table(comparisons: list[dict[str, Any]]) -> str:
+    lines = ["| comparison | metric | difference | 95% CI (paired bootstrap over queries) | P(diff <= 0) |",
+             "|---|---|---:|---|---:|"]
+    for c in comparisons:
+        lines.append(f"| {c['a']} − {c['b']} | {c['metric']} | {c['diff']:+.4f} | [{c['low']:+.4f}, {c['high']:+.4f}] "
+                     f"| {c['p_le_0']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown_table(table: dict[str, Any], ks) -> str:
     intents = sorted({i for row in table.values() for i in (row.get("agent") or {})},
                      key=lambda i: ["overall", "product", "shop", "voucher", "web"].index(i)
                      if i in ["overall", "product", "shop", "voucher", "web"] else 9)
-    head = ["rewriter", "relevance", "increment"] + [f"hit@{k}" for k in ks] + [f"hit_alone@{k}" for k in ks] + \
+    head = ["rewriter", "relevance", "increment", "fact words dropped"] + [f"hit@{k}" for k in ks] + [f"hit_alone@{k}" for k in ks] + \
         [f"heuristic ASR {i}" for i in intents]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, row in table.items():
-        cells = [name, f"{row['relevance']:.3f}", f"{row['increment']:.2f}"] + \
+        cells = [name, f"{row['relevance']:.3f}", f"{row['increment']:.2f}", f"{row.get('fact_dropped', 0.0):.3f}"] + \
             [f"{row[f'hit@{k}']:.3f}" for k in ks] + [f"{row[f'hit_alone@{k}']:.3f}" for k in ks] + \
             [f"{(row.get('agent') or {}).get(i, float('nan')):.3f}" for i in intents]
         lines.append("| " + " | ".join(cells) + " |")
