@@ -26,8 +26,12 @@ from training.pro_config import PROConfig
 
 
 def pro_listwise_loss(policy_scores: torch.Tensor, rewards: torch.Tensor, mask: torch.Tensor,
-                      tie_tolerance: float = 1e-4) -> torch.Tensor:
-    """Mean over prompts of PRO's summed listwise terms. Shapes (B, n); `mask` marks real candidates."""
+                      tie_tolerance: float = 1e-4, reward_scale: float = 1.0) -> torch.Tensor:
+    """Mean over prompts of PRO's summed listwise terms. Shapes (B, n); `mask` marks real candidates.
+
+    `reward_scale` multiplies every reward gap, i.e. divides PRO's temperatures `T = 1/(r_k - r_i)`. PRO takes
+    rewards from a reward model; offline-feedback rewards here differ by ~0.1, which makes every softmax
+    nearly uniform: the loss sits at sum(log n_k) and its gradient is a tenth of the NLL's. [proposal]"""
     per_prompt = []
     for s_all, r_all, m in zip(policy_scores, rewards, mask, strict=True):
         s, r = s_all[m], r_all[m]
@@ -38,7 +42,7 @@ def pro_listwise_loss(policy_scores: torch.Tensor, rewards: torch.Tensor, mask: 
             worse = r < r[k] - tie_tolerance
             if not bool(worse.any()):
                 continue
-            gaps = (r[k] - r[worse]).to(s.dtype)
+            gaps = (r[k] - r[worse]).to(s.dtype) * reward_scale
             logits = torch.cat([s[k:k + 1] * gaps.max(), s[worse] * gaps])
             terms.append(-(logits[0] - torch.logsumexp(logits, dim=0)))
         if terms:
@@ -124,7 +128,8 @@ class PROTrainer(Trainer):
         rewards, cmask = inputs["rewards"], inputs["candidate_mask"]
         scores = torch.zeros(rewards.shape, dtype=seq_score.dtype, device=seq_score.device)
         scores = scores.view(-1).index_put((inputs["slot"],), seq_score).view(rewards.shape)
-        rank_loss = pro_listwise_loss(scores, rewards, cmask, self.pro_args.tie_tolerance)
+        rank_loss = pro_listwise_loss(scores, rewards, cmask, self.pro_args.tie_tolerance,
+                                      getattr(self.pro_args, "reward_scale", 1.0))
         best = torch.where(cmask, rewards, torch.full_like(rewards, float("-inf"))).argmax(-1)
         nll = -scores.gather(1, best.unsqueeze(1)).mean()
         loss = rank_loss + self.pro_args.sft_weight * nll

@@ -50,6 +50,7 @@ class AlignStageConfig:
     grad_accum: int = 1
     max_length: int = 160
     sft_weight: float = 0.1          # PRO: weight of the NLL term on the best candidate
+    pro_reward_scale: float = 1.0    # PRO: multiplies reward gaps (divides its temperatures) [proposal]
     beta: float = 0.1                # DPO
     max_pairs_per_query: int = 3     # DPO: the best level against each worse level, at most this many
     max_steps: int = -1

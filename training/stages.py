@@ -264,7 +264,7 @@ def run_pro_stage(model_path: str, dataset: Dataset, out_dir: str | Path, cfg: A
     args = PROConfig(**_trainer_args(out, cfg.epochs, cfg.learning_rate, cfg.batch_size, cfg.grad_accum,
                                      cfg.max_steps, cfg.save_steps, seed, device=cfg.device, bf16=cfg.bf16),
                      max_length=cfg.max_length,
-                     sft_weight=cfg.sft_weight)
+                     sft_weight=cfg.sft_weight, reward_scale=cfg.pro_reward_scale)
     return _run_preference_stage(PROTrainer, args, model_path, dataset, out, lora, resume, merge, "queries",
                                  validation, cfg.eval_every_steps, cfg.patience)
 

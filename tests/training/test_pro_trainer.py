@@ -45,6 +45,22 @@ def test_pro_loss_prefers_raising_the_best_candidate():
     assert s.grad[0, 0] < 0 < s.grad[0, 2]
 
 
+def test_reward_scale_sharpens_the_ranking_of_rewards_on_a_small_scale():
+    """Feedback rewards differ by ~0.1: at scale 1 the listwise softmax is nearly uniform and barely moves the
+    policy; `reward_scale` divides the temperatures, i.e. the loss of rewards c·r."""
+    s = torch.tensor([[-1.0, -1.5, -2.5]], dtype=torch.float64)
+    r = torch.tensor([[0.9, 0.8, 0.7]], dtype=torch.float64)
+    m = torch.ones(1, 3, dtype=torch.bool)
+    assert float(pro_listwise_loss(s, r, m, reward_scale=10.0)) == pytest.approx(
+        float(pro_listwise_loss(s, r * 10.0, m)), abs=1e-12)
+    grads = []
+    for scale in (1.0, 10.0):
+        scores = torch.full((1, 3), -2.0, requires_grad=True)
+        pro_listwise_loss(scores, r.float(), m, reward_scale=scale).backward()
+        grads.append(float(-scores.grad[0, 0]))  # how hard the best candidate is pushed up
+    assert grads[1] > 5 * grads[0] > 0
+
+
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     corpus = ["Rewrite as a product search query: i need a cover for my phone", "phone case", "red scarf",
