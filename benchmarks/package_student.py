@@ -38,11 +38,9 @@ def _sft_log(run_dir: Path) -> list[dict]:
 
 def paired_differences(evals: dict[str, Path]) -> list[str]:
     """The first eval's ASR minus each other eval's on the tasks both ran, with a paired bootstrap over tasks
-    (95% interval, `reg4rec_table.bootstrap_diff`): one line each."""
-    import numpy as np
-    from reg4rec_table import bootstrap_diff  # this folder: the paired bootstrap the result tables use
-
+    (95% interval, `shoplab_core.stats.paired_bootstrap`, the one the result tables use): one line each."""
     from agents.trajectories import iter_episodes
+    from shoplab_core.stats import paired_bootstrap
 
     def solved(run: Path) -> dict[str, float]:
         by_task: dict[str, list[float]] = {}
@@ -58,7 +56,7 @@ def paired_differences(evals: dict[str, Path]) -> list[str]:
         common = sorted(set(first) & set(theirs))
         if not common:
             continue
-        boot = bootstrap_diff(np.array([first[t] for t in common]), np.array([theirs[t] for t in common]))
+        boot = paired_bootstrap([first[t] for t in common], [theirs[t] for t in common])
         lines.append(f"- {names[0]} − {other} on the {len(common)} tasks both ran: {boot['diff']:+.3f} "
                      f"[{boot['low']:+.3f}, {boot['high']:+.3f}] (paired bootstrap over tasks, 95%)")
     return lines

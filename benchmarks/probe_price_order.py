@@ -13,7 +13,6 @@ Prints one JSON line and writes benchmarks/results/probe_price_order_<size>.json
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import sys
@@ -26,7 +25,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import orjson  # noqa: E402
 import tantivy  # noqa: E402
-from bench_search import dev_queries, requests_for, summary, warm_files  # noqa: E402
+from bench_search import dev_queries, requests_for, summary, timed, warm_files  # noqa: E402
 
 from sandbox.engines.prepared import prepare  # noqa: E402
 from sandbox.engines.tantivy_backend import TantivyBackend, build_writer_settings  # noqa: E402
@@ -60,18 +59,6 @@ def reindex_in_price_order(source: TantivyBackend, target: Path) -> dict:
     return {"n": len(rows), "read_sort_s": round(read_s, 1), "index_s": round(time.perf_counter() - started - read_s, 1)}
 
 
-def time_requests(backend: TantivyBackend, requests: list) -> tuple[list[float], list]:
-    gc.disable()
-    ms, pages = [], []
-    for r in requests:
-        started = time.perf_counter()
-        page = backend.search_sorted_or_relaxed(r)
-        ms.append((time.perf_counter() - started) * 1000)
-        pages.append(page)
-    gc.enable()
-    return ms, pages
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", required=True)
@@ -95,11 +82,11 @@ def main() -> None:
     for mode in ("filtered", "sorted", "relevance"):
         requests = [requests_for(q, mode) for q in queries]
         for backend in (source, ordered):  # untimed pass: first touch of each index's pages
-            time_requests(backend, requests)
+            timed(backend.search_sorted_or_relaxed, requests, warmup=0)
         times = {"catalogue_order": [], "price_order": []}
         for _ in range(args.rounds):
             for name, backend in (("catalogue_order", source), ("price_order", ordered)):
-                ms, pages = time_requests(backend, requests)
+                ms, pages = timed(backend.search_sorted_or_relaxed, requests, warmup=0)
                 times[name].extend(ms)
                 if name == "catalogue_order":
                     base_pages = pages

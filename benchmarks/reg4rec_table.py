@@ -74,11 +74,6 @@ def decoded_ranks(run: Path, name: str, corp_rank: int | None = None, **switches
     return ranks
 
 
-def bootstrap_diff(a: np.ndarray, b: np.ndarray, n: int = 2000, seed: int = 0) -> dict[str, float]:
-    """Mean of a − b over users and its 95% percentile CI from `n` paired resamples of users."""
-    return paired_bootstrap(a, b, n=n, seed=seed)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, default=Path("runs/recsys"))
@@ -123,7 +118,7 @@ def main() -> None:
         paired = "–"
         if name != names[0]:
             other = np.mean([per_user(r, "ndcg@10") for r in ranks_list], 0)
-            boot = bootstrap_diff(full_mean["ndcg@10"], other)
+            boot = paired_bootstrap(full_mean["ndcg@10"], other)
             data["paired"][name] = boot
             paired = f"{boot['diff']:+.4f} [{boot['low']:+.4f}, {boot['high']:+.4f}]"
         rows.append(f"| {name} | {' | '.join(fmt(cells[k]) for k in KEYS)} | {len(ranks_list)} | {paired} |")

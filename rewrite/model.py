@@ -45,15 +45,19 @@ class RewriteModel:
 
         from shoplab_core.models import load_causal_lm
 
-        self.torch = torch
         # Left padding: every prompt of a batch continues from its last token. The adapter is merged.
-        self.model, self.tokenizer = load_causal_lm(model_path, device=device, dtype=dtype, adapter=adapter,
-                                                    merge_adapter=True, padding_side="left", eval_mode=True,
-                                                    offline=True)
-        self.device = self.model.device
+        model, tokenizer = load_causal_lm(model_path, device=device, dtype=dtype, adapter=adapter,
+                                          merge_adapter=True, padding_side="left", eval_mode=True, offline=True)
+        self._attach(torch, model, tokenizer, max_new_tokens, batch_size, cache_size,
+                     {"base_model": str(model_path), "adapter": str(adapter) if adapter else None})
+
+    def _attach(self, torch: Any, model: Any, tokenizer: Any, max_new_tokens: int, batch_size: int,
+                cache_size: int, source: dict[str, Any]) -> None:
+        self.torch, self.model, self.tokenizer = torch, model, tokenizer
+        self.device = next(model.parameters()).device
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
-        self.source = {"base_model": str(model_path), "adapter": str(adapter) if adapter else None}
+        self.source = source
         self._cache: OrderedDict[str, list[str]] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -107,11 +111,8 @@ class RewriteModel:
         import torch
 
         self = cls.__new__(cls)
-        self.torch, self.model, self.tokenizer = torch, model, _LeftPadding(tokenizer)
-        self.device = next(model.parameters()).device
-        self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
-        self.source = {"base_model": "in memory", "adapter": None}
-        self._cache, self._cache_size, self._lock = OrderedDict(), 0, threading.Lock()
+        self._attach(torch, model, _LeftPadding(tokenizer), max_new_tokens, batch_size, 0,
+                     {"base_model": "in memory", "adapter": None})
         return self
 
     def rewrite_many(self, queries: Sequence[str]) -> list[str]:
