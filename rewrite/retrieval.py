@@ -30,7 +30,7 @@ from rewrite.longtail import LongTailQuery
 from rewrite.rules import content_words, strip_constraints
 from sandbox import ShoppingWorld, query_terms
 from sandbox.engines.base import SearchRequest
-from sandbox.rewrite_stage import reciprocal_rank_fusion
+from sandbox.rewrite_stage import fuse_with_original
 from sandbox.scorer import EmbeddingTitleSimilarity
 
 
@@ -110,10 +110,10 @@ class RetrievalJudge:
     def fused_ids(self, query: str, rewrites: Sequence[str]) -> list[str]:
         """The deployed list: `sandbox.rewrite_stage.search_with_rewrites`, fused from the cached lists."""
         lists = [self.ranked(r) for r in rewrites if r and query_terms(r) != query_terms(query)]
+        original = [pid for pid, _ in self.ranked(query)]
         if not lists:
-            return [pid for pid, _ in self.ranked(query)]
-        lists.append(self.ranked(query))
-        return reciprocal_rank_fusion([[pid for pid, _ in lst] for lst in lists])[: self.depth]
+            return original
+        return fuse_with_original(original, [[pid for pid, _ in lst] for lst in lists])[: self.depth]
 
     @staticmethod
     def _rank(ids: Sequence[str], gold: Sequence[str]) -> int | None:

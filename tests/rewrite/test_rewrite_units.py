@@ -15,7 +15,7 @@ from rewrite import (
 from rewrite.cleaning import MAX_REWRITE_CHARS, MAX_REWRITE_WORDS
 from rewrite.model import distinct_rewrites
 from sandbox import SearchRequest, ShoppingEnv, analyze, query_terms
-from sandbox.rewrite_stage import reciprocal_rank_fusion, search_with_rewrites
+from sandbox.rewrite_stage import fuse_with_original, reciprocal_rank_fusion, search_with_rewrites
 
 
 def test_clean_rewrite_keeps_one_bounded_line_of_plain_words():
@@ -96,6 +96,32 @@ def test_reciprocal_rank_fusion_rule():
     assert reciprocal_rank_fusion([["p1", "p2"], ["p3", "p2"]]) == ["p2", "p1", "p3"]
     assert reciprocal_rank_fusion([["a"], ["b"]]) == ["a", "b"]
     assert reciprocal_rank_fusion([]) == []
+
+
+def test_the_original_query_keeps_its_first_hit_unless_a_product_has_both_lists_support():
+    # A rewrite's first hit (r1) ties the query's own first hit (o1): the query's words win the tie, and the
+    # rewrite's hit still lands second, in the page the agent reads.
+    assert fuse_with_original(["o1", "o2", "o3"], [["r1", "r2"]])[:2] == ["o1", "r1"]
+    # A product both lists retrieve outranks either first hit.
+    assert fuse_with_original(["o1", "both"], [["r1", "both"]])[0] == "both"
+    # With several rewrites, their lists follow the original's, in their order.
+    assert fuse_with_original(["o1"], [["r1"], ["r2"]]) == ["o1", "r1", "r2"]
+
+
+def test_the_deployed_search_and_the_judge_fuse_by_the_same_rule(world, similarity):
+    """The feedback's hit@k and the eval's score the list the agent sees: same products, same order."""
+    judge = _judge(world, similarity, 0.0)
+    query, rewrite = "blue cotton shirt for men", "phone case"
+
+    def top(text):
+        return [h.product_id for h in world.search(SearchRequest(terms=tuple(query_terms(text)), page_size=50)).hits]
+
+    page = search_with_rewrites(world.search, SearchRequest(terms=tuple(query_terms(query)), page_size=50), [rewrite])
+    assert [h.product_id for h in page.hits] == judge.fused_ids(query, [rewrite])
+    # The two lists share no product, so every score ties a rank of the other list: the query's first hit stays
+    # first and the rewrite's comes second.
+    assert not set(top(query)) & set(top(rewrite))
+    assert [h.product_id for h in page.hits[:2]] == [top(query)[0], top(rewrite)[0]]
 
 
 def test_rewrite_stage_finds_what_the_long_query_misses(world):

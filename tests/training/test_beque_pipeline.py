@@ -125,6 +125,13 @@ def test_every_rewrite_step_runs_from_the_cli_on_tiny_data(small_sandbox, tiny_m
     summary = json.loads((run / "eval" / "heuristic_rule" / "summary.json").read_text())
     assert summary["run"]["rewriter"] == "rule" and summary["overall"]["n"] == 12
 
+    # A partial rerun (one rewriter retrained) replaces its row and keeps the others and their comparisons.
+    _ok(runner.invoke(app, ["rewrite", "eval", "--config", str(config), "--only", "rule"]))
+    rerun = json.loads((run / "eval" / "table.json").read_text())
+    assert list(rerun) == list(table) and rerun["sft"] == table["sft"]
+    assert rerun["rule"]["hit@10"] == table["rule"]["hit@10"]
+    assert {(c["a"], c["b"], c["metric"]) for c in json.loads((run / "eval" / "comparisons.json").read_text())} == pairs
+
     out = _ok(runner.invoke(app, ["rewrite", "query", "i need a cover for my phone", "--rewriter", str(run / "sft"),
                                   "-n", "2", "--data-dir", str(small_sandbox)])).output
     assert '"query": "i need a cover for my phone"' in out and "query" in out

@@ -86,7 +86,7 @@ def align(config: Path = ConfigOpt, data_dir: Path | None = DataDirOpt, run_dir:
 @app.command("eval")
 def evaluate(config: Path = ConfigOpt, data_dir: Path | None = DataDirOpt, run_dir: Path | None = RunDirOpt,
              model: str | None = ModelOpt, overrides: list[str] | None = SetOpt,
-             only: list[str] | None = typer.Option(None, "--only", help="Only these rewriters.")) -> None:
+             only: list[str] | None = typer.Option(None, "--only", help="Only these rewriters; the rows of the others from an earlier eval are kept.")) -> None:
     """Relevance / increment / hitrate on held-out queries and the heuristic agent's ASR, per rewriter."""
     from training.beque.pipeline import markdown_table
 

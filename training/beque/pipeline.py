@@ -218,8 +218,13 @@ class RewritePipeline:
             tasks = tasks[: ev.agent_task_limit]
         heuristic = HeuristicAgent()
         instructions = list(dict.fromkeys(heuristic.query_from_instruction(t.query) for t in tasks))
+        out = self.cfg.path("eval")
         table: dict[str, Any] = {}
         per_query: dict[str, dict[str, list[int]]] = {}
+        if only and (out / "table.json").exists() and (out / "per_query.json").exists():
+            # a partial rerun replaces its own rows and keeps the others (and their comparisons)
+            table = {k: v for k, v in json.loads((out / "table.json").read_text()).items() if k not in only}
+            per_query = {k: v for k, v in json.loads((out / "per_query.json").read_text()).items() if k in table}
         for name, source in self.rewriters().items():
             if only and name not in only:
                 continue
@@ -242,7 +247,8 @@ class RewritePipeline:
                 row["agent"] = self._heuristic_asr(name, tasks, None if source is None else table_rw)
             row["examples"] = examples
             table[name] = row
-        out = self.cfg.path("eval")
+        order = list(self.rewriters())
+        table = dict(sorted(table.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
         out.mkdir(parents=True, exist_ok=True)
         comparisons = paired_comparisons(per_query, ev.ks, seed=self.cfg.seed)
         (out / "per_query.json").write_text(json.dumps(per_query))
