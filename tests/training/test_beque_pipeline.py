@@ -115,6 +115,9 @@ def test_every_rewrite_step_runs_from_the_cli_on_tiny_data(small_sandbox, tiny_m
         assert set(row["agent"]) >= {"overall"}
     assert table["none"]["hit@10"] == table["none"]["hit_alone@10"] and table["none"]["increment"] == 0
     assert (run / "eval" / "hitrate.png").stat().st_size > 0 and "| rule |" in (run / "eval" / "table.md").read_text()
+    decoded = json.loads((run / "eval" / "rewrites.json").read_text())
+    assert set(decoded) == expected - {"none"}
+    assert table["sft"]["examples"][0]["rewrite"] == decoded["sft"][table["sft"]["examples"][0]["query"]]
     comparisons = json.loads((run / "eval" / "comparisons.json").read_text())
     pairs = {(c["a"], c["b"], c["metric"]) for c in comparisons}
     assert ("sft", "none", "hit@10") in pairs and ("sft", "none", "hit@50") in pairs
@@ -129,6 +132,7 @@ def test_every_rewrite_step_runs_from_the_cli_on_tiny_data(small_sandbox, tiny_m
     _ok(runner.invoke(app, ["rewrite", "eval", "--config", str(config), "--only", "rule"]))
     rerun = json.loads((run / "eval" / "table.json").read_text())
     assert list(rerun) == list(table) and rerun["sft"] == table["sft"]
+    assert json.loads((run / "eval" / "rewrites.json").read_text()) == decoded
     assert rerun["rule"]["hit@10"] == table["rule"]["hit@10"]
     assert {(c["a"], c["b"], c["metric"]) for c in json.loads((run / "eval" / "comparisons.json").read_text())} == pairs
 

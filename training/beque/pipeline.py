@@ -221,6 +221,9 @@ class RewritePipeline:
         out = self.cfg.path("eval")
         table: dict[str, Any] = {}
         per_query: dict[str, dict[str, list[int]]] = {}
+        decoded: dict[str, dict[str, str]] = {}  # rewriter -> text -> its greedy rewrite (held-out and task queries)
+        if only and (out / "rewrites.json").exists():
+            decoded = {k: v for k, v in json.loads((out / "rewrites.json").read_text()).items() if k not in only}
         if only and (out / "table.json").exists() and (out / "per_query.json").exists():
             # a partial rerun replaces its own rows and keeps the others (and their comparisons)
             table = {k: v for k, v in json.loads((out / "table.json").read_text()).items() if k not in only}
@@ -242,6 +245,8 @@ class RewritePipeline:
             per_query[name] = row.pop("per_query")
             row["rewrite_seconds_per_query"] = round(decode_s / max(1, len(texts)), 4)
             examples = [{"query": q.query, "rewrite": r} for q, r in zip(heldout[:5], rewrites, strict=False)]
+            if source is not None:
+                decoded[name] = dict(zip(texts, rewrites, strict=True))
             if ev.agent_asr:
                 table_rw = TableRewriter(dict(zip(instructions, ([r] for r in rewrites[len(heldout):]), strict=True)))
                 row["agent"] = self._heuristic_asr(name, tasks, None if source is None else table_rw)
@@ -252,6 +257,7 @@ class RewritePipeline:
         out.mkdir(parents=True, exist_ok=True)
         comparisons = paired_comparisons(per_query, ev.ks, seed=self.cfg.seed)
         (out / "per_query.json").write_text(json.dumps(per_query))
+        (out / "rewrites.json").write_text(json.dumps(decoded))
         (out / "comparisons.json").write_text(json.dumps(comparisons, indent=2))
         (out / "table.json").write_text(json.dumps(table, indent=2))
         (out / "table.md").write_text(markdown_table(table, ev.ks) + "\n" + comparisons_table(comparisons))
