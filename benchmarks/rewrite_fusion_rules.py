@@ -35,7 +35,7 @@ from rewrite import RuleRewriter
 from rewrite.data import read_queries
 from rewrite.evaluate import retrieval_metrics
 from rewrite.model import RewriteModel, TableRewriter
-from sandbox.rewrite_stage import RRF_K, fuse_with_original
+from sandbox.rewrite_stage import RRF_K, fuse_with_original, weighted_rrf
 from shoplab_core.stats import paired_bootstrap
 from training.beque.pipeline import RewritePipeline, RewritePipelineConfig
 
@@ -45,16 +45,10 @@ RESULTS = Path(__file__).parent / "results"
 def weighted_fusion(original_weight: float, original_first: bool):
     """RRF with the query's list weighted `original_weight`; ties go to the list given first."""
     def fuse(original: Sequence[str], rewritten: Sequence[Sequence[str]], k: int = RRF_K) -> list[str]:
-        lists = [(original_weight, original)] + [(1.0, r) for r in rewritten]
+        lists, weights = [original, *rewritten], [original_weight] + [1.0] * len(rewritten)
         if not original_first:
-            lists = lists[1:] + lists[:1]
-        score: dict[str, float] = {}
-        first: dict[str, tuple[int, int]] = {}
-        for li, (weight, ranking) in enumerate(lists):
-            for rank, pid in enumerate(ranking, start=1):
-                score[pid] = score.get(pid, 0.0) + weight / (k + rank)
-                first.setdefault(pid, (li, rank))
-        return sorted(score, key=lambda p: (-score[p], first[p]))
+            lists, weights = lists[1:] + lists[:1], weights[1:] + weights[:1]
+        return [pid for pid, _ in weighted_rrf(lists, weights, k)]
     return fuse
 
 

@@ -30,15 +30,25 @@ FUSION_DEPTH = 50
 MAX_REWRITES = 4
 
 
-def reciprocal_rank_fusion(rankings: Sequence[Sequence[str]], k: int = RRF_K) -> list[str]:
-    """Ids ordered by RRF score; ties go to the list given first, then to the better rank there."""
+def weighted_rrf(rankings: Sequence[Sequence[str]], weights: Sequence[float] | None = None,
+                 k: int = RRF_K) -> list[tuple[str, float]]:
+    """(id, score) by `score = sum over lists of weight / (k + rank)`, best first; ties go to the list
+    given first, then to the better rank there. Weights default to 1."""
+    if weights is not None and len(weights) != len(rankings):
+        raise ValueError(f"{len(weights)} weights for {len(rankings)} rankings")
     score: dict[str, float] = {}
     first_seen: dict[str, tuple[int, int]] = {}
     for li, ranking in enumerate(rankings):
+        weight = 1.0 if weights is None else float(weights[li])
         for rank, pid in enumerate(ranking, start=1):
-            score[pid] = score.get(pid, 0.0) + 1.0 / (k + rank)
+            score[pid] = score.get(pid, 0.0) + weight / (k + rank)
             first_seen.setdefault(pid, (li, rank))
-    return sorted(score, key=lambda p: (-score[p], first_seen[p]))
+    return [(p, score[p]) for p in sorted(score, key=lambda p: (-score[p], first_seen[p]))]
+
+
+def reciprocal_rank_fusion(rankings: Sequence[Sequence[str]], k: int = RRF_K) -> list[str]:
+    """Ids ordered by RRF score; ties go to the list given first, then to the better rank there."""
+    return [pid for pid, _ in weighted_rrf(rankings, k=k)]
 
 
 def fuse_with_original(original: Sequence[str], rewritten: Sequence[Sequence[str]], k: int = RRF_K) -> list[str]:

@@ -28,7 +28,7 @@ from typing import Any
 
 from sandbox.dense.index import DenseIndex
 from sandbox.engines.base import SearchBackend, SearchHit, SearchPage, SearchRequest, SortOrder
-from sandbox.rewrite_stage import RRF_K
+from sandbox.rewrite_stage import weighted_rrf
 
 SORT_DEPTH = 100
 HYBRID_DEPTH = 100
@@ -85,11 +85,8 @@ def hybrid_search(index: DenseIndex, backend: SearchBackend, request: SearchRequ
     dense, _ = _dense_candidates(index, request, depth)
     known = {h.product_id: h.product for h in lexical.hits}
     if request.sort == SortOrder.default:
-        scores: dict[str, float] = {}
-        for weight, ranking in ((1.0, [h.product_id for h in lexical.hits]), (dense_weight, [p for p, _, _ in dense])):
-            for rank, pid in enumerate(ranking, start=1):
-                scores[pid] = scores.get(pid, 0.0) + weight / (RRF_K + rank)
-        fused = [(pid, scores[pid]) for pid in sorted(scores, key=lambda p: -scores[p])]  # stable: BM25's first
+        # ties go to BM25's list
+        fused = weighted_rrf([[h.product_id for h in lexical.hits], [p for p, _, _ in dense]], (1.0, dense_weight))
     else:
         values: dict[str, tuple[float, int]] = {}
         for i, h in enumerate(lexical.hits):
