@@ -15,7 +15,12 @@ from rewrite import (
 from rewrite.cleaning import MAX_REWRITE_CHARS, MAX_REWRITE_WORDS
 from rewrite.model import distinct_rewrites
 from sandbox import SearchRequest, ShoppingEnv, analyze, query_terms
-from sandbox.rewrite_stage import fuse_with_original, reciprocal_rank_fusion, search_with_rewrites
+from sandbox.rewrite_stage import (
+    fuse_with_original,
+    reciprocal_rank_fusion,
+    search_with_rewrites,
+    weighted_rrf,
+)
 
 
 def test_clean_rewrite_keeps_one_bounded_line_of_plain_words():
@@ -96,6 +101,10 @@ def test_reciprocal_rank_fusion_rule():
     assert reciprocal_rank_fusion([["p1", "p2"], ["p3", "p2"]]) == ["p2", "p1", "p3"]
     assert reciprocal_rank_fusion([["a"], ["b"]]) == ["a", "b"]
     assert reciprocal_rank_fusion([]) == []
+    # Weights scale each list's votes: the second list's first place wins at twice the weight.
+    assert [p for p, _ in weighted_rrf([["a"], ["b"]], (1.0, 2.0))] == ["b", "a"]
+    with pytest.raises(ValueError, match="2 weights for 1 rankings"):
+        weighted_rrf([["a"]], (1.0, 2.0))
 
 
 def test_the_original_query_keeps_its_first_hit_unless_a_product_has_both_lists_support():
