@@ -20,7 +20,6 @@ Prints one JSON line; writes benchmarks/results/rewrite/fusion_rules.{json,md}.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,8 +27,6 @@ from unittest import mock
 
 import typer
 
-from agents.registry import make_agent
-from agents.runner import RunConfig, run_benchmark
 from agents.scripted import HeuristicAgent
 from rewrite import RuleRewriter
 from rewrite.data import read_queries
@@ -37,7 +34,7 @@ from rewrite.evaluate import retrieval_metrics
 from rewrite.model import RewriteModel, TableRewriter
 from sandbox.rewrite_stage import RRF_K, fuse_with_original, weighted_rrf
 from shoplab_core.stats import paired_bootstrap
-from training.beque.pipeline import RewritePipeline, RewritePipelineConfig
+from training.beque.pipeline import RewritePipeline, RewritePipelineConfig, intent_order
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -60,6 +57,10 @@ RULES = {
 }
 
 
+def run_folder(rule: str, rewriter: str) -> str:
+    return f"{rule}_{rewriter.replace('+', '_')}"
+
+
 def main(run_dir: Path = typer.Option(Path("runs/rewrite"), help="A BEQUE run (its data/ and trained stages)."),
          data_dir: Path = typer.Option(Path("runs/sandbox"), help="The sandbox the run was built on."),
          config: Path = typer.Option(Path("configs/rewrite/beque_smollm2.yaml")),
@@ -77,7 +78,7 @@ def main(run_dir: Path = typer.Option(Path("runs/rewrite"), help="A BEQUE run (i
     eval_file = cfg.path("eval", "rewrites.json")
     cached = json.loads(eval_file.read_text()) if eval_file.exists() else {}
     rewrites: dict[str, list[str]] = {"none": [""] * len(texts)}
-    decode_s: dict[str, float] = {}
+    decode_s: dict[str, dict[str, float]] = {}
     for name, source in pipe.rewriters().items():
         if source is None:
             continue
@@ -111,22 +112,12 @@ def main(run_dir: Path = typer.Option(Path("runs/rewrite"), help="A BEQUE run (i
                         per_query[(rule, name, f"{split} hit@{k}")] = metrics["per_query"][f"hit@{k}"]
                 if name != "none":
                     table = TableRewriter(dict(zip(instructions, ([r] for r in texts_rw[offset:]), strict=True)))
-                    folder = work / f"{rule}_{name.replace('+', '_')}"
-                    shutil.rmtree(folder, ignore_errors=True)
-                    summary = run_benchmark(pipe.world, tasks, lambda: make_agent("heuristic"), folder,
-                                            RunConfig(agent="heuristic", parallel=1, rewriter=name, profile="shoplab"),
-                                            pipe.similarity, progress=False, query_rewriter=table)
-                    row.update({f"ASR {i}": round(b["asr"], 4) for i, b in summary.items()
-                                if isinstance(b, dict) and "asr" in b})
+                    asr = pipe.heuristic_asr(name, tasks, table, work / run_folder(rule, name))
+                    row.update({f"ASR {i}": v for i, v in asr.items()})
                 rows.setdefault(rule, {})[name] = row
-    folder = work / "none"
-    shutil.rmtree(folder, ignore_errors=True)
-    summary = run_benchmark(pipe.world, tasks, lambda: make_agent("heuristic"), folder,
-                            RunConfig(agent="heuristic", parallel=1, rewriter="none", profile="shoplab"),
-                            pipe.similarity, progress=False)
-    none_asr = {f"ASR {i}": round(b["asr"], 4) for i, b in summary.items() if isinstance(b, dict) and "asr" in b}
+    none_asr = pipe.heuristic_asr("none", tasks, None, work / "none")  # no rewrite stage: the same under every rule
     for rule in RULES:
-        rows[rule]["none"].update(none_asr)
+        rows[rule]["none"].update({f"ASR {i}": v for i, v in none_asr.items()})
 
     comparisons = []
     for name in rewrites:
@@ -136,11 +127,8 @@ def main(run_dir: Path = typer.Option(Path("runs/rewrite"), help="A BEQUE run (i
             stats = paired_bootstrap(per_query[("original_first", name, metric)],
                                      per_query[("rewrites_first", name, metric)], seed=cfg.seed)
             comparisons.append({"rewriter": name, "metric": metric} | {k: round(v, 4) for k, v in stats.items()})
-    for name in rewrites:
-        if name == "none":
-            continue
         runs = {rule: {r["task_id"]: (r["intent"], float(r["success"])) for r in map(
-            json.loads, (work / f"{rule}_{name.replace('+', '_')}" / "results.jsonl").open())}
+            json.loads, (work / run_folder(rule, name) / "results.jsonl").open())}
             for rule in ("original_first", "rewrites_first")}
         ids = sorted(runs["original_first"])
         for intent in ("all", "web"):
@@ -162,9 +150,8 @@ def main(run_dir: Path = typer.Option(Path("runs/rewrite"), help="A BEQUE run (i
 def markdown(result: dict) -> str:
     rows = result["rules"]
     columns = [c for c in next(iter(next(iter(rows.values())).values())) if c.startswith(("heldout", "validation"))]
-    intents = sorted({c for r in rows.values() for v in r.values() for c in v if c.startswith("ASR")},
-                     key=lambda c: ["ASR overall", "ASR product", "ASR shop", "ASR voucher", "ASR web"].index(c)
-                     if c in ["ASR overall", "ASR product", "ASR shop", "ASR voucher", "ASR web"] else 9)
+    intents = ["ASR " + i for i in intent_order({c.removeprefix("ASR ") for r in rows.values() for v in r.values()
+                                                 for c in v if c.startswith("ASR ")})]
     lines = ["| fusion rule | rewriter | " + " | ".join(columns + intents) + " |",
              "|---|---|" + "---:|" * (len(columns) + len(intents))]
     for rule, by_name in rows.items():

@@ -129,7 +129,7 @@ class PROTrainer(Trainer):
         scores = torch.zeros(rewards.shape, dtype=seq_score.dtype, device=seq_score.device)
         scores = scores.view(-1).index_put((inputs["slot"],), seq_score).view(rewards.shape)
         rank_loss = pro_listwise_loss(scores, rewards, cmask, self.pro_args.tie_tolerance,
-                                      getattr(self.pro_args, "reward_scale", 1.0))
+                                      self.pro_args.reward_scale)
         best = torch.where(cmask, rewards, torch.full_like(rewards, float("-inf"))).argmax(-1)
         nll = -scores.gather(1, best.unsqueeze(1)).mean()
         loss = rank_loss + self.pro_args.sft_weight * nll

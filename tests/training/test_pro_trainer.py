@@ -95,7 +95,8 @@ def test_pro_trainer_lowers_the_loss_on_a_fixed_batch_and_saves_a_loadable_adapt
 
     def batch_loss(model) -> float:
         trainer = PROTrainer.__new__(PROTrainer)
-        trainer.pro_args = type("A", (), {"tie_tolerance": 1e-4, "sft_weight": 0.1})()
+        trainer.pro_args = type("A", (), {"tie_tolerance": 1e-4, "sft_weight": 0.1,
+                                             "reward_scale": cfg.pro_reward_scale})()  # the loss the stage trained
         trainer.model = model
         model.eval()
         with torch.no_grad():

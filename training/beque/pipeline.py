@@ -249,7 +249,7 @@ class RewritePipeline:
                 decoded[name] = dict(zip(texts, rewrites, strict=True))
             if ev.agent_asr:
                 table_rw = TableRewriter(dict(zip(instructions, ([r] for r in rewrites[len(heldout):]), strict=True)))
-                row["agent"] = self._heuristic_asr(name, tasks, None if source is None else table_rw)
+                row["agent"] = self.heuristic_asr(name, tasks, None if source is None else table_rw)
             row["examples"] = examples
             table[name] = row
         order = list(self.rewriters())
@@ -265,11 +265,13 @@ class RewritePipeline:
         self._record("eval", {name: {k: v for k, v in row.items() if k != "examples"} for name, row in table.items()})
         return table
 
-    def _heuristic_asr(self, name: str, tasks, rewriter) -> dict[str, Any]:
+    def heuristic_asr(self, name: str, tasks, rewriter, out: Path | None = None) -> dict[str, Any]:
+        """The heuristic agent's ASR per intent on `tasks` with `rewriter` in the search's rewrite stage (None: no
+        rewrite stage); the episodes go to `out` (default eval/heuristic_<name>), replacing an earlier run there."""
         from agents.registry import make_agent
         from agents.runner import RunConfig, run_benchmark
 
-        out = self.cfg.path("eval", f"heuristic_{name.replace('+', '_')}")
+        out = out or self.cfg.path("eval", f"heuristic_{name.replace('+', '_')}")
         if (out / "results.jsonl").exists():
             (out / "results.jsonl").unlink()  # a rewriter retrained since the last eval must be rerun
         config = RunConfig(agent="heuristic", parallel=1, rewriter=name, profile="shoplab")  # the rewrite stage is shoplab's
@@ -323,10 +325,16 @@ def comparisons_table(comparisons: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+INTENT_ORDER = ("overall", "product", "shop", "voucher", "web")
+
+
+def intent_order(intents) -> list[str]:
+    """Intents in the tables' order: overall first, then ShoppingBench's four, then any other."""
+    return sorted(intents, key=lambda i: (INTENT_ORDER.index(i) if i in INTENT_ORDER else len(INTENT_ORDER), i))
+
+
 def markdown_table(table: dict[str, Any], ks) -> str:
-    intents = sorted({i for row in table.values() for i in (row.get("agent") or {})},
-                     key=lambda i: ["overall", "product", "shop", "voucher", "web"].index(i)
-                     if i in ["overall", "product", "shop", "voucher", "web"] else 9)
+    intents = intent_order({i for row in table.values() for i in (row.get("agent") or {})})
     head = ["rewriter", "relevance", "increment", "fact words dropped"] + [f"hit@{k}" for k in ks] + [f"hit_alone@{k}" for k in ks] + \
         [f"heuristic ASR {i}" for i in intents]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
