@@ -64,6 +64,7 @@ def main() -> None:
     print("| planned == unplanned, page and total (relevance / filtered / sorted) | " + " | ".join(cells) + " |")
     peer_table(RES / "peer_lucene_timing.json")
     es_table(RES / "es_bulk.json")
+    filtered_plans_table(RES / "probe_filtered_plans_2500000.json")
 
 
 def peer_table(path: Path) -> None:
@@ -108,6 +109,24 @@ def es_table(path: Path) -> None:
         print(f"| {r['n']:,} | {'off (-1)' if r['bulk_settings'] else '1 s'} | {r['bulk_seconds']} | "
               f"{r['docs_per_second']:,.0f} | {r['commit_seconds']} | {r['client_peak_rss_mb']} | "
               f"{r['server_peak_rss_mb']} |")
+
+
+def filtered_plans_table(path: Path) -> None:
+    """`probe_filtered_plans.py`: exact plans for the filtered some-terms query, beside the plain query."""
+    if not path.exists():
+        return
+    p = json.loads(path.read_text())
+    labels = {"plain": "plain: Must(any word) + filters scoring 0",
+              "filters_as_postings": "filters as boosted postings in one disjunction (block-max WAND), rescored exactly",
+              "two_shards_threads": "two catalogue halves in two threads, pages merged",
+              "halves_one_thread": "the same two halves one after the other"}
+    print(f"\nFiltered some-terms plans — `benchmarks/probe_filtered_plans.py`, {p['n_products']:,} products (ms)\n")
+    print("| plan | p50 | p95 | p99 | same page as plain |")
+    print("|---|---:|---:|---:|---|")
+    for key, label in labels.items():
+        if key in p:
+            r = p[key]
+            print(f"| {label} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r.get('same_page_as_plain', '—')} |")
 
 
 if __name__ == "__main__":
