@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import tantivy
 
@@ -365,9 +366,48 @@ class TantivyBackend(SearchBackend):
         return int(self.searcher.num_docs)
 
     def iter_all(self, batch: int = 50_000) -> Iterable[dict[str, Any]]:
-        """Every stored product once (export, re-indexing into another backend).
+        """Every stored product once, in product-id order (export, the dense index, re-indexing elsewhere).
 
-        Pages over all documents sorted by the unique, fast `product_id` field, so paging is stable."""
+        Two linear passes: the stored records in document order give each product's id and address, then
+        the records are read again in id order. Paging a product-id-sorted query with an offset (the
+        previous method, `_iter_all_paged`) revisits every document on every page: quadratic, 107 s at 2.5M
+        products and hours at 10M. `batch` only sizes the arrays the first pass fills."""
+        searcher = self.searcher
+        ids: list[np.ndarray] = []
+        segments: list[np.ndarray] = []
+        docs: list[np.ndarray] = []
+        per_array = max(1, int(batch))
+        for segment in range(searcher.num_segments):
+            doc, segment_done = 0, False
+            while not segment_done:
+                first, chunk_ids = doc, []
+                while len(chunk_ids) < per_array:
+                    try:
+                        stored = searcher.doc(tantivy.DocAddress(segment, doc))
+                    except ValueError:  # past the segment's last document
+                        segment_done = True
+                        break
+                    chunk_ids.append(str(orjson.loads(stored["doc"][0])["product_id"]).encode())
+                    doc += 1
+                if chunk_ids:
+                    ids.append(np.array(chunk_ids))
+                    segments.append(np.full(len(chunk_ids), segment, dtype=np.uint32))
+                    docs.append(np.arange(first, doc, dtype=np.uint32))
+        n = sum(len(a) for a in ids)
+        if n != searcher.num_docs:  # deleted documents still sit in the store: fall back to the query
+            yield from self._iter_all_paged(batch)
+            return
+        if not n:
+            return
+        all_ids = np.concatenate(ids)
+        # UTF-8 byte order is code-point order, and it is the order order_by_field="product_id" pages in.
+        order = np.argsort(all_ids, kind="stable")
+        all_segments, all_docs = np.concatenate(segments)[order], np.concatenate(docs)[order]
+        for segment, doc in zip(all_segments.tolist(), all_docs.tolist(), strict=True):
+            yield orjson.loads(searcher.doc(tantivy.DocAddress(segment, doc))["doc"][0])
+
+    def _iter_all_paged(self, batch: int = 50_000) -> Iterable[dict[str, Any]]:
+        """Every live product, paging a query sorted by the unique, fast `product_id` field (quadratic)."""
         searcher = self.searcher
         total = searcher.num_docs
         for offset in range(0, total, batch):
