@@ -24,7 +24,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import orjson  # noqa: E402
-import tantivy  # noqa: E402
 from bench_search import dev_queries, requests_for, summary, timed, warm_files  # noqa: E402
 
 from sandbox.engines.prepared import prepare  # noqa: E402
@@ -34,16 +33,8 @@ from sandbox.world import ShoppingWorld  # noqa: E402
 
 def stored_products(backend: TantivyBackend):
     """Every stored product in index order (document addresses, no sort: `iter_all` pages by product id)."""
-    searcher = backend.searcher
-    for segment in range(searcher.num_segments):
-        doc = 0
-        while True:
-            try:
-                raw = searcher.doc(tantivy.DocAddress(segment, doc))
-            except ValueError:  # past the segment's last document
-                break
-            yield orjson.loads(raw["doc"][0])
-            doc += 1
+    for _, _, raw in backend.stored_in_document_order():
+        yield orjson.loads(raw)
 
 
 def reindex_in_price_order(source: TantivyBackend, target: Path) -> dict:
