@@ -8,6 +8,6 @@ from shoplab_core.lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "ui.config": ["CART_GROUP", "DEMO_TOOLS", "DemoConfig", "DemoSettings"],
-    "ui.session": ["DemoBackend", "DemoError", "DemoSession", "EpisodeView", "TurnSettings"],
+    "ui.session": ["DemoBackend", "DemoError", "DemoSession", "EpisodeView", "TurnQueue", "TurnSettings"],
     "ui.app": ["build_demo", "launch_demo"],
 })

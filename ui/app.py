@@ -150,26 +150,42 @@ def build_demo(backend: DemoBackend) -> gr.Blocks:
                 gr.update(choices=choices)
             return render.cart_panel(sess.cart_summary()), picker, note
 
+        keep_cart = (gr.update(), gr.update(), gr.update())
+
         def respond(text: str, sess: DemoSession, *values: Any) -> Iterator[tuple]:
             text = clip_message(text)
             if not text:
-                yield sess.transcript, gr.update(), *cart_outputs(sess)
+                yield gr.update(), gr.update(), *keep_cart
                 return
-            before = bounded_transcript(list(sess.transcript) + [{"role": "user", "content": render.esc(text)}])
-            # A sign of life at once: loading a model or the first model turn can take seconds.
-            yield before + [WORKING], "", *cart_outputs(sess)
             try:
-                settings = settings_of(*values)
-                messages: list[dict[str, Any]] = []
-                for messages in sess.chat(text, settings):
-                    yield before + (messages or [WORKING]), gr.update(), *cart_outputs(sess)
-                sess.transcript = bounded_transcript(before + messages)
-                yield sess.transcript, gr.update(), *cart_outputs(sess, pick_first=True)
-            except Exception as exc:  # noqa: BLE001 - the chat shows it, the app keeps serving
-                if not isinstance(exc, DemoError):
-                    logger.exception("chat turn failed")
-                sess.transcript = bounded_transcript(before + [{"role": "assistant", "content": _warning(exc)}])
-                yield sess.transcript, gr.update(), *cart_outputs(sess)
+                ticket = sess.turns.take()
+            except DemoError as exc:
+                # A toast, and the text stays in the box: the chat belongs to the running turn.
+                gr.Warning(str(exc))
+                yield gr.update(), gr.update(), *keep_cart
+                return
+            try:
+                if ticket.waiting:
+                    # The message is taken (the box empties) while the chat keeps streaming the running turn.
+                    yield gr.update(), "", *keep_cart
+                    ticket.wait()
+                before = bounded_transcript(list(sess.transcript) + [{"role": "user", "content": render.esc(text)}])
+                # A sign of life at once: loading a model or the first model turn can take seconds.
+                yield before + [WORKING], "", *cart_outputs(sess)
+                try:
+                    settings = settings_of(*values)
+                    messages: list[dict[str, Any]] = []
+                    for messages in sess.chat(text, settings):
+                        yield before + (messages or [WORKING]), gr.update(), *cart_outputs(sess)
+                    sess.transcript = bounded_transcript(before + messages)
+                    yield sess.transcript, gr.update(), *cart_outputs(sess, pick_first=True)
+                except Exception as exc:  # noqa: BLE001 - the chat shows it, the app keeps serving
+                    if not isinstance(exc, DemoError):
+                        logger.exception("chat turn failed")
+                    sess.transcript = bounded_transcript(before + [{"role": "assistant", "content": _warning(exc)}])
+                    yield sess.transcript, gr.update(), *cart_outputs(sess)
+            finally:
+                ticket.close()  # the next message of this tab may run (or leaves the queue, if this tab closed)
 
         def reset_chat(sess: DemoSession) -> tuple:
             sess.new_chat()
@@ -238,10 +254,11 @@ def build_demo(backend: DemoBackend) -> gr.Blocks:
             return episode_html(rows[i])
 
         cart_out = [cart, pick, cart_note]
-        # "always_last": a message sent while the previous turn still runs is answered after it, not dropped
-        # (Gradio's default "once" ignores a click while the event is pending).
+        # "multiple": a message sent while the previous turn runs is taken with the text it was sent with,
+        # and waits in the tab's TurnQueue (Gradio's "once" drops the click; "always_last" re-reads the
+        # box when the turn ends, so a draft typed meanwhile would be sent instead).
         chat_event = dict(fn=respond, inputs=[message, session, *settings_inputs], outputs=[chatbot, message, *cart_out],
-                          concurrency_id="episode", trigger_mode="always_last")
+                          concurrency_id="episode", trigger_mode="multiple")
         for trigger in (send.click, message.submit):
             turn = trigger(**chat_event)
             if backend.has_rewriter:

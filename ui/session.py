@@ -315,6 +315,66 @@ def _in_thread(produce: Callable[[Callable[[dict[str, Any]], None]], None]) -> I
         yield item
 
 
+class TurnTicket:
+    """One chat message's place in its tab's `TurnQueue`; `close()` it when the turn ends or is abandoned."""
+
+    def __init__(self, turns: TurnQueue, holding: bool):
+        self._turns = turns
+        self.holding = holding  # False: queued behind the running turn until `wait()` returns
+        self._closed = False
+
+    @property
+    def waiting(self) -> bool:
+        return not self.holding and not self._closed
+
+    def wait(self) -> None:
+        """Block until the running turn ends; then this ticket holds the tab's turn."""
+        if self.holding or self._closed:
+            return
+        self._turns._running.acquire()
+        with self._turns._guard:
+            self._turns._waiting -= 1
+        self.holding = True
+
+    def close(self) -> None:
+        """End the turn, or leave the queue unserved (a tab closed while its message waited)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.holding:
+            self._turns._running.release()
+        else:
+            with self._turns._guard:
+                self._turns._waiting -= 1
+
+
+class TurnQueue:
+    """A tab's chat turns, one at a time, in the order they were sent.
+
+    A message sent while a turn runs keeps its text (taken when it was sent) and runs after that
+    turn. One message waits at most (so the order needs no more than a lock): another is refused
+    with a readable DemoError rather than queued without bound, as each waiting message holds one of
+    the demo's episode slots. Nobody jumps the queue: a message finds the turn free only when no
+    message is waiting for it.
+    """
+
+    max_waiting = 1
+
+    def __init__(self) -> None:
+        self._running = threading.Lock()
+        self._guard = threading.Lock()
+        self._waiting = 0
+
+    def take(self) -> TurnTicket:
+        with self._guard:
+            if self._waiting == 0 and self._running.acquire(blocking=False):
+                return TurnTicket(self, holding=True)
+            if self._waiting >= self.max_waiting:
+                raise DemoError("a message is already waiting for the running turn; send this one after it")
+            self._waiting += 1
+            return TurnTicket(self, holding=False)
+
+
 class DemoSession:
     """One shopper: a cart that outlives episodes, the chat so far, at most one running episode."""
 
@@ -331,7 +391,8 @@ class DemoSession:
         self.transcript: list[Message] = []  # what the chat shows, steps included
         self.last_message = ""
         self.shown: dict[str, dict[str, Any]] = {}
-        self._busy = threading.Lock()
+        self._busy = threading.Lock()  # one episode at a time: a chat turn or a benchmark task
+        self.turns = TurnQueue()  # chat messages sent while a turn runs wait here
 
     def new_chat(self) -> None:
         """Forget the conversation; the cart stays, as in a shop."""

@@ -21,6 +21,17 @@ pytestmark = pytest.mark.slow  # drives Chromium
 STEP_TIMEOUT_MS = 60_000
 
 
+def wait_for_cards(page, n: int) -> None:
+    """Wait until the chat shows n product cards; on timeout, say what the page showed instead."""
+    try:
+        page.wait_for_function(f"document.querySelectorAll('#chat .sl-card').length >= {n}", timeout=STEP_TIMEOUT_MS)
+    except Exception as exc:
+        cards = page.locator("#chat .sl-card").count()
+        raise AssertionError(f"{cards} product cards, not {n}; the message box holds "
+                             f"{page.input_value('#chat-input textarea')!r}; the chat ends with:\n"
+                             f"{page.inner_text('#chat')[-2000:]}") from exc
+
+
 @pytest.fixture(scope="module")
 def browser():
     with launch_chromium() as chromium:
@@ -108,7 +119,7 @@ def test_a_message_streams_tool_steps_then_product_cards(browser, scripted_app, 
     page.wait_for_selector("#chat >> text=The language model failed", timeout=STEP_TIMEOUT_MS)
     assert "Traceback" not in page.inner_text("#chat")
     send(page, "water bottle")
-    page.wait_for_function("document.querySelectorAll('#chat .sl-card').length >= 4", timeout=STEP_TIMEOUT_MS)
+    wait_for_cards(page, 4)
 
 
 def test_a_message_sent_while_a_turn_runs_is_answered_after_it(browser, scripted_app):
@@ -117,8 +128,14 @@ def test_a_message_sent_while_a_turn_runs_is_answered_after_it(browser, scripted
     page.wait_for_selector("#chat >> text=water bottle", timeout=STEP_TIMEOUT_MS)  # the turn has started
     assert page.locator("#chat .sl-card").count() == 0  # ... and is still running (each step takes 0.3 s)
     send(page, "stainless steel water bottle")
-    page.wait_for_function("document.querySelectorAll('#chat .sl-card').length >= 4", timeout=STEP_TIMEOUT_MS)
-    assert 'find_product(q="stainless steel water bottle")' in page.inner_text("#chat")
+    # The shopper starts typing the next message while the first turn still runs: the message already
+    # sent is the one answered, not this draft.
+    page.fill("#chat-input textarea", "a draft not sent yet")
+    wait_for_cards(page, 4)
+    chat = page.inner_text("#chat")
+    first, second = 'find_product(q="water bottle")', 'find_product(q="stainless steel water bottle")'
+    assert first in chat and second in chat and chat.index(first) < chat.index(second), chat[-2000:]
+    assert "draft" not in chat
 
 
 def test_two_sessions_do_not_share_a_cart(browser, scripted_app):

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from agents.llm import LLMError
 from tests.scripted_shopper import ScriptedShopper
-from ui import DemoBackend, DemoConfig, DemoError, TurnSettings, render
+from ui import DemoBackend, DemoConfig, DemoError, TurnQueue, TurnSettings, render
 from ui.browser import free_port
 from ui.config import DemoSettings
 
@@ -300,3 +300,54 @@ def test_a_huge_chat_message_is_cut_and_the_transcript_stays_bounded(backend):
         pass
     assert len(session.last_message) <= MAX_MESSAGE_CHARS
     assert all(len(m["content"]) <= MAX_MESSAGE_CHARS for m in session.history if m["role"] == "user")
+
+
+def test_chat_messages_of_a_tab_run_one_at_a_time_in_the_order_sent():
+    import threading
+
+    turns = TurnQueue()
+    first = turns.take()
+    assert first.holding and not first.waiting
+    second = turns.take()
+    assert second.waiting
+    with pytest.raises(DemoError, match="already waiting"):
+        turns.take()  # bounded: a third message is refused, readably
+    ran: list[str] = []
+
+    def run(ticket):
+        ticket.wait()
+        ran.append("second")
+
+    waiter = threading.Thread(target=run, args=(second,))
+    waiter.start()
+    waiter.join(0.2)
+    assert waiter.is_alive() and ran == []  # it waits while the first turn runs
+    first.close()
+    waiter.join(10)
+    assert ran == ["second"] and second.holding
+    second.close()
+    assert turns.take().holding
+
+
+def test_a_message_sent_as_a_turn_ends_does_not_jump_the_waiting_one():
+    turns = TurnQueue()
+    first, second = turns.take(), turns.take()
+    first.close()  # the turn is free, but the second message has not woken up yet
+    with pytest.raises(DemoError, match="already waiting"):
+        turns.take()
+    second.wait()
+    assert second.holding
+    second.close()
+
+
+def test_a_tab_closed_while_its_message_waits_leaves_the_queue():
+    turns = TurnQueue()
+    running, abandoned = turns.take(), turns.take()
+    abandoned.close()  # Gradio closed the turn's generator before it ran
+    replacement = turns.take()  # not refused: the abandoned message no longer counts
+    assert replacement.waiting
+    running.close()
+    replacement.wait()
+    assert replacement.holding
+    replacement.close()
+    assert turns.take().holding
