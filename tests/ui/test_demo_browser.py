@@ -110,7 +110,12 @@ def test_a_message_streams_tool_steps_then_product_cards(browser, scripted_app, 
     page.screenshot(path=str(tmp_path / "chat.png"), full_page=True)
     # The rewrite panel shows how the configured rewriter rewrote the message, and what each query finds.
     page.get_by_role("tab", name="Rewrite").click()
-    page.wait_for_selector("#rewrite-out .sl-rewrite >> text=stainless steel water bottle", timeout=STEP_TIMEOUT_MS)
+    try:
+        page.wait_for_selector("#rewrite-out .sl-rewrite >> text=stainless steel water bottle", timeout=STEP_TIMEOUT_MS)
+    except Exception as exc:
+        selected = page.locator("[role=tab][aria-selected=true]").all_inner_texts()
+        raise AssertionError(f"no rewrite panel; selected tab {selected}; #rewrite-out holds "
+                             f"{page.inner_html('#rewrite-out')[:1000]!r}") from exc
     assert page.locator("#rewrite-out ol li").count() >= 1
     page.get_by_role("tab", name="Chat").click()
 
