@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import threading
@@ -64,7 +65,6 @@ def build_demo(backend: DemoBackend) -> gr.Blocks:
 
     with gr.Blocks(title="shoplab · shopping assistant") as demo:
         # No time_to_live: it would expire an open but idle tab's cart. Gradio drops a closed tab's state.
-        session = gr.State(lambda: backend.new_session())
         gr.Markdown(f"## 🛍️ shoplab shopping assistant\n{render.esc(backend.model_banner())} It shops in a "
                     f"catalogue of **{n_products:,} products**; each tool call it makes appears as a step you can "
                     "expand.", elem_id="header")
@@ -141,6 +141,19 @@ def build_demo(backend: DemoBackend) -> gr.Blocks:
                                           label="Max tool calls", elem_id="set-max-steps")
         settings_inputs = [agent, llm_backend, model, temperature, max_steps]
 
+        def per_tab(handler: Callable[..., Any]) -> Callable[..., Any]:
+            """`handler(session, *inputs)` as a Gradio handler, given the session of the tab that sent the event."""
+            if inspect.isgeneratorfunction(handler):
+                def stream(request: gr.Request, *inputs: Any) -> Iterator[Any]:
+                    yield from handler(backend.session(request.session_hash), *inputs)
+
+                return stream
+
+            def call(request: gr.Request, *inputs: Any) -> Any:
+                return handler(backend.session(request.session_hash), *inputs)
+
+            return call
+
         def settings_of(*values: Any) -> TurnSettings:
             return TurnSettings(*values).validated(config.agent.max_steps)
 
@@ -152,7 +165,7 @@ def build_demo(backend: DemoBackend) -> gr.Blocks:
 
         keep_cart = (gr.update(), gr.update(), gr.update())
 
-        def respond(text: str, sess: DemoSession, *values: Any) -> Iterator[tuple]:
+        def respond(sess: DemoSession, text: str, *values: Any) -> Iterator[tuple]:
             text = clip_message(text)
             if not text:
                 yield gr.update(), gr.update(), *keep_cart
@@ -257,20 +270,20 @@ def build_demo(backend: DemoBackend) -> gr.Blocks:
         # "multiple": a message sent while the previous turn runs is taken with the text it was sent with,
         # and waits in the tab's TurnQueue (Gradio's "once" drops the click; "always_last" re-reads the
         # box when the turn ends, so a draft typed meanwhile would be sent instead).
-        chat_event = dict(fn=respond, inputs=[message, session, *settings_inputs], outputs=[chatbot, message, *cart_out],
+        chat_event = dict(fn=per_tab(respond), inputs=[message, *settings_inputs], outputs=[chatbot, message, *cart_out],
                           concurrency_id="episode", trigger_mode="multiple")
         for trigger in (send.click, message.submit):
             turn = trigger(**chat_event)
             if backend.has_rewriter:
-                turn.then(_guarded(rewrite_last, lambda msg: msg), inputs=[session], outputs=[rewrite_out])
-        new_chat.click(reset_chat, inputs=[session], outputs=[chatbot, *cart_out])
+                turn.then(per_tab(_guarded(rewrite_last, lambda msg: msg)), outputs=[rewrite_out])
+        new_chat.click(per_tab(reset_chat), outputs=[chatbot, *cart_out])
         note_only = lambda msg: (gr.update(), gr.update(), msg)  # noqa: E731
-        add.click(_guarded(add_to_cart, note_only), inputs=[session, pick, quantity], outputs=cart_out)
-        remove.click(_guarded(remove_from_cart, note_only), inputs=[session, pick], outputs=cart_out)
-        budget.change(_guarded(set_budget, note_only), inputs=[session, budget], outputs=cart_out)
+        add.click(per_tab(_guarded(add_to_cart, note_only)), inputs=[pick, quantity], outputs=cart_out)
+        remove.click(per_tab(_guarded(remove_from_cart, note_only)), inputs=[pick], outputs=cart_out)
+        budget.change(per_tab(_guarded(set_budget, note_only)), inputs=[budget], outputs=cart_out)
         intent.change(pick_intent, inputs=[intent], outputs=[task, task_query])
         task.change(show_task, inputs=[task], outputs=[task_query])
-        run_task.click(solve, inputs=[session, task, *settings_inputs], outputs=[task_chat, score, gold],
+        run_task.click(per_tab(solve), inputs=[task, *settings_inputs], outputs=[task_chat, score, gold],
                        concurrency_id="episode")
         run_note = lambda msg: (gr.update(), msg)  # noqa: E731
         refresh_runs.click(list_runs, outputs=[run_pick])
@@ -278,6 +291,11 @@ def build_demo(backend: DemoBackend) -> gr.Blocks:
         episode_pick.change(_guarded(show_episode, lambda msg: msg), inputs=[run_pick, episode_pick],
                             outputs=[episode_out])
         demo.load(_guarded(list_episodes, run_note), inputs=[run_pick], outputs=[episode_pick, episode_out])
+
+        def forget_tab(request: gr.Request) -> None:
+            backend.drop_session(request.session_hash)
+
+        demo.unload(forget_tab)  # a closed tab's cart and chat go at once
         if backend.has_rewriter:
             for trigger in (rewrite_button.click, rewrite_query.submit):
                 trigger(_guarded(rewrite_html, lambda msg: msg), inputs=[rewrite_query], outputs=[rewrite_out])

@@ -26,6 +26,8 @@ class DemoSettings:
     # Episodes running at once across all users; further requests wait in Gradio's queue.
     concurrency: int = 4
     max_queue: int = 64
+    # Browser tabs whose cart and chat are kept; past this the least recently used tab's are dropped.
+    max_sessions: int = 1000
     # `rule`, a trained rewrite stage folder (runs/rewrite/align_pro), or null for no rewrite panel.
     rewriter: str | None = "rule"
     rewrite_hits: int = 5  # products shown for the original query and for each rewrite

@@ -14,6 +14,7 @@ import queue
 import re
 import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -98,6 +99,8 @@ class DemoBackend:
         self._similarity = None
         self._lazy_lock = threading.Lock()
         self._run_cache: tuple[Any, list[dict[str, Any]]] = (None, [])
+        self._tabs: OrderedDict[str, DemoSession] = OrderedDict()
+        self._tabs_lock = threading.Lock()
         # The agent config's plug-in toolkits, built once and handed to every episode of every tab.
         self.toolkits = load_toolkits(config.agent.toolkits, world)
 
@@ -202,6 +205,35 @@ class DemoBackend:
 
     def new_session(self) -> DemoSession:
         return DemoSession(self)
+
+    def session(self, tab: str | None) -> DemoSession:
+        """The session of one browser tab (named by Gradio's session hash), made by its first event.
+
+        Not a `gr.State` with a factory: Gradio fills that from a page-load event, so a message sent
+        before that event ended got a session of its own, which the load then replaced (the first
+        turn, its cart and its place in the TurnQueue were lost). At most `demo.max_sessions` tabs
+        are kept, the least recently used leaving first; a closed tab's leaves at once (`drop_session`).
+        """
+        if not tab:  # a client without a session gets one for this call only
+            return self.new_session()
+        with self._tabs_lock:
+            session = self._tabs.get(tab)
+            if session is None:
+                session = self._tabs[tab] = self.new_session()
+                while len(self._tabs) > self.config.demo.max_sessions:
+                    self._tabs.popitem(last=False)
+            else:
+                self._tabs.move_to_end(tab)
+            return session
+
+    @property
+    def open_tabs(self) -> int:
+        """Tabs whose session is kept (a tab counts from its first event until it closes)."""
+        return len(self._tabs)
+
+    def drop_session(self, tab: str | None) -> None:
+        with self._tabs_lock:
+            self._tabs.pop(tab or "", None)
 
     def close(self) -> None:
         with self._llm_lock:
@@ -397,11 +429,6 @@ class DemoSession:
     def new_chat(self) -> None:
         """Forget the conversation; the cart stays, as in a shop."""
         self.history, self.transcript, self.last_message = [], [], ""
-
-    def __deepcopy__(self, memo: dict) -> DemoSession:
-        # gr.State deep-copies its initial value; each session is already built fresh for its tab, and
-        # the world and models it points to are shared on purpose.
-        return self
 
     # -- cart ---------------------------------------------------------------------------------
     def cart_summary(self) -> dict[str, Any]:

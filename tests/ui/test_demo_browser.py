@@ -7,6 +7,7 @@ default model (SmolLM2-135M-Instruct on transformers) through the same page.
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 
@@ -45,7 +46,7 @@ def serve(world, llm_factory, **demo):
     config = DemoConfig(demo=settings)
     config.llm = LLMConfig(sampling=SamplingConfig(max_new_tokens=48))
     app, backend = launch_demo(config, world=world, llm_factory=llm_factory, block=False, warm=False, quiet=True)
-    return app, f"http://{settings.host}:{settings.port}/"
+    return app, backend, f"http://{settings.host}:{settings.port}/"
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,7 @@ def finished_runs(world, similarity, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def scripted_app(world, shopper, finished_runs):
-    app, url = serve(world, lambda cfg: shopper, runs_dir=str(finished_runs))
+    app, _, url = serve(world, lambda cfg: shopper, runs_dir=str(finished_runs))
     yield url
     app.close()
 
@@ -143,6 +144,47 @@ def test_a_message_sent_while_a_turn_runs_is_answered_after_it(browser, scripted
     assert "draft" not in chat
 
 
+@pytest.fixture(scope="module")
+def slow_app(world, finished_runs):
+    shopper = ScriptedShopper(delay_s=2.0)  # a turn takes 6 s or more: time to send two more messages
+    app, backend, url = serve(world, lambda cfg: shopper, runs_dir=str(finished_runs))
+    make_session = backend.new_session
+
+    def slow_new_session():
+        time.sleep(1.0)  # a tab's first event arrives while its session is still being made
+        return make_session()
+
+    backend.new_session = slow_new_session
+    yield url, backend
+    app.close()
+
+
+def test_one_message_waits_for_the_running_turn_and_a_third_is_refused_with_its_text_kept(browser, slow_app):
+    url, backend = slow_app
+    page = open_page(browser, url)
+    send(page, "water bottle")  # at once: the tab's session is made by this event
+    page.wait_for_selector("#chat >> text=water bottle", timeout=STEP_TIMEOUT_MS)
+    send(page, "stainless steel water bottle")
+    # Taken at once: the box empties while the first turn still runs.
+    page.wait_for_function("document.querySelector('#chat-input textarea').value === ''", timeout=STEP_TIMEOUT_MS)
+    send(page, "a third one")
+    page.wait_for_selector("text=already waiting", timeout=STEP_TIMEOUT_MS)
+    assert page.locator("#chat .sl-card").count() == 0  # the first turn was still running
+    assert page.input_value("#chat-input textarea") == "a third one"  # kept, to send later
+    wait_for_cards(page, 4)
+    chat = page.inner_text("#chat")
+    # Both turns in one chat: the first was not lost to a second session made for the same tab.
+    assert 'find_product(q="water bottle")' in chat and 'find_product(q="stainless steel water bottle")' in chat
+    assert "a third one" not in chat
+    # Closing the tab drops its session (cart and chat) at once.
+    assert backend.open_tabs == 1
+    page.context.close()
+    deadline = time.monotonic() + 30
+    while backend.open_tabs and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert backend.open_tabs == 0
+
+
 def test_two_sessions_do_not_share_a_cart(browser, scripted_app):
     alice, bob = open_page(browser, scripted_app), open_page(browser, scripted_app)
     # Both ask at once: the queue runs the two episodes side by side, each in its own session.
@@ -192,7 +234,7 @@ def test_benchmark_task_mode_shows_score_breakdown_and_gold(browser, scripted_ap
 def test_the_real_default_model_answers_through_the_page(browser, world):
     from agents.llm import make_llm
 
-    app, url = serve(world, make_llm, max_steps=3)
+    app, _, url = serve(world, make_llm, max_steps=3)
     try:
         page = open_page(browser, url)
         send(page, "stainless steel water bottle")

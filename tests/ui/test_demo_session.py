@@ -351,3 +351,20 @@ def test_a_tab_closed_while_its_message_waits_leaves_the_queue():
     assert replacement.holding
     replacement.close()
     assert turns.take().holding
+
+
+def test_each_browser_tab_keeps_one_session_and_closed_or_oldest_tabs_are_dropped(world, shopper):
+    config = DemoConfig(demo=DemoSettings(data_dir=str(world.data_dir), tasks_per_intent=1, max_sessions=2))
+    backend = DemoBackend(config, world=world, llm_factory=lambda cfg: shopper)
+    alice = backend.session("tab-a")
+    alice.set_budget(50)
+    # Every event of a tab reaches the same cart and chat.
+    assert backend.session("tab-a") is alice and backend.session("tab-a").cart_summary()["budget"] == 50
+    bob = backend.session("tab-b")
+    assert bob is not alice
+    backend.session("tab-a")  # alice is the most recently used now
+    backend.session("tab-c")  # a third tab: bob, the least recently used, is dropped
+    assert backend.session("tab-a") is alice and backend.session("tab-b") is not bob
+    backend.drop_session("tab-a")  # the tab closed
+    assert backend.session("tab-a") is not alice
+    assert backend.session(None) is not backend.session(None)  # no session hash: nothing is kept
