@@ -64,7 +64,6 @@ def build_demo(backend: DemoBackend) -> gr.Blocks:
     n_products = manifest.get("n_products") or 0
 
     with gr.Blocks(title="shoplab · shopping assistant") as demo:
-        # No time_to_live: it would expire an open but idle tab's cart. Gradio drops a closed tab's state.
         gr.Markdown(f"## 🛍️ shoplab shopping assistant\n{render.esc(backend.model_banner())} It shops in a "
                     f"catalogue of **{n_products:,} products**; each tool call it makes appears as a step you can "
                     "expand.", elem_id="header")
@@ -295,7 +294,7 @@ def build_demo(backend: DemoBackend) -> gr.Blocks:
         def forget_tab(request: gr.Request) -> None:
             backend.drop_session(request.session_hash)
 
-        demo.unload(forget_tab)  # a closed tab's cart and chat go at once
+        demo.unload(forget_tab)  # a closed tab's cart and chat go after demo.closed_tab_ttl_s
         if backend.has_rewriter:
             for trigger in (rewrite_button.click, rewrite_query.submit):
                 trigger(_guarded(rewrite_html, lambda msg: msg), inputs=[rewrite_query], outputs=[rewrite_out])

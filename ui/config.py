@@ -28,6 +28,8 @@ class DemoSettings:
     max_queue: int = 64
     # Browser tabs whose cart and chat are kept; past this the least recently used tab's are dropped.
     max_sessions: int = 1000
+    # A closed tab's cart and chat are kept this long (a network blip reads as a close; the tab comes back).
+    closed_tab_ttl_s: float = 3600.0
     # `rule`, a trained rewrite stage folder (runs/rewrite/align_pro), or null for no rewrite panel.
     rewriter: str | None = "rule"
     rewrite_hits: int = 5  # products shown for the original query and for each rewrite

@@ -13,6 +13,7 @@ import logging
 import queue
 import re
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -100,6 +101,7 @@ class DemoBackend:
         self._lazy_lock = threading.Lock()
         self._run_cache: tuple[Any, list[dict[str, Any]]] = (None, [])
         self._tabs: OrderedDict[str, DemoSession] = OrderedDict()
+        self._closed: dict[str, float] = {}  # closed tab -> when it closed (time.monotonic)
         self._tabs_lock = threading.Lock()
         # The agent config's plug-in toolkits, built once and handed to every episode of every tab.
         self.toolkits = load_toolkits(config.agent.toolkits, world)
@@ -212,28 +214,39 @@ class DemoBackend:
         Not a `gr.State` with a factory: Gradio fills that from a page-load event, so a message sent
         before that event ended got a session of its own, which the load then replaced (the first
         turn, its cart and its place in the TurnQueue were lost). At most `demo.max_sessions` tabs
-        are kept, the least recently used leaving first; a closed tab's leaves at once (`drop_session`).
+        are kept, the least recently used leaving first. A closed tab's session (`drop_session`) is
+        kept `demo.closed_tab_ttl_s` more, as Gradio keeps a closed tab's state: the heartbeat that
+        reports a close also drops on a network blip, and the tab then goes on with the same hash.
         """
         if not tab:  # a client without a session gets one for this call only
             return self.new_session()
         with self._tabs_lock:
+            now = time.monotonic()
+            for gone in [t for t, at in self._closed.items() if now - at >= self.config.demo.closed_tab_ttl_s]:
+                self._closed.pop(gone)
+                self._tabs.pop(gone, None)
+            self._closed.pop(tab, None)  # within the grace period: the tab is back
             session = self._tabs.get(tab)
             if session is None:
                 session = self._tabs[tab] = self.new_session()
                 while len(self._tabs) > self.config.demo.max_sessions:
-                    self._tabs.popitem(last=False)
+                    evicted, _ = self._tabs.popitem(last=False)
+                    self._closed.pop(evicted, None)
             else:
                 self._tabs.move_to_end(tab)
             return session
 
     @property
     def open_tabs(self) -> int:
-        """Tabs whose session is kept (a tab counts from its first event until it closes)."""
-        return len(self._tabs)
+        """Tabs with a session that have not closed (a tab counts from its first event)."""
+        with self._tabs_lock:
+            return len(self._tabs) - len(self._closed)
 
     def drop_session(self, tab: str | None) -> None:
+        """The tab closed: its session goes after `demo.closed_tab_ttl_s`, unless the tab sends again."""
         with self._tabs_lock:
-            self._tabs.pop(tab or "", None)
+            if tab in self._tabs:
+                self._closed[tab] = time.monotonic()
 
     def close(self) -> None:
         with self._llm_lock:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from typer.testing import CliRunner
 
@@ -354,17 +356,24 @@ def test_a_tab_closed_while_its_message_waits_leaves_the_queue():
 
 
 def test_each_browser_tab_keeps_one_session_and_closed_or_oldest_tabs_are_dropped(world, shopper):
-    config = DemoConfig(demo=DemoSettings(data_dir=str(world.data_dir), tasks_per_intent=1, max_sessions=2))
+    config = DemoConfig(demo=DemoSettings(data_dir=str(world.data_dir), tasks_per_intent=1, max_sessions=2,
+                                          closed_tab_ttl_s=0.3))
     backend = DemoBackend(config, world=world, llm_factory=lambda cfg: shopper)
     alice = backend.session("tab-a")
     alice.set_budget(50)
     # Every event of a tab reaches the same cart and chat.
     assert backend.session("tab-a") is alice and backend.session("tab-a").cart_summary()["budget"] == 50
     bob = backend.session("tab-b")
-    assert bob is not alice
+    assert bob is not alice and backend.open_tabs == 2
     backend.session("tab-a")  # alice is the most recently used now
     backend.session("tab-c")  # a third tab: bob, the least recently used, is dropped
     assert backend.session("tab-a") is alice and backend.session("tab-b") is not bob
-    backend.drop_session("tab-a")  # the tab closed
+    # A close followed by an event from the same tab (a network blip) keeps the session.
+    backend.drop_session("tab-a")
+    assert backend.open_tabs == 1
+    assert backend.session("tab-a") is alice and backend.open_tabs == 2
+    # A tab that stays closed past the grace period loses it.
+    backend.drop_session("tab-a")
+    time.sleep(0.4)
     assert backend.session("tab-a") is not alice
     assert backend.session(None) is not backend.session(None)  # no session hash: nothing is kept
