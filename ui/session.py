@@ -101,7 +101,8 @@ class DemoBackend:
         self._lazy_lock = threading.Lock()
         self._run_cache: tuple[Any, list[dict[str, Any]]] = (None, [])
         self._tabs: OrderedDict[str, DemoSession] = OrderedDict()
-        self._closed: dict[str, float] = {}  # closed tab -> when it closed (time.monotonic)
+        # Closed tab -> when it closed (time.monotonic), oldest close first, so the sweep stops early.
+        self._closed: OrderedDict[str, float] = OrderedDict()
         self._tabs_lock = threading.Lock()
         # The agent config's plug-in toolkits, built once and handed to every episode of every tab.
         self.toolkits = load_toolkits(config.agent.toolkits, world)
@@ -221,9 +222,9 @@ class DemoBackend:
         if not tab:  # a client without a session gets one for this call only
             return self.new_session()
         with self._tabs_lock:
-            now = time.monotonic()
-            for gone in [t for t, at in self._closed.items() if now - at >= self.config.demo.closed_tab_ttl_s]:
-                self._closed.pop(gone)
+            expired_before = time.monotonic() - self.config.demo.closed_tab_ttl_s
+            while self._closed and next(iter(self._closed.values())) <= expired_before:
+                gone, _ = self._closed.popitem(last=False)
                 self._tabs.pop(gone, None)
             self._closed.pop(tab, None)  # within the grace period: the tab is back
             session = self._tabs.get(tab)
@@ -246,6 +247,7 @@ class DemoBackend:
         """The tab closed: its session goes after `demo.closed_tab_ttl_s`, unless the tab sends again."""
         with self._tabs_lock:
             if tab in self._tabs:
+                self._closed.pop(tab, None)  # a second close counts from now, at the end of the order
                 self._closed[tab] = time.monotonic()
 
     def close(self) -> None:
