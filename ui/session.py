@@ -376,23 +376,15 @@ class TurnTicket:
 
     def wait(self) -> None:
         """Block until the running turn ends; then this ticket holds the tab's turn."""
-        if self.holding or self._closed:
-            return
-        self._turns._running.acquire()
-        with self._turns._guard:
-            self._turns._waiting -= 1
-        self.holding = True
+        if self.waiting:
+            self._turns._serve_waiting()
+            self.holding = True
 
     def close(self) -> None:
         """End the turn, or leave the queue unserved (a tab closed while its message waited)."""
-        if self._closed:
-            return
-        self._closed = True
-        if self.holding:
-            self._turns._running.release()
-        else:
-            with self._turns._guard:
-                self._turns._waiting -= 1
+        if not self._closed:
+            self._closed = True
+            self._turns._leave(holding=self.holding)
 
 
 class TurnQueue:
@@ -420,6 +412,18 @@ class TurnQueue:
                 raise DemoError("a message is already waiting for the running turn; send this one after it")
             self._waiting += 1
             return TurnTicket(self, holding=False)
+
+    def _serve_waiting(self) -> None:
+        self._running.acquire()
+        with self._guard:
+            self._waiting -= 1
+
+    def _leave(self, holding: bool) -> None:
+        if holding:
+            self._running.release()
+        else:
+            with self._guard:
+                self._waiting -= 1
 
 
 class DemoSession:
